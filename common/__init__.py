@@ -1,0 +1,1 @@
+"""Shared plumbing for every stage: user errors, hashing, atomic writes, image I/O."""

@@ -1,0 +1,86 @@
+"""The zoo's vocabulary: a model's input contract, its registered weights, and the registry.
+
+Modelled on torchvision's weights enums and timm's pretrained configs: each entry carries its
+builder, its weights (URL, sha256, license) and the input contract that every later stage reads
+instead of guessing (range, size multiple, default resolution, RAW or RGB).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+UPSTREAM = "https://raw.githubusercontent.com/{repo}/{commit}/{path}"
+
+
+@dataclass(frozen=True)
+class Weights:
+    """One published checkpoint: where it comes from and how to trust it."""
+
+    name: str  # registered name, e.g. "lol_v2"
+    file: str  # file name looked up in $LOWLIGHT_EDGE_WEIGHTS and the user cache
+    url: str  # upstream raw-file URL at the pinned commit ("" if not downloadable)
+    sha256: str
+    license: str
+    description: str
+    trained_range: tuple[float, float] = (0.0, 1.0)  # what the checkpoint was trained on
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The machine-readable input contract of one zoo entry.
+
+    The deployed module always takes the ``value_range`` below (RGB in [0, 1], or the amplified
+    Bayer plane for RAW models); model-specific normalisation happens inside the module.
+    """
+
+    name: str
+    title: str
+    input_kind: Literal["rgb", "raw_bayer"]
+    channels: int  # 3 for RGB, 1 for the Bayer plane
+    value_range: tuple[float, float]  # range of the deployed module's input
+    size_multiple: int  # H and W must be multiples of this
+    default_resolution: tuple[int, int]  # (H, W)
+    params: int  # parameter count of the deployed (folded) network
+    license: str
+    source: str  # upstream repository @ commit
+    paper: str
+    weights: dict[str, Weights]
+    default_weights: str | None
+    scale_factor: int | None = None  # Zero-DCE family: curve net runs at 1/s resolution
+    bayer_pattern: str | None = None  # "RGGB" for RAW models
+    dynamic_hw: bool = True  # whether the exported graph may take dynamic H and W
+    dynamic_hw_reason: str = ""  # why not, when dynamic_hw is False
+    reference: tuple[str, ...] = ()  # published numbers, quoted with their setting
+    notes: tuple[str, ...] = ()
+    output_range: tuple[float, float] = (0.0, 1.0)
+
+    def check_resolution(self, height: int, width: int) -> None:
+        """Raise UsageError unless HxW is positive and a multiple of size_multiple."""
+        from common.errors import UsageError
+
+        m = self.size_multiple
+        if height <= 0 or width <= 0 or height % m or width % m:
+            fit_h, fit_w = max(m, height // m * m), max(m, width // m * m)
+            msg = (
+                f"{self.name} needs H and W that are multiples of {m}, got {height}x{width}; "
+                f"use e.g. --resolution {fit_h}x{fit_w}"
+            )
+            raise UsageError(msg)
+
+
+@dataclass(frozen=True)
+class Entry:
+    spec: ModelSpec
+    build: Callable[[], torch.nn.Module]  # random-init deployable module (eval mode)
+    load_state: Callable[[torch.nn.Module, dict], None] = field(default=None)  # type: ignore[assignment]
+
+
+REGISTRY: dict[str, Entry] = {}
+
+
+def register(spec: ModelSpec, build: Callable[[], torch.nn.Module], load_state=None) -> None:
+    REGISTRY[spec.name] = Entry(spec=spec, build=build, load_state=load_state)
