@@ -8,10 +8,14 @@ from collections.abc import Callable, Sequence
 
 from common.errors import LowlightError
 
+PACKAGES = ("common", "models", "export", "quantize", "runtimes", "bench")
+
 
 def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
     """Call ``main``; a user error prints one line and returns its exit code, Ctrl-C returns 130."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for package in PACKAGES:  # our own progress at INFO; third-party chatter stays at WARNING
+        logging.getLogger(package).setLevel(logging.INFO)
     try:
         return main(argv)
     except LowlightError as err:

@@ -1,0 +1,76 @@
+"""`python -m export MODEL ...`: argument parsing only; the work is export.pipeline.export()."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from export.config import DEFAULT_OPSET, STAGES, ExportRequest, parse_resolution
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m export",
+        description="Compile a zoo model: checkpoint -> ONNX -> simplified ONNX -> INT8 -> engine, "
+        "verifying every stage against the PyTorch FP32 output on real images.",
+    )
+    parser.add_argument("model", help="zoo model: iat, iat_student, zero_dce_pp, tinydce, sgz, llpacknet")
+    parser.add_argument("--weights", default="default", help="registered weights name, a .pth path, or 'none' (random)")
+    parser.add_argument("--resolution", type=parse_resolution, help="HxW (default: the target's, else the model's)")
+    parser.add_argument("--dynamic", action="store_true", help="dynamic H and W (verified at two other sizes)")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    parser.add_argument("--target", default="x86-cpu", help="target from targets.yaml (default x86-cpu)")
+    parser.add_argument("--until", choices=STAGES, default="engine", help="last stage to run (default engine)")
+    parser.add_argument("--out", type=Path, default=Path("artifacts"), help="output folder (default artifacts/)")
+    parser.add_argument("--eval", dest="eval_dir", type=Path, help="real images for verification")
+    parser.add_argument("--calib", dest="calib_dir", type=Path, help="calibration images for INT8")
+    parser.add_argument("--calib-size", type=int, default=32, help="calibration images used (default 32)")
+    parser.add_argument("--method", choices=("ptq", "qat"), default="ptq", help="INT8 method (default ptq)")
+    parser.add_argument("--budget-db", type=float, help="mean PSNR budget vs FP32 (default: the target's)")
+    parser.add_argument("--verify-images", type=int, default=4, help="eval images per verification (default 4)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def request_from_args(args: argparse.Namespace) -> ExportRequest:
+    weights = None if str(args.weights).lower() == "none" else args.weights
+    return ExportRequest(
+        model=args.model,
+        weights=weights,
+        resolution=args.resolution,
+        dynamic=args.dynamic,
+        opset=args.opset,
+        target=args.target,
+        until=args.until,
+        out=args.out,
+        eval_dir=args.eval_dir,
+        calib_dir=args.calib_dir,
+        calib_size=args.calib_size,
+        method=args.method,
+        budget_db=args.budget_db,
+        verify_images=args.verify_images,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from export.pipeline import export
+
+    manifest_path = export(request_from_args(args), progress=not args.quiet)
+    print_summary(manifest_path)
+    return 0
+
+
+def print_summary(manifest_path: Path) -> None:
+    manifest = json.loads(manifest_path.read_text())
+    print(f"{manifest['model']} -> {manifest_path.parent}  (target {manifest['target']})")
+    for f in manifest["files"]:
+        fid = f.get("fidelity") or {}
+        psnr = fid.get("psnr_db", {})
+        where = f" {fid.get('runtime')}: PSNR mean {psnr.get('mean')} / min {psnr.get('min')} dB" if fid else ""
+        print(f"  {f['stage']:9} {f['precision']:5} {f['path']:40} {f['bytes'] / 1e6:8.2f} MB{where}")
+    for note in manifest.get("notes", []):
+        print(f"  note: {note}")
+    print(f"manifest: {manifest_path}")

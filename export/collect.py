@@ -1,0 +1,95 @@
+"""`python -m export.collect DIR`: one MANIFEST.json over every artifact under DIR.
+
+Per file: model, target, stage, precision, sha256, bytes, fidelity and the tool versions of the
+run that made it; bench results found under DIR are listed too. ``verify(DIR)`` re-checks it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from common.atomic import write_json
+from common.errors import CheckFailed, DataError
+from common.hashing import sha256_file
+
+
+def collect(root: Path) -> Path:
+    root = Path(root)
+    manifests = sorted(root.glob("*/*/manifest.json"))
+    if not manifests:
+        msg = f"no */*/manifest.json under {root}; run `python -m export MODEL --out {root}` first"
+        raise DataError(msg)
+    files, models = [], {}
+    for path in manifests:
+        manifest = json.loads(path.read_text())
+        folder = path.parent.relative_to(root).as_posix()
+        models.setdefault(manifest["target"], []).append(manifest["model"])
+        entries = [{"path": "manifest.json", "stage": "manifest", "precision": "-"}] + manifest["files"]
+        for f in entries:
+            file = path.parent / f["path"]
+            files.append(
+                {
+                    "path": f"{folder}/{f['path']}",
+                    "model": manifest["model"],
+                    "target": manifest["target"],
+                    "stage": f["stage"],
+                    "precision": f["precision"],
+                    "sha256": f.get("sha256") or sha256_file(file),
+                    "bytes": f.get("bytes") or file.stat().st_size,
+                    "fidelity": f.get("fidelity"),
+                    "versions": manifest["versions"],
+                }
+            )
+    for result in sorted(root.glob("**/results.*")):
+        files.append(
+            {
+                "path": result.relative_to(root).as_posix(),
+                "model": "*",
+                "target": "*",
+                "stage": "bench",
+                "precision": "-",
+                "sha256": sha256_file(result),
+                "bytes": result.stat().st_size,
+            }
+        )
+    out = root / "MANIFEST.json"
+    write_json(out, {"models": models, "files": files})
+    return out
+
+
+def verify(root: Path, expected_models: list[str] | None = None) -> dict:
+    """Raise CheckFailed unless every listed file exists with its sha256 and every model is present."""
+    root = Path(root)
+    manifest = json.loads((root / "MANIFEST.json").read_text())
+    problems = []
+    for f in manifest["files"]:
+        file = root / f["path"]
+        if not file.is_file():
+            problems.append(f"missing {f['path']}")
+        elif sha256_file(file) != f["sha256"]:
+            problems.append(f"sha256 mismatch {f['path']}")
+    for target, names in manifest["models"].items():
+        missing = sorted(set(expected_models or []) - set(names))
+        if missing:
+            problems.append(f"{target}: no artifacts for {', '.join(missing)}")
+    if problems:
+        msg = f"MANIFEST.json does not verify: {'; '.join(problems[:5])}"
+        raise CheckFailed(msg)
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m export.collect ARTIFACTS_DIR", file=sys.stderr)
+        return 2
+    print(collect(Path(args[0])))
+    return 0
+
+
+if __name__ == "__main__":
+    from common.cli import run_main
+
+    sys.exit(run_main(main))

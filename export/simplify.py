@@ -1,0 +1,45 @@
+"""Stage 2: onnxsim on the exported graph, verified again; the unsimplified file is kept.
+
+onnxsim's own check runs on random inputs; ours runs on real frames against PyTorch, so its
+built-in check is switched off (check_n=0) rather than run twice.
+"""
+
+from __future__ import annotations
+
+from common.atomic import atomic_path
+from common.errors import CheckFailed
+from export.stages import Context, FileRecord, Stage
+from export.verify import verify_onnx_stage
+
+
+class SimplifyOnnx(Stage):
+    name = "simplify"
+
+    def key(self, ctx: Context) -> dict:
+        from export.manifest import versions
+
+        return {
+            "stage": self.name,
+            "input": ctx.records["onnx"].sha256,
+            "verify_images": ctx.request.verify_images,
+            "versions": {k: versions()[k] for k in ("onnx", "onnxsim", "onnxruntime")},
+        }
+
+    def run(self, ctx: Context) -> list[FileRecord]:
+        import onnx
+        import onnxsim
+
+        source = ctx.model_dir / ctx.records["onnx"].path
+        name = f"{ctx.spec.name}.sim.onnx"
+        model = onnx.load(str(source))
+        simplified, ok = onnxsim.simplify(model, check_n=0)
+        if not ok:
+            msg = f"onnxsim could not simplify {source.name}; rerun with --until onnx to keep the raw export"
+            raise CheckFailed(msg)
+        nodes_before, nodes_after = len(model.graph.node), len(simplified.graph.node)
+        with atomic_path(ctx.model_dir / name) as tmp:
+            onnx.save(simplified, str(tmp))
+            fid = verify_onnx_stage(ctx, tmp, self.name)
+        notes = [f"onnxsim {onnxsim.__version__}: {nodes_before} -> {nodes_after} nodes"]
+        record = FileRecord(name, self.name, "fp32", "simplified", fidelity=fid, notes=notes)
+        return [record.fill_digest(ctx.model_dir)]

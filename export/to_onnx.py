@@ -1,0 +1,106 @@
+"""Stage 1: PyTorch module -> ONNX, verified in ONNX Runtime on real frames.
+
+torch 2.13's default (dynamo) exporter is used: it exports every zoo model, including the
+dynamic-shape variants, once the zoo modules are written export-friendly (exact fixed-window
+pooling, DepthToSpace unpacking, folded weight norm, batched colour matrix). The legacy
+TorchScript exporter is kept as a fallback and the manifest records which one ran.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from pathlib import Path
+
+from common.atomic import atomic_path
+from common.errors import UsageError
+from export.stages import Context, FileRecord, Stage
+from export.verify import verify_onnx_stage
+
+log = logging.getLogger(__name__)
+
+MAX_DYNAMIC_SIDE = 8192
+
+
+
+class ExportOnnx(Stage):
+    name = "onnx"
+
+    def key(self, ctx: Context) -> dict:
+        from export.manifest import source_digest, versions
+
+        req = ctx.request
+        return {
+            "stage": self.name,
+            "model": req.model,
+            "weights": ctx.weights.get("sha256") or ctx.weights.get("name"),
+            "resolution": ctx.resolution,
+            "dynamic": req.dynamic,
+            "opset": req.opset,
+            "verify_images": req.verify_images,
+            "source": source_digest(),
+            "versions": {k: versions()[k] for k in ("torch", "onnx", "onnxscript", "onnxruntime")},
+        }
+
+    def run(self, ctx: Context) -> list[FileRecord]:
+        if ctx.request.dynamic and not ctx.spec.dynamic_hw:
+            msg = (
+                f"{ctx.spec.name} cannot be exported with dynamic H/W: {ctx.spec.dynamic_hw_reason}; "
+                "export one static file per resolution with --resolution HxW instead"
+            )
+            raise UsageError(msg)
+        name = f"{ctx.spec.name}.onnx"
+        target = ctx.model_dir / name
+        with atomic_path(target) as tmp:
+            exporter = export_module(ctx, tmp)
+            fid = verify_onnx_stage(ctx, tmp, self.name)
+        record = FileRecord(name, self.name, "fp32", "onnx", fidelity=fid, notes=[f"exporter: {exporter}"])
+        return [record.fill_digest(ctx.model_dir)]
+
+
+def export_module(ctx: Context, path: Path) -> str:
+    """Export ctx.module to path; returns which exporter produced it."""
+    import torch
+
+    module = ctx.module.eval()
+    example = torch.from_numpy(ctx.frames()[0])
+    dynamic_shapes = None
+    if ctx.request.dynamic:
+        m = ctx.spec.size_multiple
+        h = torch.export.Dim("h", min=1, max=MAX_DYNAMIC_SIDE // m)
+        w = torch.export.Dim("w", min=1, max=MAX_DYNAMIC_SIDE // m)
+        dynamic_shapes = ({2: h * m if m > 1 else h, 3: w * m if m > 1 else w},)
+    quiet = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(quiet), torch.inference_mode(False), torch.no_grad():
+            torch.onnx.export(
+                module,
+                (example,),
+                str(path),
+                dynamo=True,
+                opset_version=ctx.request.opset,
+                input_names=["input"],
+                output_names=["output"],
+                dynamic_shapes=dynamic_shapes,
+                external_data=False,
+                verbose=False,
+            )
+        module.eval()  # the exporter restores the training flag; make sure BN stays in eval mode
+        return f"torch.onnx.export(dynamo=True) torch {torch.__version__}"
+    except Exception as err:  # noqa: BLE001 - any exporter failure falls back, and says so
+        log.warning("dynamo exporter failed (%s); trying the TorchScript exporter", str(err).splitlines()[0])
+    dynamic_axes = {"input": {2: "height", 3: "width"}, "output": {2: "height", 3: "width"}} if dynamic_shapes else None
+    with contextlib.redirect_stdout(quiet), torch.no_grad():
+        torch.onnx.export(
+            module,
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=min(ctx.request.opset, 17),
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_axes=dynamic_axes,
+        )
+    module.eval()
+    return f"torch.onnx.export(dynamo=False) torch {torch.__version__} (dynamo exporter failed)"

@@ -1,0 +1,87 @@
+"""Per-stage verification: run an artifact on real frames and compare with PyTorch FP32.
+
+Every file the pipeline writes is checked this way before it is recorded, so the manifest's
+fidelity figures are measurements of the file itself, not of what it was made from.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import numpy as np
+
+from common.errors import CheckFailed
+
+log = logging.getLogger(__name__)
+
+FP32_MIN_PSNR_DB = 60.0  # a float stage must reproduce PyTorch to this (issue: >= 60 dB)
+
+
+def fidelity(outputs: list[np.ndarray], references: list[np.ndarray]) -> dict:
+    """PSNR (mean, min), max abs error and NaN/Inf count of outputs against references."""
+    from bench.metrics import psnr
+
+    psnrs, max_err, nonfinite = [], 0.0, 0
+    for out, ref in zip(outputs, references, strict=True):
+        if out.shape != ref.shape:
+            msg = f"output shape {out.shape} differs from the PyTorch output shape {ref.shape}"
+            raise CheckFailed(msg)
+        bad = int(np.count_nonzero(~np.isfinite(out)))
+        nonfinite += bad
+        clipped = np.clip(np.nan_to_num(out, nan=0.0), 0.0, 1.0)
+        psnrs.append(0.0 if bad else float(psnr(clipped, np.clip(ref, 0.0, 1.0))))
+        max_err = max(max_err, float(np.max(np.abs(clipped - ref))))
+    return {
+        "images": len(outputs),
+        "psnr_db": {"mean": round(float(np.mean(psnrs)), 2), "min": round(float(np.min(psnrs)), 2)},
+        "max_abs_err": float(f"{max_err:.3g}"),
+        "nonfinite": nonfinite,
+    }
+
+
+def run_frames(runner: Callable[[np.ndarray], np.ndarray], frames: list[np.ndarray]) -> list[np.ndarray]:
+    return [np.asarray(runner(f), dtype=np.float32) for f in frames]
+
+
+def verify_onnx(path, frames: list[np.ndarray], references: list[np.ndarray], threads: int | None = None) -> dict:
+    """Fidelity of an ONNX file in ONNX Runtime (CPU) against the PyTorch references."""
+    from runtimes import get_backend
+
+    with get_backend("onnxruntime").load(path, device="cpu", options={"threads": threads}) as runner:
+        result = fidelity(run_frames(runner, frames), references)
+    result["runtime"] = "onnxruntime"
+    return result
+
+
+def require(result: dict, stage: str, min_psnr_db: float = FP32_MIN_PSNR_DB, what: str = "") -> None:
+    """Fail the export naming the stage when its output drifted below the threshold."""
+    got = result["psnr_db"]["min"]
+    if result["nonfinite"] or got < min_psnr_db:
+        msg = (
+            f"stage {stage!r}{what} drifted from PyTorch FP32: min PSNR {got} dB < {min_psnr_db} dB "
+            f"(max abs err {result['max_abs_err']}, NaN/Inf {result['nonfinite']}); the artifact was not kept"
+        )
+        raise CheckFailed(msg)
+
+
+def other_resolutions(resolution: tuple[int, int], multiple: int) -> list[tuple[int, int]]:
+    """Two further sizes, multiples of the model's size multiple, to prove a dynamic export."""
+    h, w = resolution
+    m = multiple
+    small = (max(m, (h // 2) // m * m), max(m, (w * 2 // 3) // m * m))
+    other = (max(m, (h * 3 // 4) // m * m + m), max(m, (w // 2) // m * m + 2 * m))
+    return [small, other]
+
+
+def verify_onnx_stage(ctx, path, stage: str) -> dict:
+    """Verify an FP32 ONNX file at the export resolution and, if dynamic, at two more sizes."""
+    result = verify_onnx(path, ctx.frames(), ctx.references())
+    require(result, stage)
+    if ctx.request.dynamic:
+        result["other_resolutions"] = {}
+        for res in other_resolutions(ctx.resolution, ctx.spec.size_multiple):
+            extra = verify_onnx(path, ctx.frames(res), ctx.references(res))
+            require(extra, stage, what=f" at {res[0]}x{res[1]}")
+            result["other_resolutions"][f"{res[0]}x{res[1]}"] = extra["psnr_db"]
+    return result

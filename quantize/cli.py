@@ -1,0 +1,55 @@
+"""`python -m quantize MODEL ...`: the pipeline up to its INT8 stage, with the plan printed."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from export.config import ExportRequest, parse_resolution
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m quantize",
+        description="INT8 with NNCF under an image-fidelity budget: searches which layers stay float, "
+        "and ships float instead when INT8 misses the budget or is not faster.",
+    )
+    parser.add_argument("model", help="zoo model: iat, iat_student, zero_dce_pp, tinydce, sgz, llpacknet")
+    parser.add_argument("--method", choices=("ptq", "qat"), default="ptq", help="post-training or QAT (default ptq)")
+    parser.add_argument("--target", default="x86-cpu", help="target from targets.yaml (default x86-cpu)")
+    parser.add_argument("--calib", dest="calib_dir", type=Path, help="calibration images (never the eval images)")
+    parser.add_argument("--calib-size", type=int, default=32, help="calibration images used (default 32)")
+    parser.add_argument("--budget-db", type=float, help="mean PSNR budget vs FP32 (default: the target's)")
+    parser.add_argument("--resolution", type=parse_resolution, help="HxW (default: the target's, else the model's)")
+    parser.add_argument("--weights", default="default", help="registered weights name or a .pth path")
+    parser.add_argument("--eval", dest="eval_dir", type=Path, help="real images for the drift check")
+    parser.add_argument("--out", type=Path, default=Path("artifacts"), help="output folder (default artifacts/)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from export.cli import print_summary
+    from export.pipeline import export
+
+    request = ExportRequest(
+        model=args.model,
+        weights=args.weights,
+        resolution=args.resolution,
+        target=args.target,
+        until="quantize",
+        out=args.out,
+        eval_dir=args.eval_dir,
+        calib_dir=args.calib_dir,
+        calib_size=args.calib_size,
+        method=args.method,
+        budget_db=args.budget_db,
+    )
+    manifest = export(request, progress=not args.quiet)
+    print_summary(manifest)
+    plan = manifest.parent / "precision_plan.yaml"
+    if plan.is_file():
+        print(f"precision plan: {plan}")
+    return 0

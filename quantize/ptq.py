@@ -1,0 +1,218 @@
+"""Post-training INT8 with NNCF under an image-fidelity budget.
+
+The search, in order, stopping at the first plan that meets the budget on held-out
+calibration frames (never the eval images):
+1. the model's preset (quantize/presets.py): only convolutions INT8, known-fragile nodes float;
+2. NNCF accuracy control from that preset, with a PSNR-vs-FP32 metric: it ranks the remaining
+   INT8 layers by their effect on the metric and reverts them to float until the budget holds.
+The result is then checked on the eval images and timed against FP32 on this host: an INT8 model
+that misses the budget or is not faster is not shipped (the plan records why).
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from quantize.plan import FloatNode
+from quantize.presets import Preset
+
+log = logging.getLogger(__name__)
+
+PSNR_CAP_DB = 60.0  # FP32 vs itself scores this; accuracy control measures drops from it
+COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+ONNX_TO_OV_TYPES = {
+    "Mul": ["Multiply"],
+    "Add": ["Add"],
+    "Sub": ["Subtract"],
+    "Div": ["Divide"],
+    "Pow": ["Power"],
+    "MatMul": ["MatMul"],
+    "Gemm": ["MatMul"],
+    "Tanh": ["Tanh"],
+    "Sigmoid": ["Sigmoid"],
+    "Clip": ["Clamp"],
+    "Resize": ["Interpolate"],
+    "CumSum": ["CumSum"],
+    "ReduceMean": ["ReduceMean"],
+    "AveragePool": ["AvgPool"],
+    "GlobalAveragePool": ["ReduceMean"],
+}
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    name: str
+    op: str
+    module: str
+
+
+def graph_nodes(exported_onnx: Path, simplified_onnx: Path) -> list[NodeInfo]:
+    """Nodes of the simplified graph with the PyTorch module each came from.
+
+    The dynamo exporter stores each node's module scope in metadata_props; onnxsim drops the
+    metadata but keeps node names, so the scope is looked up in the unsimplified export.
+    """
+    import onnx
+
+    scopes: dict[str, str] = {}
+    for node in onnx.load(str(exported_onnx), load_external_data=False).graph.node:
+        for prop in node.metadata_props:
+            if prop.key == "pkg.torch.onnx.name_scopes":
+                try:
+                    names = ast.literal_eval(prop.value)
+                    scopes[node.name] = names[-2] if len(names) >= 2 else ""
+                except (ValueError, SyntaxError):
+                    pass
+    graph = onnx.load(str(simplified_onnx), load_external_data=False).graph
+    return [NodeInfo(n.name, n.op_type, scopes.get(n.name, "")) for n in graph.node]
+
+
+def first_compute_node(simplified_onnx: Path) -> str | None:
+    """The first Conv/MatMul fed (through non-compute ops) by the graph input."""
+    import onnx
+
+    graph = onnx.load(str(simplified_onnx), load_external_data=False).graph
+    reached = {i.name for i in graph.input}
+    for node in graph.node:
+        if any(i in reached for i in node.input):
+            if node.op_type in COMPUTE_OPS:
+                return node.name
+            reached.update(node.output)
+    return None
+
+
+def preset_float_nodes(nodes: list[NodeInfo], preset: Preset, first: str | None) -> list[FloatNode]:
+    """Compute nodes that the preset keeps in float, each with its reason."""
+    chosen: list[FloatNode] = []
+    for node in nodes:
+        if node.op not in COMPUTE_OPS:
+            continue
+        reason = ""
+        if node.op not in preset.quantize_ops:
+            reason = f"preset: {node.op} ops stay float for this model"
+        elif first and node.name == first and preset.float_first_conv:
+            reason = f"preset: {preset.float_first_conv}"
+        else:
+            for prefix, why in preset.float_modules:
+                if node.module == prefix or node.module.startswith(prefix + "."):
+                    reason = f"preset: {why}"
+                    break
+        if reason:
+            chosen.append(FloatNode(node.name, node.op, node.module, reason))
+    return chosen
+
+
+def ignored_scope(float_names: list[str], preset: Preset):
+    """NNCF IgnoredScope (OpenVINO names) for float compute nodes and non-quantized op types."""
+    import nncf
+
+    names = [n for name in float_names for n in (name, f"{name}/WithoutBiases")]
+    types = sorted(
+        {ov for onnx_op, ovs in ONNX_TO_OV_TYPES.items() if onnx_op not in preset.quantize_ops for ov in ovs}
+    )
+    return nncf.IgnoredScope(names=names, types=types, validate=False)
+
+
+def psnr_db(out: np.ndarray, ref: np.ndarray) -> float:
+    if not np.all(np.isfinite(out)):
+        return 0.0
+    mse = float(np.mean((np.clip(out, 0, 1) - np.clip(ref, 0, 1)) ** 2))
+    return PSNR_CAP_DB if mse <= 10 ** (-PSNR_CAP_DB / 10) else min(PSNR_CAP_DB, 10 * np.log10(1.0 / mse))
+
+
+def score(psnrs: list[float], budget: dict) -> float:
+    """One number for accuracy control: the mean PSNR, pulled down if the worst frame misses its floor."""
+    gap = budget["psnr_mean_db"] - budget["psnr_min_db"]
+    return float(min(np.mean(psnrs), np.min(psnrs) + gap, PSNR_CAP_DB))
+
+
+def evaluate(compiled, frames: list[np.ndarray], refs: list[np.ndarray]) -> list[float]:
+    output = compiled.output(0)
+    return [psnr_db(compiled(f)[output], r) for f, r in zip(frames, refs, strict=True)]
+
+
+def summary(psnrs: list[float]) -> dict:
+    return {"images": len(psnrs), "psnr_db": {"mean": round(float(np.mean(psnrs)), 2), "min": round(float(np.min(psnrs)), 2)}}
+
+
+def meets(psnrs: list[float], budget: dict) -> bool:
+    return float(np.mean(psnrs)) >= budget["psnr_mean_db"] and float(np.min(psnrs)) >= budget["psnr_min_db"]
+
+
+def compile_cpu(model, threads: int | None):
+    import openvino as ov
+
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    return ov.Core().compile_model(model, "CPU", config)
+
+
+def median_latency_ms(compiled, frames: list[np.ndarray], iterations: int = 10, warmup: int = 2) -> float:
+    """Median latency over varied frames; used only as a ratio against FP32 timed the same way."""
+    for i in range(warmup):
+        compiled(frames[i % len(frames)])
+    samples = []
+    for i in range(iterations):
+        start = time.perf_counter()
+        compiled(frames[i % len(frames)])
+        samples.append((time.perf_counter() - start) * 1e3)
+    return float(np.median(samples))
+
+
+def quantize_ov(model, calib_arrays: list[np.ndarray], scope, preset: Preset):
+    import nncf
+
+    return nncf.quantize(
+        model,
+        nncf.Dataset(calib_arrays),
+        preset=nncf.QuantizationPreset.PERFORMANCE,
+        subset_size=len(calib_arrays),
+        ignored_scope=scope,
+        model_type=nncf.ModelType.TRANSFORMER if preset.model_type_transformer else None,
+    )
+
+
+def accuracy_control_ov(model, calib_arrays, val_frames, val_refs, scope, preset: Preset, budget: dict, max_iterations: int):
+    """NNCF accuracy control with our PSNR score; reverts ranked layers until the budget holds."""
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+
+    def validate(compiled, items) -> tuple[float, list[float]]:
+        output = compiled.output(0)
+        psnrs = [psnr_db(compiled(frame)[output], ref) for frame, ref in items]
+        return score(psnrs, budget), psnrs
+
+    validation = nncf.Dataset(list(zip(val_frames, val_refs, strict=True)), lambda item: item[0])
+    return nncf.quantize_with_accuracy_control(
+        model,
+        nncf.Dataset(calib_arrays),
+        validation,
+        validate,
+        max_drop=PSNR_CAP_DB - budget["psnr_mean_db"],
+        preset=nncf.QuantizationPreset.PERFORMANCE,
+        subset_size=len(calib_arrays),
+        ignored_scope=scope,
+        model_type=nncf.ModelType.TRANSFORMER if preset.model_type_transformer else None,
+        advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
+            max_num_iterations=max_iterations, ranking_subset_size=len(val_frames)
+        ),
+    )
+
+
+def float_compute_ops(int8_model) -> list[str]:
+    """ONNX names of the compute ops of an INT8 OpenVINO model whose activation input is not quantized."""
+    float_names = []
+    for op in int8_model.get_ordered_ops():
+        if op.get_type_name() not in ("Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData"):
+            continue
+        source = op.input_value(0).get_node()
+        if source.get_type_name() != "FakeQuantize":
+            float_names.append(op.get_friendly_name().removesuffix("/WithoutBiases"))
+    return float_names

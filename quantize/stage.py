@@ -1,0 +1,213 @@
+"""Stage 3 of the pipeline: INT8 that keeps the image, and only where it pays.
+
+For OpenVINO targets the output is an INT8 IR plus its precision plan; for TensorRT targets a
+QDQ ONNX (symmetric, per-channel weights) made with the same plan. When no INT8 plan meets the
+budget and beats FP32 on this host, the plan says so and the float artifact is what ships.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from common.errors import UsageError
+from export.stages import Context, FileRecord, Stage
+from export.verify import fidelity
+from quantize import ptq
+from quantize.plan import FloatNode, PrecisionPlan, save_plan
+from quantize.presets import preset_for
+
+log = logging.getLogger(__name__)
+
+VALIDATION_IMAGES = 6  # held-out calibration frames that steer the search
+MIN_SPEEDUP = 1.05  # INT8 must be at least this much faster than FP32 to ship
+FRAME_BUDGET_BYTES = 1.5e9  # calibration + validation frames held in memory at once
+
+
+def budget_of(ctx: Context) -> dict:
+    budget = dict(getattr(ctx.target, "budget", None) or {"psnr_mean_db": 40.0, "psnr_min_db": 38.0})
+    if ctx.request.budget_db is not None:
+        gap = budget["psnr_mean_db"] - budget["psnr_min_db"]
+        budget = {"psnr_mean_db": ctx.request.budget_db, "psnr_min_db": ctx.request.budget_db - gap}
+    return budget
+
+
+def calibration_size(ctx: Context) -> int:
+    """The requested size, unless the frames would not fit the memory budget (then say so)."""
+    frame_bytes = 4 * ctx.spec.channels * ctx.resolution[0] * ctx.resolution[1]
+    fits = max(4, int(FRAME_BUDGET_BYTES // frame_bytes) - VALIDATION_IMAGES)
+    if ctx.request.calib_size > fits:
+        msg = (
+            f"--calib-size {ctx.request.calib_size} frames of {ctx.resolution[0]}x{ctx.resolution[1]} would need "
+            f"{(ctx.request.calib_size + VALIDATION_IMAGES) * frame_bytes / 1e9:.1f} GB; use --calib-size {fits} or less"
+        )
+        raise UsageError(msg)
+    return ctx.request.calib_size
+
+
+class QuantizeStage(Stage):
+    name = "quantize"
+
+    def key(self, ctx: Context) -> dict:
+        from export.manifest import source_digest, versions
+
+        return {
+            "stage": self.name,
+            "input": ctx.records["simplified"].sha256,
+            "runtime": ctx.target.runtime,
+            "budget": budget_of(ctx),
+            "method": ctx.request.method,
+            "calib": str(Path(ctx.request.calib_folder).resolve()),
+            "calib_size": ctx.request.calib_size,
+            "threads": ctx.target.threads,
+            "source": source_digest(),
+            "versions": {k: versions()[k] for k in ("nncf", "openvino", "onnxruntime", "torch")},
+        }
+
+    def run(self, ctx: Context) -> list[FileRecord]:
+        if "int8" not in ctx.target.precisions:
+            ctx.notes.append(f"target {ctx.target.name} lists no int8 precision; quantize stage skipped")
+            return []
+        if ctx.request.method == "qat":
+            from quantize.qat import qat_stage
+
+            return qat_stage(ctx, budget_of(ctx))
+        plan, int8_model = search(ctx, budget_of(ctx))
+        return write_outputs(ctx, plan, int8_model)
+
+
+def load_split(ctx: Context):
+    """Calibration frames and held-out validation frames (with FP32 references), disjoint."""
+    import torch
+
+    from quantize.calibration import load_calibration
+
+    size = calibration_size(ctx)
+    calib = load_calibration(ctx.request.calib_folder, ctx.spec, ctx.resolution, size=size + VALIDATION_IMAGES, seed=0)
+    n_val = min(VALIDATION_IMAGES, max(1, len(calib.arrays) // 4))
+    train, val = calib.arrays[:-n_val], calib.arrays[-n_val:]
+    with torch.inference_mode():
+        refs = [ctx.module(torch.from_numpy(v)).numpy() for v in val]
+    info = {"hash": calib.hash, "images": len(train), "validation_images": len(val), "folder": str(ctx.request.calib_folder)}
+    return train, val, refs, info
+
+
+def fp32_ov_model(ctx: Context):
+    """FP32 OpenVINO model of the simplified ONNX, and a compiled copy for timing."""
+    import openvino as ov
+
+    model = ov.convert_model(str(ctx.model_dir / ctx.records["simplified"].path))
+    try:
+        compiled = ptq.compile_cpu(model, ctx.target.threads)
+    except RuntimeError as err:  # OpenVINO 2026.4 CPU bug (tinydce >= 720x1280): time the torch-frontend IR
+        ctx.notes.append(f"FP32 timing used the PyTorch-frontend IR: {str(err).splitlines()[0]}")
+        import torch
+
+        torch_ir = ov.convert_model(ctx.module, example_input=torch.from_numpy(ctx.frames()[0]))
+        compiled = ptq.compile_cpu(torch_ir, ctx.target.threads)
+    return model, compiled
+
+
+def search(ctx: Context, budget: dict) -> tuple[PrecisionPlan, object | None]:
+    """Find the most-INT8 plan meeting the budget; returns the plan and the INT8 model (or None)."""
+    preset = preset_for(ctx.spec.name)
+    train, val, val_refs, calib_info = load_split(ctx)
+    model, fp32_compiled = fp32_ov_model(ctx)
+    exported = ctx.model_dir / ctx.records["onnx"].path
+    simplified = ctx.model_dir / ctx.records["simplified"].path
+    nodes = ptq.graph_nodes(exported, simplified)
+    by_name = {n.name: n for n in nodes}
+    floats = ptq.preset_float_nodes(nodes, preset, ptq.first_compute_node(simplified))
+    plan = PrecisionPlan(ctx.spec.name, ctx.target.name, "fp32", "", budget, calibration=calib_info)
+
+    scope = ptq.ignored_scope([f.name for f in floats], preset)
+    int8 = ptq.quantize_ov(model, train, scope, preset)
+    psnrs = ptq.evaluate(ptq.compile_cpu(int8, ctx.target.threads), val, val_refs)
+    plan.search.append({"step": "preset", "float_nodes": len(floats), "validation": ptq.summary(psnrs)})
+    log.info("%s preset plan: %.1f dB mean on validation", ctx.spec.name, np.mean(psnrs))
+
+    if not ptq.meets(psnrs, budget):
+        int8 = ptq.accuracy_control_ov(model, train, val, val_refs, scope, preset, budget, max_iterations=8)
+        psnrs = ptq.evaluate(ptq.compile_cpu(int8, ctx.target.threads), val, val_refs)
+        plan.search.append({"step": "nncf accuracy control", "validation": ptq.summary(psnrs)})
+
+    # What actually stayed float, read off the INT8 model itself.
+    reasons = {f.name: f.reason for f in floats}
+    float_now = ptq.float_compute_ops(int8)
+    plan.float_nodes = [
+        FloatNode(
+            name,
+            by_name[name].op if name in by_name else "?",
+            by_name[name].module if name in by_name else "",
+            reasons.get(name, "reverted to float by accuracy control"),
+        )
+        for name in float_now
+    ]
+    plan.quantized_nodes = sorted(n.name for n in nodes if n.op in ptq.COMPUTE_OPS and n.name not in set(float_now))
+    plan.fidelity["validation"] = ptq.summary(psnrs)
+
+    int8_compiled = ptq.compile_cpu(int8, ctx.target.threads)
+    eval_result = fidelity(run_ov(int8_compiled, ctx.frames()), ctx.references())
+    eval_result["runtime"] = "openvino"
+    plan.fidelity["eval"] = eval_result
+    frames = ctx.frames()
+    fp32_ms = ptq.median_latency_ms(fp32_compiled, frames)
+    int8_ms = ptq.median_latency_ms(int8_compiled, frames)
+    plan.latency_ms = {"fp32": round(fp32_ms, 2), "int8": round(int8_ms, 2), "int8_over_fp32": round(int8_ms / fp32_ms, 3)}
+
+    eval_psnr = eval_result["psnr_db"]
+    if not plan.quantized_nodes:
+        plan.reason = "no layer could stay INT8 within the budget"
+    elif eval_result["nonfinite"] or eval_psnr["mean"] < budget["psnr_mean_db"] or eval_psnr["min"] < budget["psnr_min_db"]:
+        plan.reason = f"INT8 misses the budget on the eval images ({eval_psnr['mean']}/{eval_psnr['min']} dB)"
+    elif fp32_ms / int8_ms < MIN_SPEEDUP:
+        plan.reason = (
+            f"INT8 is not faster than FP32 on this host ({int8_ms:.1f} vs {fp32_ms:.1f} ms median); "
+            "the FP32 IR ships"
+        )
+    else:
+        plan.decision = "int8"
+        plan.reason = f"meets the budget and runs {fp32_ms / int8_ms:.2f}x faster than FP32"
+    log.info("%s: %s (%s)", ctx.spec.name, plan.decision, plan.reason)
+    return plan, int8 if plan.decision == "int8" else None
+
+
+def run_ov(compiled, frames: list[np.ndarray]) -> list[np.ndarray]:
+    output = compiled.output(0)
+    return [np.asarray(compiled(f)[output], dtype=np.float32) for f in frames]
+
+
+def write_outputs(ctx: Context, plan: PrecisionPlan, int8_model) -> list[FileRecord]:
+    records: list[FileRecord] = []
+    plan_path = ctx.model_dir / "precision_plan.yaml"
+    save_plan(plan, plan_path)
+    records.append(FileRecord(plan_path.name, "quantize", plan.decision, "plan", notes=[plan.reason]))
+    if plan.decision != "int8":
+        ctx.notes.append(f"INT8 not shipped: {plan.reason} (see precision_plan.yaml)")
+        return [r.fill_digest(ctx.model_dir) for r in records]
+    if ctx.target.runtime == "openvino":
+        records += save_int8_ir(ctx, int8_model, plan)
+    elif ctx.target.runtime == "tensorrt":
+        from quantize.qdq import write_qdq_onnx
+
+        records += write_qdq_onnx(ctx, plan)
+    return [r.fill_digest(ctx.model_dir) if not r.sha256 else r for r in records]
+
+
+def save_int8_ir(ctx: Context, int8_model, plan: PrecisionPlan) -> list[FileRecord]:
+    import openvino as ov
+
+    from common.atomic import atomic_dir
+
+    folder = ctx.model_dir / "openvino" / "int8"
+    with atomic_dir(folder) as tmp:
+        ov.save_model(int8_model, str(tmp / f"{ctx.spec.name}.xml"), compress_to_fp16=False)
+    xml = f"openvino/int8/{ctx.spec.name}.xml"
+    fid = plan.fidelity["eval"]
+    notes = [f"plan: precision_plan.yaml ({len(plan.float_nodes)} float nodes)", f"calibration {plan.calibration['hash'][:16]}"]
+    return [
+        FileRecord(xml, "quantize", "int8", "ir_int8", fidelity=fid, notes=notes).fill_digest(ctx.model_dir),
+        FileRecord(xml[:-4] + ".bin", "quantize", "int8", "ir_int8_bin").fill_digest(ctx.model_dir),
+    ]

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Set up a fresh virtual environment and run the test suite (the README's test command).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+. .venv/bin/activate
+pip install -q --upgrade pip
+pip install -q torch==2.13.0            # the CPU build; a bare `torch` would pull several GB of CUDA
+pip install -q -e ".[dev]"
+export LOWLIGHT_EDGE_WEIGHTS="${LOWLIGHT_EDGE_WEIGHTS:-$(cd .. && pwd)/shared/weights}"
+python -m pytest -q "$@"

@@ -1,0 +1,47 @@
+"""MANIFEST.json of a built artifacts folder is complete: files exist, sha256 match, all models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from common.errors import CheckFailed
+from export.collect import collect, verify
+
+
+@pytest.fixture
+def artifacts(request: pytest.FixtureRequest) -> Path:
+    folder = request.config.getoption("--artifacts")
+    if not folder:
+        pytest.skip("no --artifacts folder given (the CI artifacts step passes one)")
+    return Path(folder)
+
+
+def test_manifest_complete(artifacts: Path) -> None:
+    import models
+
+    manifest = verify(artifacts, expected_models=models.list_models())
+    stages = {f["stage"] for f in manifest["files"]}
+    assert {"onnx", "simplify", "engine"} <= stages
+    for f in manifest["files"]:
+        if f["stage"] in ("onnx", "simplify", "engine") and f["path"].endswith((".onnx", ".xml")):
+            assert f["fidelity"]["psnr_db"]["min"] >= 60, f["path"]
+
+
+def test_verify_catches_tampering(tmp_path: Path) -> None:
+    folder = tmp_path / "x86-cpu" / "m"
+    folder.mkdir(parents=True)
+    (folder / "m.onnx").write_bytes(b"model")
+    (folder / "manifest.json").write_text(
+        '{"model": "m", "target": "x86-cpu", "versions": {}, "files": '
+        '[{"path": "m.onnx", "stage": "onnx", "precision": "fp32", "sha256": "", "bytes": 0}]}'
+    )
+    collect(tmp_path)
+    verify(tmp_path, expected_models=["m"])
+    (folder / "m.onnx").write_bytes(b"tampered")
+    with pytest.raises(CheckFailed, match="sha256 mismatch"):
+        verify(tmp_path)
+    with pytest.raises(CheckFailed, match="no artifacts for other"):
+        (folder / "m.onnx").write_bytes(b"model")
+        verify(tmp_path, expected_models=["m", "other"])
