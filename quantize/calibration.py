@@ -1,0 +1,312 @@
+"""Calibration and evaluation frames for INT8: real images, preprocessed exactly as deployed.
+
+INT8 scales are only as good as the data they are measured on (docs/users.md: random or stale
+calibration is the commonest silent failure), so a calibration set here is
+
+- real images only (``data/calib``), never the eval images (``check_not_eval``);
+- a seeded, reproducible subset, identified by a sha256 over the chosen files' contents and
+  every preprocessing parameter, which becomes part of engine and calibration-cache keys;
+- in the deployed module's input range: RGB in [0, 1] (mapped onto ``spec.value_range`` when a
+  model declares another one), or, for RAW models, the amplified RGGB plane that
+  ``common.raw.synthesize_raw`` makes from the image (real .dng/.arw/.nef files are read with
+  ``common.raw.read_raw``).
+
+``eval_frames`` applies the same preprocessing to the eval images, with RAW seeds distinct from
+calibration, for export verification and the bench.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.errors import DataError, UsageError
+from common.hashing import hash_dict, sha256_file
+from common.images import IMAGE_SUFFIXES, fit, list_images, read_rgb, to_nchw
+from common.raw import (
+    RATIO_RANGE,
+    RAW_SUFFIXES,
+    SYNTH_BLACK,
+    SYNTH_WHITE,
+    fit_bayer,
+    read_raw,
+    synthesize_raw,
+)
+
+log = logging.getLogger(__name__)
+
+# Bump when the preprocessing changes, so that every hash (and every cache keyed on it) changes.
+PREPROCESS_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CalibrationSet:
+    """A reproducible calibration set and the key that identifies it.
+
+    Attributes:
+        files: the images used, sorted by name.
+        hash: sha256 (hex) over the sorted file names, their contents' sha256 and the
+            preprocessing parameters (resolution, seed, size, input kind, version).
+        resolution: (H, W) of every array.
+        arrays: one 1xCxHxW float32 array per file, in the deployed module's input range.
+        input_kind: "rgb" or "raw_bayer", from the model spec.
+        seed: the subset seed (also the root of the RAW models' per-image seeds).
+        size: the number of images asked for (``len(files)`` is smaller when the folder is).
+        notes: what a reader of the artifact should know (fewer files than asked, skipped files).
+    """
+
+    files: list[Path]
+    hash: str
+    resolution: tuple[int, int]
+    arrays: list[np.ndarray]
+    input_kind: str = "rgb"
+    seed: int = 0
+    size: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.arrays)
+
+    def meta(self) -> dict[str, Any]:
+        """JSON-able description for sidecar metadata (engine.json, reports)."""
+        return {
+            "hash": self.hash,
+            "files": [p.name for p in self.files],
+            "resolution": list(self.resolution),
+            "input_kind": self.input_kind,
+            "seed": self.seed,
+            "size": self.size,
+            "preprocess_version": PREPROCESS_VERSION,
+            "notes": list(self.notes),
+        }
+
+
+def frame_seed(set_seed: int, purpose: str, name: str) -> int:
+    """Seed of one image's synthetic RAW frame: fixed by the set seed, the purpose and the file name.
+
+    Keyed on the name rather than the position, so an image gets the same frame in every subset;
+    ``purpose`` ("calib" / "eval") keeps eval noise independent of calibration noise.
+    """
+    digest = hashlib.sha256(f"{purpose}:{set_seed}:{name}".encode()).hexdigest()
+    return int(digest[:8], 16)
+
+
+def _check_args(spec: Any, resolution: tuple[int, int], size: int | None, seed: int) -> tuple[int, int]:
+    kind = getattr(spec, "input_kind", None)
+    if kind not in ("rgb", "raw_bayer"):
+        msg = f"model spec {getattr(spec, 'name', spec)!r} has input_kind {kind!r}; expected 'rgb' or 'raw_bayer' (fix the zoo entry)"
+        raise UsageError(msg)
+    try:
+        height, width = (int(v) for v in resolution)
+    except (TypeError, ValueError) as err:
+        msg = f"resolution must be (H, W), got {resolution!r}; pass e.g. --resolution 400x600"
+        raise UsageError(msg) from err
+    if height <= 0 or width <= 0:
+        msg = f"resolution must be positive, got {height}x{width}; pass e.g. --resolution 400x600"
+        raise UsageError(msg)
+    check = getattr(spec, "check_resolution", None)
+    if callable(check):
+        check(height, width)
+    if kind == "raw_bayer" and (height % 2 or width % 2):
+        msg = f"RAW models need an even resolution for the 2x2 Bayer mosaic, got {height}x{width}; use multiples of 16"
+        raise UsageError(msg)
+    if size is not None and (not isinstance(size, int | np.integer) or size < 1):
+        msg = f"calibration size must be a positive integer, got {size!r}; pass e.g. --calib-size 32"
+        raise UsageError(msg)
+    if not isinstance(seed, int | np.integer) or seed < 0:
+        msg = f"seed must be a non-negative integer, got {seed!r}; pass e.g. --seed 0"
+        raise UsageError(msg)
+    return height, width
+
+
+def _list_inputs(folder: Path, kind: str, role: str) -> list[Path]:
+    if not folder.is_dir():
+        msg = f"{role} folder {folder} does not exist; pass a folder of real images (PNG/JPEG{', or RAW' if kind == 'raw_bayer' else ''})"
+        raise DataError(msg)
+    suffixes = IMAGE_SUFFIXES + RAW_SUFFIXES if kind == "raw_bayer" else IMAGE_SUFFIXES
+    return list_images(folder, suffixes)  # sorted by name; DataError naming the folder if empty
+
+
+def _to_input(path: Path, spec: Any, height: int, width: int, seed: int) -> np.ndarray:
+    """One file -> 1xCxHxW float32 in the deployed input range; DataError if unreadable or too small."""
+    is_raw = path.suffix.lower() in RAW_SUFFIXES
+    if is_raw:
+        plane, _ = read_raw(path, amp=None, pattern=getattr(spec, "bayer_pattern", None) or "RGGB")
+        h, w = plane.shape
+    else:
+        image = read_rgb(path)
+        h, w = image.shape[:2]
+    if h < height / 2 or w < width / 2:
+        msg = f"{path.name} is {h}x{w}, smaller than half of {height}x{width}"
+        raise DataError(msg)
+    if is_raw:
+        return to_nchw(fit_bayer(plane, height, width))
+    image = fit(image, height, width)
+    if spec.input_kind == "raw_bayer":
+        return to_nchw(synthesize_raw(image, seed=seed))
+    lo, hi = (float(v) for v in getattr(spec, "value_range", (0.0, 1.0)))
+    if (lo, hi) != (0.0, 1.0):
+        image = lo + image * np.float32(hi - lo)
+    return to_nchw(image)
+
+
+def _prepare(
+    folder: str | Path, spec: Any, resolution: tuple[int, int], size: int | None, seed: int, purpose: str
+) -> tuple[list[Path], list[np.ndarray], list[str], tuple[int, int]]:
+    """The shared core: list, pick a seeded order, read until ``size`` usable images are found."""
+    height, width = _check_args(spec, resolution, size, seed)
+    folder = Path(folder)
+    role = "calibration" if purpose == "calib" else "eval"
+    files = _list_inputs(folder, spec.input_kind, role)
+    notes: list[str] = []
+    if size is None:
+        order = list(range(len(files)))
+        want = len(files)
+    else:
+        want = size
+        if len(files) < size:
+            notes.append(f"{role} folder has {len(files)} images, fewer than the {size} asked for: using all")
+        # A seeded order over all files; the first `size` usable ones are the subset.
+        order = [
+            int(i) for i in np.random.default_rng(seed).choice(len(files), size=len(files), replace=False)
+        ]
+    chosen: dict[int, np.ndarray] = {}
+    skipped: list[str] = []
+    for index in order:
+        if len(chosen) == want:
+            break
+        path = files[index]
+        try:
+            chosen[index] = _to_input(path, spec, height, width, frame_seed(seed, purpose, path.name))
+        except DataError as err:
+            skipped.append(str(err))
+            log.warning("skipping %s image %s: %s", role, path, err)
+    if skipped:
+        notes.append(f"skipped {len(skipped)} unusable file(s): " + "; ".join(skipped[:5]))
+    if not chosen:
+        msg = (
+            f"no image of usable size in {role} folder {folder} ({len(skipped)} skipped: {skipped[0]}); "
+            f"images must be readable and at least {height // 2}x{width // 2} for resolution {height}x{width}: "
+            "add larger images or lower the resolution"
+        )
+        raise DataError(msg)
+    if size is not None and len(chosen) < size <= len(files):
+        notes.append(f"only {len(chosen)} usable images for the {size} asked for")
+    picked = sorted(chosen)
+    return [files[i] for i in picked], [chosen[i] for i in picked], notes, (height, width)
+
+
+def calibration_hash(
+    files: list[Path], resolution: tuple[int, int], seed: int, size: int, input_kind: str
+) -> str:
+    """sha256 over the sorted file names, their contents' sha256 and the preprocessing parameters."""
+    params: dict[str, Any] = {
+        "files": [[p.name, sha256_file(p)] for p in sorted(files, key=lambda p: p.name)],
+        "resolution": list(resolution),
+        "seed": seed,
+        "size": size,
+        "input_kind": input_kind,
+        "version": PREPROCESS_VERSION,
+    }
+    if input_kind == "raw_bayer":
+        params["synthetic_raw"] = {"black": SYNTH_BLACK, "white": SYNTH_WHITE, "ratio": list(RATIO_RANGE)}
+    return hash_dict(params, length=64)
+
+
+def load_calibration(
+    folder: str | Path, spec: Any, resolution: tuple[int, int], size: int = 32, seed: int = 0
+) -> CalibrationSet:
+    """A seeded subset of ``size`` real images from ``folder``, preprocessed for ``spec``.
+
+    Files are listed sorted by name and visited in the order of
+    ``numpy.random.default_rng(seed).choice(n, n, replace=False)``; the first ``size`` usable ones
+    (readable, at least half the resolution in each dimension) form the set, which is then sorted
+    by name. Unusable files are skipped with a warning; a folder with fewer than ``size`` images is
+    used whole and says so in ``notes``.
+
+    Args:
+        folder: real images (PNG/JPEG; for RAW models also .dng/.arw/.nef).
+        spec: the model's ``ModelSpec`` (``input_kind``, ``value_range``, ``bayer_pattern``).
+        resolution: (H, W) the model is compiled for.
+        size: number of images.
+        seed: subset seed, and the root of the synthetic-RAW seeds for RAW models.
+
+    Raises:
+        DataError: the folder is missing or empty, or no image in it is usable.
+        UsageError: a bad resolution, size or seed.
+    """
+    files, arrays, notes, res = _prepare(folder, spec, resolution, size, seed, "calib")
+    digest = calibration_hash(files, res, seed, size, spec.input_kind)
+    return CalibrationSet(
+        files=files,
+        hash=digest,
+        resolution=res,
+        arrays=arrays,
+        input_kind=spec.input_kind,
+        seed=seed,
+        size=size,
+        notes=notes,
+    )
+
+
+def eval_frames(
+    folder: str | Path, spec: Any, resolution: tuple[int, int], size: int | None = None, seed: int = 0
+) -> list[np.ndarray]:
+    """The eval images preprocessed exactly like calibration (RAW models: eval-only noise seeds).
+
+    ``size=None`` takes every usable image, in name order; otherwise the same seeded selection as
+    ``load_calibration``. Deterministic for given arguments.
+    """
+    return _prepare(folder, spec, resolution, size, seed, "eval")[1]
+
+
+def check_not_eval(calib_folder: str | Path, eval_folder: str | Path) -> None:
+    """UsageError if the calibration folder is, contains, or lies inside the eval folder, or shares an image with it.
+
+    Images are compared by content (sha256), so a copy under another name is caught too.
+    A missing eval folder cannot overlap and passes.
+    """
+    calib, evaluation = Path(calib_folder).resolve(), Path(eval_folder).resolve()
+    fix = "calibrate on other images than those the drift is measured on (e.g. data/calib, not data/eval)"
+    if calib == evaluation or calib in evaluation.parents or evaluation in calib.parents:
+        msg = f"calibration folder {calib_folder} and eval folder {eval_folder} overlap; {fix}"
+        raise UsageError(msg)
+    if not calib.is_dir() or not evaluation.is_dir():
+        return
+    suffixes = IMAGE_SUFFIXES + RAW_SUFFIXES
+
+    def digests(folder: Path) -> dict[str, Path]:
+        return {
+            sha256_file(p): p
+            for p in sorted(folder.iterdir())
+            if p.is_file() and p.suffix.lower() in suffixes
+        }
+
+    eval_digests = digests(evaluation)
+    shared = [(p, eval_digests[d]) for d, p in digests(calib).items() if d in eval_digests]
+    if shared:
+        first, twin = shared[0]
+        msg = f"{len(shared)} calibration image(s) are also eval images (e.g. {first} = {twin}); {fix}"
+        raise UsageError(msg)
+
+
+def to_nncf_dataset(calib: CalibrationSet, transform_fn: Callable[[np.ndarray], Any] | None = None) -> Any:
+    """``nncf.Dataset`` over the calibration arrays (nncf is imported here, not at module import).
+
+    ``transform_fn`` maps one 1xCxHxW array to what the backend's model takes (e.g. a
+    ``{input_name: array}`` dict for ONNX); None passes the arrays as they are.
+    """
+    try:
+        import nncf
+    except ImportError as err:
+        from common.errors import MissingRequirement
+
+        msg = "INT8 calibration needs nncf, which is not installed; pip install nncf"
+        raise MissingRequirement(msg) from err
+    return nncf.Dataset(calib.arrays, transform_fn)
