@@ -154,20 +154,39 @@ def compile_cpu(model, threads: int | None):
     return ov.Core().compile_model(model, "CPU", config)
 
 
-def median_latency_ms(compiled, frames: list[np.ndarray], iterations: int = 10, warmup: int = 2) -> float:
-    """Median latency over varied frames; used only as a ratio against FP32 timed the same way."""
+def paired_latency_ms(a, b, frames: list[np.ndarray], seconds: float = 3.0, warmup: int = 2) -> tuple[float, float]:
+    """Median latency of two compiled models, timed alternately over varied frames.
+
+    Alternating runs share the same background load, so their ratio holds on a noisy host even
+    when the absolute figures do not. Runs for about ``seconds`` (at least 10 pairs).
+    """
     for i in range(warmup):
-        compiled(frames[i % len(frames)])
-    samples = []
-    for i in range(iterations):
-        start = time.perf_counter()
-        compiled(frames[i % len(frames)])
-        samples.append((time.perf_counter() - start) * 1e3)
-    return float(np.median(samples))
+        a(frames[i % len(frames)])
+        b(frames[i % len(frames)])
+    times_a, times_b = [], []
+    deadline = time.perf_counter() + seconds
+    i = 0
+    while i < 10 or (time.perf_counter() < deadline and i < 500):
+        frame = frames[i % len(frames)]
+        for compiled, samples in ((a, times_a), (b, times_b)):
+            start = time.perf_counter()
+            compiled(frame)
+            samples.append((time.perf_counter() - start) * 1e3)
+        i += 1
+    return float(np.median(times_a)), float(np.median(times_b))
+
+
+def quiet_nncf() -> None:
+    """NNCF logs every quantizer it places at INFO; keep its warnings only."""
+    import nncf
+
+    nncf.set_log_level(logging.WARNING)
 
 
 def quantize_ov(model, calib_arrays: list[np.ndarray], scope, preset: Preset):
     import nncf
+
+    quiet_nncf()
 
     return nncf.quantize(
         model,

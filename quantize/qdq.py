@@ -21,6 +21,9 @@ def write_qdq_onnx(ctx: Context, plan: PrecisionPlan) -> list[FileRecord]:
 
     from quantize.calibration import load_calibration
 
+    from quantize.ptq import quiet_nncf
+
+    quiet_nncf()
     preset = preset_for(ctx.spec.name)
     calib = load_calibration(
         ctx.request.calib_folder, ctx.spec, ctx.resolution, size=plan.calibration["images"], seed=0

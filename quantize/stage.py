@@ -27,7 +27,8 @@ FRAME_BUDGET_BYTES = 1.5e9  # calibration + validation frames held in memory at 
 
 
 def budget_of(ctx: Context) -> dict:
-    budget = dict(getattr(ctx.target, "budget", None) or {"psnr_mean_db": 40.0, "psnr_min_db": 38.0})
+    target_budget = ctx.target.budget
+    budget = {"psnr_mean_db": target_budget.psnr_mean_db, "psnr_min_db": target_budget.psnr_min_db}
     if ctx.request.budget_db is not None:
         gap = budget["psnr_mean_db"] - budget["psnr_min_db"]
         budget = {"psnr_mean_db": ctx.request.budget_db, "psnr_min_db": ctx.request.budget_db - gap}
@@ -153,8 +154,7 @@ def search(ctx: Context, budget: dict) -> tuple[PrecisionPlan, object | None]:
     eval_result["runtime"] = "openvino"
     plan.fidelity["eval"] = eval_result
     frames = ctx.frames()
-    fp32_ms = ptq.median_latency_ms(fp32_compiled, frames)
-    int8_ms = ptq.median_latency_ms(int8_compiled, frames)
+    fp32_ms, int8_ms = ptq.paired_latency_ms(fp32_compiled, int8_compiled, frames)
     plan.latency_ms = {"fp32": round(fp32_ms, 2), "int8": round(int8_ms, 2), "int8_over_fp32": round(int8_ms / fp32_ms, 3)}
 
     eval_psnr = eval_result["psnr_db"]

@@ -1,0 +1,63 @@
+"""`python -m bench --target NAME ...`: argument parsing only; the work is bench.harness.run_bench()."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench.harness import BenchRequest
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Latency, memory and PSNR drift vs PyTorch FP32 for every model on a target "
+        "from targets.yaml; each row in its own process, with a PyTorch eager row measured alongside.",
+    )
+    parser.add_argument("--target", default="x86-cpu", help="target from targets.yaml (default x86-cpu)")
+    parser.add_argument("--models", type=_names, help="comma-separated models (default: the whole zoo)")
+    parser.add_argument("--precision", type=_names, help="comma-separated precisions (default: the target's)")
+    parser.add_argument("--images", type=Path, help="real images to run and measure drift on")
+    parser.add_argument("--iterations", type=int, help="timed runs per row (default: the target's)")
+    parser.add_argument("--warmup", type=int, help="untimed warm-up runs (default: the target's)")
+    parser.add_argument("--out", type=Path, default=Path("bench-results"), help="results folder")
+    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"), help="artifacts folder (built or reused)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from common.errors import UsageError
+
+    if args.iterations is not None and args.iterations < 1:
+        msg = f"--iterations must be at least 1, got {args.iterations}"
+        raise UsageError(msg)
+    from bench.harness import run_bench
+
+    rows, failures = run_bench(
+        BenchRequest(
+            target=args.target,
+            models=args.models,
+            precisions=args.precision,
+            images=args.images,
+            iterations=args.iterations,
+            warmup=args.warmup,
+            out=args.out,
+            artifacts=args.artifacts,
+            progress=not args.quiet,
+        )
+    )
+    print((args.out / "results.md").read_text())
+    errors = [r for r in rows if r.get("error")]
+    for row in errors:
+        print(f"row failed: {row['model']} {row['runtime']} {row['precision']}: {row['error']}", file=sys.stderr)
+    for failure in failures:
+        print(f"over budget: {failure}", file=sys.stderr)
+    return 1 if failures or errors else 0

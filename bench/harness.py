@@ -1,0 +1,162 @@
+"""The benchmark run: model x precision rows for one target, each measured in its own process.
+
+For every model the harness builds (or reuses) the target's artifacts through the export
+pipeline, writes the eval frames and their FP32 PyTorch outputs once, then measures a PyTorch
+eager FP32 row and one row per precision in fresh subprocesses. Host limits are measured in the
+same run, so speed-ups and roofline fractions are ratios taken side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bench.targets import Target
+
+log = logging.getLogger(__name__)
+
+LARGE_FRAME_PIXELS = 4_000_000  # above this, fewer frames are held (LLPackNet's 12 MP Bayer)
+
+
+@dataclass(frozen=True)
+class BenchRequest:
+    target: str = "x86-cpu"
+    models: tuple[str, ...] | None = None  # None: the whole zoo
+    precisions: tuple[str, ...] | None = None  # None: the target's
+    images: Path | None = None  # eval images; None: the default data folder
+    iterations: int | None = None
+    warmup: int | None = None
+    frames: int = 8
+    out: Path = Path("bench-results")
+    artifacts: Path = Path("artifacts")
+    progress: bool = True
+
+
+def run_bench(request: BenchRequest) -> tuple[list[dict], list[str]]:
+    """Measure and write results.{json,md,png}; returns (rows, budget failures)."""
+    import models as zoo
+    from bench.host import check_host, host_info
+    from bench.report import budget_failures, write_results
+    from bench.roofline import measure_host_limits
+    from bench.targets import get_target
+    from common.errors import UsageError
+
+    target = get_target(request.target)
+    check_host(target)  # one line and exit 2 before anything is written
+    names = list(request.models or zoo.list_models())
+    for name in names:
+        zoo.get_spec(name)  # unknown model: UsageError with a suggestion, before any work
+    precisions = list(request.precisions or target.precisions)
+    unknown = sorted(set(precisions) - set(target.precisions))
+    if unknown:
+        msg = f"precision {', '.join(unknown)} is not offered by target {target.name} ({', '.join(target.precisions)})"
+        raise UsageError(msg)
+
+    threads = target.threads or os.cpu_count() or 1  # null in targets.yaml: every core of this host
+    limits = measure_host_limits(threads)
+    host = host_info(threads)
+    host["limits"] = limits
+    rows: list[dict] = []
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(names) * (1 + len(precisions)), unit="row", disable=not request.progress)
+    with tempfile.TemporaryDirectory(prefix="bench-") as work:
+        for name in names:
+            rows += bench_model(name, target, threads, precisions, request, Path(work), limits, host, bar)
+    bar.close()
+    from bench.report import fill_speedups
+
+    fill_speedups(rows)
+    write_results(rows, request.out, target.budget, title=f"lowlight-edge bench on {target.name}")
+    return rows, budget_failures(rows, target.budget)
+
+
+def bench_model(name, target: Target, threads: int, precisions, request: BenchRequest, work: Path, limits, host, bar) -> list[dict]:
+    import torch
+
+    import models as zoo
+    from bench.roofline import bytes_moved, count_flops, roofline_fraction, roofline_ms
+    from bench.worker import run_in_subprocess
+    from export.config import ExportRequest
+    from export.pipeline import export
+    from quantize.calibration import eval_frames
+
+    spec = zoo.get_spec(name)
+    resolution = target.resolution_for(name, raw=spec.input_kind == "raw_bayer")
+    bar.set_description(f"{name}: building artifacts")
+    manifest_path = export(
+        ExportRequest(model=name, target=target.name, resolution=resolution, out=request.artifacts, eval_dir=request.images),
+        progress=False,
+    )
+    manifest = json.loads(manifest_path.read_text())
+    count = 2 if resolution[0] * resolution[1] > LARGE_FRAME_PIXELS else request.frames
+    eval_dir = request.images or ExportRequest(model=name).eval_folder
+    frames = eval_frames(eval_dir, spec, resolution, size=count, seed=1)
+    module = zoo.get_model(name)
+    with torch.inference_mode():
+        refs = [module(torch.from_numpy(f)).numpy() for f in frames]
+    frames_file, refs_file = work / f"{name}.frames.npy", work / f"{name}.refs.npy"
+    np.save(frames_file, np.concatenate(frames))
+    np.save(refs_file, np.concatenate(refs))
+    flops = count_flops(module, frames[0].shape)
+    bound = roofline_ms(flops, bytes_moved(frames[0].shape, refs[0].shape), limits)
+    del module, frames, refs
+
+    base = {
+        "model": name,
+        "target": target.name,
+        "resolution": f"{resolution[0]}x{resolution[1]}",
+        "flops": flops,
+        "roofline_ms": round(bound, 3),
+        "host": host,
+    }
+    jobs = [("torch", "fp32", name, "cpu", [])]
+    jobs += [job for p in precisions if (job := artifact_job(manifest, target, p, manifest_path.parent))]
+    rows = []
+    for backend, precision, artifact, device, notes in jobs:
+        bar.set_description(f"{name}: {backend} {precision}")
+        spec_ = {
+            "backend": backend,
+            "artifact": str(artifact),
+            "device": device,
+            "options": {"threads": threads, **({} if backend == "torch" else target.options)},
+            "warmup": request.warmup if request.warmup is not None else target.warmup,
+            "iterations": request.iterations or target.iterations,
+            "frames": str(frames_file),
+            "reference": str(refs_file),
+        }
+        result = run_in_subprocess(spec_, timeout_s=target.timeout_s)
+        row = {**base, **result, "runtime": backend, "precision": precision, "artifact": str(artifact)}
+        row["runtime_info"] = result.get("runtime")
+        row["notes"] = notes + list(result.get("notes") or [])
+        p50 = (row.get("latency_ms") or {}).get("p50")
+        row["roofline_fraction"] = roofline_fraction(bound, p50) if p50 else None
+        rows.append(row)
+        bar.update(1)
+    bar.update(1 + len(precisions) - len(jobs))
+    return rows
+
+
+def artifact_job(manifest: dict, target: Target, precision: str, folder: Path):
+    """(backend, precision, artifact, device, notes) for one precision row, or None if not built."""
+    files = {f["role"]: f for f in manifest["files"]}
+    if target.runtime == "openvino":
+        role = {"fp32": "ir_fp32", "int8": "ir_int8"}.get(precision)
+    elif target.runtime == "onnxruntime":
+        role = {"fp32": "simplified", "int8": "qdq_onnx"}.get(precision)
+    else:
+        role = f"engine_{precision}"
+    if role in files:
+        return (target.runtime, precision, folder / files[role]["path"], target.device, [])
+    plan = files.get("plan")
+    if precision == "int8" and plan is not None:
+        log.info("%s: no INT8 artifact shipped (%s)", manifest["model"], "; ".join(plan["notes"]))
+    else:
+        log.warning("%s: no %s artifact for %s", manifest["model"], precision, target.name)
+    return None
