@@ -54,8 +54,9 @@ def verify_onnx(path, frames: list[np.ndarray], references: list[np.ndarray], th
     return result
 
 
-def require(result: dict, stage: str, min_psnr_db: float = FP32_MIN_PSNR_DB, what: str = "") -> None:
+def require(result: dict, stage: str, min_psnr_db: float | None = None, what: str = "") -> None:
     """Fail the export naming the stage when its output drifted below the threshold."""
+    min_psnr_db = FP32_MIN_PSNR_DB if min_psnr_db is None else min_psnr_db
     got = result["psnr_db"]["min"]
     if result["nonfinite"] or got < min_psnr_db:
         msg = (

@@ -75,12 +75,14 @@ class ModelSpec:
 @dataclass(frozen=True)
 class Entry:
     spec: ModelSpec
-    build: Callable[[], torch.nn.Module]  # random-init deployable module (eval mode)
+    # random-init deployable module (eval mode), configured for the registered weights it will load
+    # (e.g. IAT's input normalization); None means random init or a user file with default settings
+    build: Callable[[Weights | None], torch.nn.Module]
     load_state: Callable[[torch.nn.Module, dict], None] = field(default=None)  # type: ignore[assignment]
 
 
 REGISTRY: dict[str, Entry] = {}
 
 
-def register(spec: ModelSpec, build: Callable[[], torch.nn.Module], load_state=None) -> None:
+def register(spec: ModelSpec, build: Callable[[Weights | None], torch.nn.Module], load_state=None) -> None:
     REGISTRY[spec.name] = Entry(spec=spec, build=build, load_state=load_state)
