@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, help="untimed warm-up runs (default: the target's)")
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="results folder")
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"), help="artifacts folder (built or reused)")
+    parser.add_argument(
+        "--crosscheck", action="store_true", help="also time every OpenVINO IR with OpenVINO's benchmark_app (+-20%%)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -52,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             out=args.out,
             artifacts=args.artifacts,
             progress=not args.quiet,
+            crosscheck=args.crosscheck,
         )
     )
     print((args.out / "results.md").read_text())

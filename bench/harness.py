@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ class BenchRequest:
     out: Path = Path("bench-results")
     artifacts: Path = Path("artifacts")
     progress: bool = True
+    crosscheck: bool = False  # also time each OpenVINO IR with OpenVINO's own benchmark_app
 
 
 def run_bench(request: BenchRequest) -> tuple[list[dict], list[str]]:
@@ -58,7 +58,7 @@ def run_bench(request: BenchRequest) -> tuple[list[dict], list[str]]:
         msg = f"precision {', '.join(unknown)} is not offered by target {target.name} ({', '.join(target.precisions)})"
         raise UsageError(msg)
 
-    threads = target.threads or os.cpu_count() or 1  # null in targets.yaml: every core of this host
+    threads = target.resolved_threads()  # null in targets.yaml: every core this process may use
     limits = measure_host_limits(threads)
     host = host_info(threads)
     host["limits"] = limits
@@ -74,7 +74,7 @@ def run_bench(request: BenchRequest) -> tuple[list[dict], list[str]]:
 
     fill_speedups(rows)
     write_results(rows, request.out, target.budget, title=f"lowlight-edge bench on {target.name}")
-    return rows, budget_failures(rows, target.budget)
+    return rows, budget_failures(rows, target.budget, include_errors=False)
 
 
 def bench_model(name, target: Target, threads: int, precisions, request: BenchRequest, work: Path, limits, host, bar) -> list[dict]:
@@ -106,6 +106,7 @@ def bench_model(name, target: Target, threads: int, precisions, request: BenchRe
     np.save(refs_file, np.concatenate(refs))
     flops = count_flops(module, frames[0].shape)
     bound = roofline_ms(flops, bytes_moved(frames[0].shape, refs[0].shape), limits)
+    frames_shape = frames[0].shape
     del module, frames, refs
 
     base = {
@@ -125,7 +126,8 @@ def bench_model(name, target: Target, threads: int, precisions, request: BenchRe
             "backend": backend,
             "artifact": str(artifact),
             "device": device,
-            "options": {"threads": threads, **({} if backend == "torch" else target.options)},
+            "options": {"threads": threads} if backend == "torch" else target.load_options(),
+            "tegrastats_interval_ms": target.options.get("tegrastats_interval_ms"),
             "warmup": request.warmup if request.warmup is not None else target.warmup,
             "iterations": request.iterations or target.iterations,
             "frames": str(frames_file),
@@ -137,6 +139,8 @@ def bench_model(name, target: Target, threads: int, precisions, request: BenchRe
         row["notes"] = notes + list(result.get("notes") or [])
         p50 = (row.get("latency_ms") or {}).get("p50")
         row["roofline_fraction"] = roofline_fraction(bound, p50) if p50 else None
+        if request.crosscheck and backend == "openvino" and p50:
+            row["crosscheck"] = crosscheck_row(artifact, threads, frames_shape, p50, target)
         rows.append(row)
         bar.update(1)
     bar.update(1 + len(precisions) - len(jobs))
@@ -160,3 +164,16 @@ def artifact_job(manifest: dict, target: Target, precision: str, folder: Path):
     else:
         log.warning("%s: no %s artifact for %s", manifest["model"], precision, target.name)
     return None
+
+
+def crosscheck_row(xml: Path, threads: int, shape, p50: float, target: Target) -> dict:
+    """Our p50 against OpenVINO's benchmark_app on the same IR, threads, hint and shape."""
+    from bench.crosscheck import benchmark_app_p50, compare
+    from common.errors import LowlightError
+
+    precision = target.load_options().get("precision")
+    try:
+        app = benchmark_app_p50(xml, threads, shape, properties={"INFERENCE_PRECISION_HINT": precision} if precision else None)
+    except LowlightError as err:
+        return {"error": str(err)}
+    return compare(p50, app)

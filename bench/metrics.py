@@ -1,0 +1,179 @@
+"""Latency statistics and image fidelity (PSNR, SSIM, max abs error, NaN/Inf count).
+
+Pure NumPy, so a worker measuring an ONNX Runtime or OpenVINO row does not pay for importing
+torch. SSIM reproduces IQA_pytorch's ``SSIM(channels=3)`` (the metric the IAT papers report):
+an 11x11 Gaussian window with sigma 1.5, "valid" filtering per channel, C1 = 0.01^2,
+C2 = 0.03^2, the contrast-structure term clamped at 0, and the mean over C, H and W. The 2-D
+window is separable (the outer product of the normalised 1-D window), so it is applied as two
+1-D passes in float64.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+PSNR_CAP_DB = 99.0  # reported for identical images (MSE == 0) and any PSNR above it
+
+
+def psnr(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> float:
+    """10*log10(data_range^2 / MSE) over the whole array, in float64.
+
+    Capped at PSNR_CAP_DB (99 dB): identical arrays (MSE == 0) would give +inf, which JSON
+    cannot carry and a mean cannot use; 99 dB means "agrees to about 1e-5 RMS or better".
+    """
+    a64 = np.asarray(a, dtype=np.float64)
+    b64 = np.asarray(b, dtype=np.float64)
+    if a64.shape != b64.shape:
+        msg = f"psnr needs equal shapes, got {a64.shape} and {b64.shape}"
+        raise ValueError(msg)
+    mse = float(np.mean((a64 - b64) ** 2))
+    if mse == 0.0:
+        return PSNR_CAP_DB
+    return min(PSNR_CAP_DB, 10.0 * math.log10(data_range**2 / mse))
+
+
+def gaussian_window_1d(size: int = 11, sigma: float = 1.5) -> np.ndarray:
+    """Normalised 1-D Gaussian; its outer product is IQA_pytorch's fspecial_gauss(size, sigma)."""
+    x = np.arange(size, dtype=np.float64) - (size // 2)
+    g = np.exp(-(x**2) / (2.0 * sigma**2))
+    return g / g.sum()
+
+
+def _filter_valid(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Separable 'valid' filtering of the last two axes of x (C, H, W) with window w."""
+    k = w.shape[0]
+    h, wd = x.shape[-2] - k + 1, x.shape[-1] - k + 1
+    rows = sum(w[i] * x[..., i : i + h, :] for i in range(k))
+    return sum(w[j] * rows[..., :, j : j + wd] for j in range(k))
+
+
+def ssim(a: np.ndarray, b: np.ndarray, window: int = 11, sigma: float = 1.5) -> float:
+    """SSIM of two images in [0, 1], shaped CxHxW or 1xCxHxW (IQA_pytorch SSIM(channels=3)).
+
+    Images smaller than the window along H or W have no valid position: ValueError.
+    """
+    x = np.asarray(a, dtype=np.float64)
+    y = np.asarray(b, dtype=np.float64)
+    if x.shape != y.shape:
+        msg = f"ssim needs equal shapes, got {x.shape} and {y.shape}"
+        raise ValueError(msg)
+    if x.ndim == 4:
+        if x.shape[0] != 1:
+            msg = f"ssim takes one image (CxHxW or 1xCxHxW), got a batch of {x.shape[0]}"
+            raise ValueError(msg)
+        x, y = x[0], y[0]
+    if x.ndim != 3 or x.shape[-1] < window or x.shape[-2] < window:
+        msg = f"ssim needs CxHxW with H, W >= {window}, got {x.shape}"
+        raise ValueError(msg)
+    c1, c2 = 0.01**2, 0.03**2
+    w = gaussian_window_1d(window, sigma)
+    mu_x, mu_y = _filter_valid(x, w), _filter_valid(y, w)
+    mu_x2, mu_y2, mu_xy = mu_x * mu_x, mu_y * mu_y, mu_x * mu_y
+    sigma_x = _filter_valid(x * x, w) - mu_x2
+    sigma_y = _filter_valid(y * y, w) - mu_y2
+    sigma_xy = _filter_valid(x * y, w) - mu_xy
+    cs = np.maximum((2.0 * sigma_xy + c2) / (sigma_x + sigma_y + c2), 0.0)
+    ssim_map = (2.0 * mu_xy + c1) / (mu_x2 + mu_y2 + c1) * cs
+    return float(ssim_map.mean())
+
+
+def max_abs_err(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest |a - b| over the elements where both are finite (NaN/Inf are counted separately)."""
+    a64 = np.asarray(a, dtype=np.float64)
+    b64 = np.asarray(b, dtype=np.float64)
+    finite = np.isfinite(a64) & np.isfinite(b64)
+    if not finite.any():
+        return 0.0
+    return float(np.max(np.abs(a64[finite] - b64[finite])))
+
+
+def nonfinite_count(a: np.ndarray) -> int:
+    """Number of NaN and +-Inf elements."""
+    return int(np.size(a) - np.count_nonzero(np.isfinite(a)))
+
+
+def latency_stats(samples_ms: Sequence[float]) -> dict[str, float]:
+    """p50, p90, p99, max and mean of per-call latencies in ms (linear-interpolated percentiles)."""
+    values = np.asarray(list(samples_ms), dtype=np.float64)
+    if values.size == 0:
+        msg = "latency_stats needs at least one timed run"
+        raise ValueError(msg)
+    p50, p90, p99 = np.percentile(values, [50, 90, 99])
+    return {
+        "p50": float(p50),
+        "p90": float(p90),
+        "p99": float(p99),
+        "max": float(values.max()),
+        "mean": float(values.mean()),
+    }
+
+
+def fps(stats: dict[str, float]) -> float:
+    """Frames per second of one stream: 1000 / mean latency in ms."""
+    return 1000.0 / stats["mean"] if stats["mean"] > 0 else float("inf")
+
+
+def _as_images(batch: np.ndarray | Iterable[np.ndarray]) -> list[np.ndarray]:
+    """An NxCxHxW stack or an iterable of CxHxW / 1xCxHxW arrays -> list of CxHxW arrays."""
+    if isinstance(batch, np.ndarray):
+        if batch.ndim == 4:
+            return [batch[i] for i in range(batch.shape[0])]
+        if batch.ndim == 3:
+            return [batch]
+        msg = f"expected NxCxHxW or CxHxW images, got shape {batch.shape}"
+        raise ValueError(msg)
+    images = []
+    for item in batch:
+        arr = np.asarray(item)
+        images.extend(_as_images(arr))
+    return images
+
+
+def summarize_fidelity(
+    outputs: np.ndarray | Iterable[np.ndarray], references: np.ndarray | Iterable[np.ndarray]
+) -> dict[str, Any]:
+    """Fidelity of a runtime's outputs against the FP32 PyTorch outputs of the same frames.
+
+    Returns the row keys psnr_db {mean, min}, ssim (mean), max_abs_err and nonfinite, plus
+    psnr_per_image. NaN/Inf are counted on the raw outputs; max_abs_err is over the raw finite
+    elements; PSNR and SSIM compare outputs clipped to [0, 1] (what gets saved as an image)
+    with the clipped references. An image holding any NaN/Inf scores PSNR 0 and SSIM 0, so a
+    broken frame can never pass a budget.
+    """
+    outs, refs = _as_images(outputs), _as_images(references)
+    if len(outs) != len(refs) or not outs:
+        msg = (
+            f"summarize_fidelity needs as many outputs as references (>= 1), got {len(outs)} and {len(refs)}"
+        )
+        raise ValueError(msg)
+    psnrs: list[float] = []
+    ssims: list[float] = []
+    worst = 0.0
+    bad = 0
+    for out, ref in zip(outs, refs, strict=True):
+        if out.shape != ref.shape:
+            msg = f"output shape {out.shape} differs from reference shape {ref.shape}"
+            raise ValueError(msg)
+        count = nonfinite_count(out)
+        bad += count
+        worst = max(worst, max_abs_err(out, ref))
+        if count:
+            psnrs.append(0.0)
+            ssims.append(0.0)
+            continue
+        o = np.clip(out.astype(np.float64), 0.0, 1.0)
+        r = np.clip(ref.astype(np.float64), 0.0, 1.0)
+        psnrs.append(psnr(o, r))
+        ssims.append(ssim(o, r) if min(o.shape[-2:]) >= 11 else float("nan"))
+    ssim_values = [s for s in ssims if not math.isnan(s)]
+    return {
+        "psnr_db": {"mean": float(np.mean(psnrs)), "min": float(np.min(psnrs))},
+        "ssim": float(np.mean(ssim_values)) if ssim_values else None,
+        "max_abs_err": worst,
+        "nonfinite": bad,
+        "psnr_per_image": psnrs,
+    }

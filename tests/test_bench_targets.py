@@ -1,0 +1,240 @@
+"""targets.yaml: the shipped file's contract, and strict validation that names the line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from bench.targets import Budget, Target, get_target, load_targets, parse_resolution
+from common.errors import ConfigError, UsageError
+
+REPO = Path(__file__).resolve().parents[1]
+
+VALID = """\
+version: 1
+targets:
+  cpu-test:
+    description: a test target
+    runtime: openvino
+    device: CPU
+    precisions: [int8, fp32]
+    threads: 2
+    budget: {psnr_mean_db: 40.0, psnr_min_db: 38.0}
+    warmup: 1
+    iterations: 5
+    resolutions:
+      default: 64x96
+      llpacknet: 128x192
+    requires: [cpu, openvino]
+    options:
+      hint: LATENCY
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "targets.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def line_of(text: str, needle: str) -> int:
+    """1-based line of the first line containing needle."""
+    return next(i for i, line in enumerate(text.splitlines(), 1) if needle in line)
+
+
+# -- the shipped targets.yaml ------------------------------------------------------------------
+
+
+def test_repo_targets_have_the_issue_6_targets():
+    targets = load_targets()
+    assert set(targets) == {"x86-cpu", "x86-cpu-ort", "desktop-gpu", "jetson-orin"}
+    cpu = targets["x86-cpu"]
+    assert (cpu.runtime, cpu.device) == ("openvino", "CPU")
+    assert set(cpu.precisions) == {"int8", "fp32"}
+    assert (cpu.warmup, cpu.iterations) == (3, 20)
+    assert cpu.budget == Budget(40.0, 38.0)
+    assert targets["x86-cpu-ort"].runtime == "onnxruntime"
+    assert targets["desktop-gpu"].runtime == "tensorrt" and targets["desktop-gpu"].device == "cuda:0"
+    assert set(targets["desktop-gpu"].precisions) == {"int8", "fp16"}
+    assert set(targets["desktop-gpu"].requires) >= {"tensorrt", "cuda"}
+    jetson = targets["jetson-orin"]
+    assert "jetson" in jetson.requires
+    assert jetson.options["power_mode"] == "MAXN"
+    assert "dla_core" in jetson.options and jetson.options["tegrastats_interval_ms"] == 100
+
+
+def test_repo_resolutions_fit_each_model():
+    for target in load_targets().values():
+        for model in ("iat", "iat_student", "tinydce"):
+            assert target.resolution_for(model) == (400, 600)
+        for model in ("zero_dce_pp", "sgz"):  # Zero-DCE++ and SGZ crop to multiples of 12
+            h, w = target.resolution_for(model)
+            assert (h, w) == (396, 600) and h % 12 == 0 and w % 12 == 0
+    assert load_targets()["x86-cpu"].resolution_for("llpacknet", raw=True) == (2848, 4256)
+
+
+def test_raw_model_never_falls_back_to_the_rgb_default(tmp_path):
+    target = load_targets(write(tmp_path, VALID))["cpu-test"]
+    assert target.resolution_for("some_raw_net") == (64, 96)
+    with pytest.raises(ConfigError, match="no resolution for RAW model 'some_raw_net'"):
+        target.resolution_for("some_raw_net", raw=True)
+    assert target.resolution_for("llpacknet", raw=True) == (128, 192)
+
+
+def test_load_options_hold_threads_and_leave_out_bench_and_build_keys():
+    jetson = get_target("jetson-orin")
+    opts = jetson.load_options()
+    assert isinstance(opts["threads"], int) and opts["threads"] >= 1
+    assert not {"power_mode", "tegrastats_interval_ms", "dla_core", "workspace_mb"} & set(opts)
+    assert jetson.build_options() == {"workspace_mb": 2048, "dla_core": None}
+    cpu = get_target("x86-cpu")
+    assert cpu.load_options()["hint"] == "LATENCY"
+    assert cpu.load_options()["precision"] == "f32"  # OpenVINO would pick bf16 on AVX512_BF16 CPUs
+
+
+def test_get_target_unknown_name_suggests():
+    with pytest.raises(UsageError, match=r"unknown target 'x86-cpuu'.*did you mean 'x86-cpu'"):
+        get_target("x86-cpuu")
+
+
+def test_overrides_are_validated_and_copy(tmp_path):
+    target = load_targets(write(tmp_path, VALID))["cpu-test"]
+    quick = target.with_overrides(iterations=2, warmup=0, threads=1)
+    assert (quick.iterations, quick.warmup, quick.threads) == (2, 0, 1)
+    assert target.iterations == 5  # frozen original untouched
+    with pytest.raises(UsageError, match="--iterations must be an integer >= 1"):
+        target.with_overrides(iterations=0)
+    with pytest.raises(UsageError, match="--precision fp16 is not available"):
+        Target(
+            name="t", runtime="onnxruntime", device="cpu", precisions=("fp32",), resolutions={}
+        ).with_overrides(precisions=["fp16"])
+
+
+def test_parse_resolution():
+    assert parse_resolution("400x600") == (400, 600)
+    assert parse_resolution(" 2848X4256 ") == (2848, 4256)
+    for bad in ("400", "400x", "0x600", "400x600x3", "axb", "-4x6"):
+        assert parse_resolution(bad) is None
+
+
+# -- validation errors name the file and the line ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "needle", "pattern"),
+    [
+        (
+            "    iterations: 5",
+            "    iteration: 5",
+            "iteration: 5",
+            r"unknown key 'iteration'.*did you mean 'iterations'",
+        ),
+        (
+            "    iterations: 5",
+            "    iterations: twenty",
+            "iterations: twenty",
+            r"iterations must be an integer >= 1, got 'twenty'",
+        ),
+        (
+            "    iterations: 5",
+            "    iterations: yes",
+            "iterations: yes",
+            r"iterations must be an integer >= 1, got True",
+        ),
+        ("    warmup: 1", "    warmup: -1", "warmup: -1", r"warmup must be an integer >= 0, got -1"),
+        (
+            "    runtime: openvino",
+            "    runtime: openvin0",
+            "runtime: openvin0",
+            r"unknown runtime 'openvin0'.*did you mean 'openvino'",
+        ),
+        (
+            "      default: 64x96",
+            "      default: 64by96",
+            "default: 64by96",
+            r"resolution of default is '64by96', not HxW",
+        ),
+        (
+            "      default: 64x96",
+            "      default: [64, 96]",
+            "default: [64, 96]",
+            r"resolution of default must be",
+        ),
+        (
+            "    precisions: [int8, fp32]",
+            "    precisions: [int4]",
+            "precisions: [int4]",
+            r"unknown target 'cpu-test' precisions entry 'int4'",
+        ),
+        (
+            "      hint: LATENCY",
+            "      hnt: LATENCY",
+            "hnt: LATENCY",
+            r"unknown key 'hnt'.*did you mean 'hint'",
+        ),
+        ("      hint: LATENCY", "      hint: FASTEST", "hint: FASTEST", r"option hint is 'FASTEST'"),
+        ("    threads: 2", "    threads: 0", "threads: 0", r"threads must be >= 1"),
+        (
+            "    requires: [cpu, openvino]",
+            "    requires: [gpu]",
+            "requires: [gpu]",
+            r"unknown target 'cpu-test' requires entry 'gpu'",
+        ),
+        (
+            "    budget: {psnr_mean_db: 40.0, psnr_min_db: 38.0}",
+            "    budget: {psnr_mean_db: high}",
+            "budget:",
+            r"psnr_mean_db must be a number of dB",
+        ),
+        ("version: 1", "verison: 1", "verison: 1", r"unknown key 'verison' in the top level"),
+    ],
+)
+def test_errors_name_the_line(tmp_path, old, new, needle, pattern):
+    assert old in VALID
+    text = VALID.replace(old, new)
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=pattern) as info:
+        load_targets(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}:{line_of(text, needle)}: ")
+    assert "\n" not in message
+
+
+def test_duplicate_key_and_runtime_precision_mismatch(tmp_path):
+    text = VALID.replace("    warmup: 1\n", "    warmup: 1\n    warmup: 2\n")
+    with pytest.raises(ConfigError, match=rf":{line_of(text, 'warmup: 2')}: duplicate key 'warmup'"):
+        load_targets(write(tmp_path, text))
+    text = VALID.replace("runtime: openvino", "runtime: onnxruntime").replace("[int8, fp32]", "[fp16]")
+    text = text.replace("    options:\n      hint: LATENCY\n", "")
+    with pytest.raises(
+        ConfigError, match=rf":{line_of(text, '[fp16]')}: precision 'fp16' is not available with onnxruntime"
+    ):
+        load_targets(write(tmp_path, text))
+
+
+def test_missing_required_key_and_bad_yaml(tmp_path):
+    text = VALID.replace("    device: CPU\n", "")
+    with pytest.raises(
+        ConfigError, match=rf":{line_of(text, 'cpu-test:')}: target 'cpu-test' has no `device`"
+    ):
+        load_targets(write(tmp_path, text))
+    text = VALID.replace("    warmup: 1", "    warmup: [1")
+    with pytest.raises(ConfigError, match=r"not valid YAML"):
+        load_targets(write(tmp_path, text))
+    with pytest.raises(ConfigError, match="cannot read targets file"):
+        load_targets(tmp_path / "absent.yaml")
+
+
+def test_importing_bench_loads_no_runtime():
+    code = (
+        "import sys; import bench, bench.targets, bench.host, bench.metrics, bench.roofline, bench.report, "
+        "bench.worker, bench.crosscheck; bench.targets.load_targets(); "
+        "print(sorted(m for m in ('openvino', 'tensorrt', 'nncf', 'onnxruntime', 'torch', 'matplotlib') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
