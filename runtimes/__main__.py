@@ -1,0 +1,8 @@
+"""``python -m runtimes``: see runtimes/cli.py."""
+
+import sys
+
+from common.cli import run_main
+from runtimes import cli
+
+sys.exit(run_main(cli.main))

@@ -1,0 +1,613 @@
+"""TensorRT 10: engines from ONNX, cached by content, with a sidecar JSON beside a plain .engine.
+
+Written against the TensorRT 10 Python API; no machine this project runs on has TensorRT, so the
+GPU parts are skipped in tests and the cache logic is kept in plain functions that are tested
+without it.
+
+- Precision: fp32, fp16 (BuilderFlag.FP16, with the precision plan's "float_nodes" pinned to
+  FP32 under OBEY_PRECISION_CONSTRAINTS), int8 only from a Q/DQ ONNX (the quantize stage's
+  output), built as a STRONGLY_TYPED network as TensorRT 10 recommends for explicit
+  quantization: the Q/DQ placement is the plan, so no layer precisions are set. There is no
+  implicit (calibrator) INT8: calibration belongs to the quantize stage.
+- Shapes: a static ONNX builds as is; a dynamic one needs ``BuildConfig.profile`` (min/opt/max)
+  or ``input_shape`` (min = opt = max).
+- Cache (pain points 4-6 in docs/users.md): the engine is ``<key>.engine`` where key hashes the
+  ONNX sha256, the plan sha256, precision, shapes, workspace, DLA core, the TensorRT version and
+  the GPU name and compute capability. ``<key>.engine.json`` beside it records all of that plus
+  the engine's own sha256. Nothing is prepended to the engine, so trtexec loads it. A build with
+  a cached engine whose sidecar does not match (or whose bytes changed) rebuilds it; ``load``
+  refuses an engine whose sidecar names another TensorRT version or GPU.
+- Buffers are torch CUDA tensors (torch is always installed); execution is ``execute_async_v3``
+  on a torch CUDA stream, with TensorRT 10's name-based I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.errors import ConfigError, DataError, MissingRequirement, UsageError
+from runtimes.base import (
+    Artifact,
+    Backend,
+    BuildConfig,
+    Runner,
+    artifact_path,
+    check_options,
+    format_shape,
+    onnx_precision,
+    read_sidecar,
+    sidecar_path,
+)
+
+log = logging.getLogger(__name__)
+
+ENGINE_FORMAT = "lowlight-edge/tensorrt-engine/1"
+RUNTIME_FIELDS = ("tensorrt", "gpu_name", "compute_capability")  # what load() checks against this machine
+FLOAT_PRECISIONS = ("fp32", "fp16")
+OPTIONS = ()  # the engine fixes everything; there is nothing to choose at load time
+
+
+# --- plain functions: precision plan, cache key, sidecar (tested without TensorRT) -------------
+
+
+def read_plan(path: Path | None) -> dict | None:
+    """The precision plan JSON: {"float_nodes": [ONNX node names], "float_precision": "fp32"|"fp16"}.
+
+    ``float_precision`` (default fp32) is what the float nodes are pinned to. ConfigError when
+    the file is missing or malformed.
+    """
+    if path is None:
+        return None
+    path = Path(path)
+    try:
+        plan = json.loads(path.read_text())
+    except FileNotFoundError as err:
+        msg = f"precision plan {path} does not exist; pass the plan the quantize stage wrote"
+        raise ConfigError(msg) from err
+    except (OSError, ValueError) as err:
+        msg = f"precision plan {path} is not valid JSON ({err}); regenerate it with python -m quantize"
+        raise ConfigError(msg) from err
+    nodes = plan.get("float_nodes") if isinstance(plan, dict) else None
+    if not isinstance(nodes, list) or not all(isinstance(n, str) for n in nodes):
+        msg = f'precision plan {path} needs "float_nodes": a list of ONNX node names; regenerate it with python -m quantize'
+        raise ConfigError(msg)
+    precision = plan.get("float_precision", "fp32")
+    if precision not in FLOAT_PRECISIONS:
+        msg = f'precision plan {path}: "float_precision" must be fp32 or fp16, got {precision!r}'
+        raise ConfigError(msg)
+    return {**plan, "float_precision": precision}
+
+
+def plan_tensors(plan: dict, onnx_file: Path) -> dict[str, list[str]]:
+    """{float node: its output tensor names}; ConfigError naming nodes that are not in the ONNX.
+
+    TensorRT's ONNX parser keeps ONNX tensor names, so a node's outputs identify its layers even
+    when the layer names differ; a plan written for another export is caught here, not ignored.
+    """
+    import onnx
+
+    graph = onnx.load(str(onnx_file), load_external_data=False).graph
+    outputs = {node.name: list(node.output) for node in graph.node if node.name}
+    missing = [n for n in plan["float_nodes"] if n not in outputs]
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        msg = f"precision plan names {len(missing)} node(s) not in {onnx_file.name} ({shown}); the plan was made for another export: rerun python -m quantize"
+        raise ConfigError(msg)
+    return {n: outputs[n] for n in plan["float_nodes"]}
+
+
+def engine_fields(onnx_file: Path, config: BuildConfig, identity: dict[str, Any]) -> dict[str, Any]:
+    """Everything an engine depends on, as JSON: the inputs of the cache key.
+
+    ``identity`` is the TensorRT version and GPU ({"tensorrt", "gpu_name", "compute_capability"}).
+    """
+    from common.hashing import sha256_file
+
+    missing = [k for k in RUNTIME_FIELDS if k not in identity]
+    if missing:
+        msg = f"engine identity lacks {missing}"  # internal: runtime_identity() always fills them
+        raise ValueError(msg)
+    return {
+        "onnx_sha256": sha256_file(onnx_file),
+        "plan_sha256": sha256_file(config.plan) if config.plan else None,
+        "precision": config.precision,
+        "shapes": config.shapes(),
+        "workspace_mb": config.workspace_mb,
+        "dla_core": config.dla_core,
+        **{k: identity[k] for k in RUNTIME_FIELDS},
+    }
+
+
+def engine_key(fields: dict[str, Any]) -> str:
+    """24 hex digits of the sha256 of ``fields`` (sorted JSON): the engine's file name."""
+    from common.hashing import hash_dict
+
+    return hash_dict(fields, length=24)
+
+
+def sidecar_mismatches(
+    sidecar: dict | None,
+    expected: dict[str, Any],
+    engine_sha256: str | None = None,
+    keys: tuple[str, ...] | None = None,
+) -> list[str]:
+    """Why an engine may not be used, one phrase per reason; [] when its sidecar matches.
+
+    Args:
+        sidecar: the engine's sidecar JSON (None when there is none).
+        expected: the fields required now (engine_fields(), or runtime_identity() at load).
+        engine_sha256: the engine file's current sha256, checked against the recorded one.
+        keys: which fields to compare (default: all of ``expected``).
+    """
+    if sidecar is None:
+        return ["no sidecar JSON beside the engine"]
+    if sidecar.get("format") != ENGINE_FORMAT:
+        return [f"sidecar format is {sidecar.get('format')!r}, not {ENGINE_FORMAT!r}"]
+    built = sidecar.get("fields")
+    if not isinstance(built, dict):
+        return ["sidecar has no 'fields' record"]
+    problems = [
+        f"{k} was {built.get(k)!r} at build time, now {expected[k]!r}"
+        for k in (keys or tuple(expected))
+        if built.get(k) != expected.get(k)
+    ]
+    if engine_sha256 is not None and sidecar.get("engine_sha256") != engine_sha256:
+        problems.append("the engine file changed since it was built (sha256 differs from its sidecar)")
+    return problems
+
+
+def cached_engine(out_dir: Path, fields: dict[str, Any]) -> tuple[Path, list[str]]:
+    """(engine path for ``fields``, reasons it cannot be reused); no reasons = a usable cache hit."""
+    from common.hashing import sha256_file
+
+    path = Path(out_dir) / f"{engine_key(fields)}.engine"
+    if not path.is_file():
+        return path, ["not built yet"]
+    try:
+        side = read_sidecar(path)
+    except ConfigError as err:
+        return path, [str(err)]
+    return path, sidecar_mismatches(side, fields, sha256_file(path))
+
+
+def write_engine(path: Path, data: bytes, meta: dict[str, Any], precision: str) -> Artifact:
+    """Write the engine bytes (plain, loadable by trtexec) and then its sidecar, atomically each."""
+    from common.atomic import atomic_path
+    from common.hashing import sha256_bytes
+
+    path = Path(path)
+    sidecar_path(path).unlink(missing_ok=True)  # a crash in between leaves no sidecar, never a wrong one
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    artifact = Artifact(
+        path=path,
+        backend="tensorrt",
+        precision=precision,
+        meta={"format": ENGINE_FORMAT, **meta, "engine_sha256": sha256_bytes(data)},
+    )
+    artifact.write_sidecar()
+    return artifact
+
+
+def dynamic_profile(network_dims: tuple[int, ...], config: BuildConfig) -> tuple[tuple[int, ...], ...] | None:
+    """(min, opt, max) for the network input, or None for a static one; UsageError on a clash."""
+    dynamic = any(d < 0 for d in network_dims)
+    if not dynamic:
+        if config.profile is not None:
+            msg = f"the ONNX input is static ({format_shape(network_dims)}); drop the profile or re-export with dynamic H/W"
+            raise UsageError(msg)
+        if config.input_shape is not None and tuple(config.input_shape) != tuple(network_dims):
+            msg = f"the ONNX input is {format_shape(network_dims)} but input_shape asks for {format_shape(config.input_shape)}; re-export at that size"
+            raise UsageError(msg)
+        return None
+    if config.profile is not None:
+        shapes = tuple(tuple(config.profile[k]) for k in ("min", "opt", "max"))
+    elif config.input_shape is not None:
+        shapes = (tuple(config.input_shape),) * 3
+    else:
+        msg = f"the ONNX input is dynamic ({format_shape(network_dims)}); give BuildConfig.profile (min/opt/max) or input_shape"
+        raise UsageError(msg)
+    for shape in shapes:
+        if len(shape) != len(network_dims) or any(
+            n > 0 and n != s for n, s in zip(network_dims, shape, strict=False)
+        ):
+            msg = f"shape {format_shape(shape)} does not fit the ONNX input {format_shape(network_dims)}"
+            raise UsageError(msg)
+    return shapes
+
+
+# --- TensorRT and CUDA ----------------------------------------------------------------------
+
+_LOGGER: Any = None
+
+
+def _trt_logger() -> Any:
+    """One process-wide TensorRT logger that forwards to logging and keeps the last errors."""
+    global _LOGGER
+    if _LOGGER is None:
+        import tensorrt as trt
+
+        class _Logger(trt.ILogger):
+            def __init__(self) -> None:
+                trt.ILogger.__init__(self)
+                self.errors: list[str] = []
+
+            def log(self, severity: Any, msg: str) -> None:
+                if severity in (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR):
+                    self.errors = [*self.errors[-9:], msg]
+                    log.error("TensorRT: %s", msg)
+                elif severity == trt.ILogger.Severity.WARNING:
+                    log.warning("TensorRT: %s", msg)
+                else:
+                    log.debug("TensorRT: %s", msg)
+
+        _LOGGER = _Logger()
+    return _LOGGER
+
+
+def _last_errors() -> str:
+    errors = _trt_logger().errors
+    return errors[-1] if errors else "no error message (run with logging at DEBUG for the TensorRT log)"
+
+
+def runtime_identity(device: str = "cuda") -> dict[str, Any]:
+    """TensorRT version, GPU name and compute capability of ``device`` (needs tensorrt and CUDA)."""
+    import tensorrt as trt
+    import torch
+
+    dev = torch.device(device)
+    major, minor = torch.cuda.get_device_capability(dev)
+    return {
+        "tensorrt": trt.__version__,
+        "gpu_name": torch.cuda.get_device_name(dev),
+        "compute_capability": f"{major}.{minor}",
+    }
+
+
+def _build_engine(onnx_file: Path, config: BuildConfig, plan: dict | None) -> tuple[bytes, dict[str, Any]]:
+    """Parse, configure and build; returns the serialized engine and notes for the sidecar."""
+    import tensorrt as trt
+
+    logger = _trt_logger()
+    logger.errors = []  # report this build's errors, not an earlier one's
+    notes: dict[str, Any] = {}
+    quantized = onnx_precision(onnx_file) == "int8"
+    if config.precision == "int8" and not quantized:
+        msg = f"precision int8 needs a Q/DQ ONNX (explicit quantization) and {onnx_file.name} has no Q/DQ nodes; run python -m quantize first"
+        raise UsageError(msg)
+    if quantized and config.precision != "int8":
+        msg = f"{onnx_file.name} is quantized (Q/DQ); build it with precision int8"
+        raise UsageError(msg)
+    float_tensors = plan_tensors(plan, onnx_file) if plan else {}
+
+    builder = trt.Builder(logger)
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if quantized else 0
+    network = builder.create_network(flags)  # TensorRT 10: explicit batch is the only mode
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_file)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors)) or _last_errors()
+        msg = f"TensorRT {trt.__version__} cannot parse {onnx_file.name}: {errors}; simplify or re-export the ONNX (python -m export)"
+        raise DataError(msg)
+    if network.num_inputs != 1:
+        msg = f"{onnx_file.name} has {network.num_inputs} inputs; runtimes builds single-image models with one NCHW input"
+        raise UsageError(msg)
+    tensor = network.get_input(0)
+
+    bconf = builder.create_builder_config()
+    bconf.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, config.workspace_mb << 20)
+    if quantized:
+        notes["typing"] = (
+            "strongly typed (Q/DQ placement sets the INT8 layers; the rest runs in the ONNX's float type)"
+        )
+        if plan:
+            notes["plan_enforcement"] = (
+                "the Q/DQ placement; layer precisions cannot be set in a strongly typed network"
+            )
+    else:
+        if config.precision == "fp16":
+            if not hasattr(trt.BuilderFlag, "FP16"):
+                msg = f"TensorRT {trt.__version__} has no BuilderFlag.FP16 (removed in TensorRT 11); use TensorRT 10 or an FP16 ONNX"
+                raise MissingRequirement(msg)
+            bconf.set_flag(trt.BuilderFlag.FP16)
+        if float_tensors:
+            notes.update(_pin_float_layers(network, bconf, float_tensors, plan["float_precision"]))
+
+    shapes = dynamic_profile(tuple(tensor.shape), config)
+    if shapes is not None:
+        profile = builder.create_optimization_profile()
+        profile.set_shape(tensor.name, *shapes)
+        bconf.add_optimization_profile(profile)
+        notes["profile"] = {k: list(s) for k, s in zip(("min", "opt", "max"), shapes, strict=False)}
+
+    if config.dla_core is not None:
+        if builder.num_DLA_cores == 0:
+            msg = "dla_core was given but this GPU has no DLA cores (DLA exists on Jetson Xavier/Orin); drop dla_core"
+            raise MissingRequirement(msg)
+        if config.dla_core >= builder.num_DLA_cores:
+            msg = f"dla_core {config.dla_core} does not exist; this device has {builder.num_DLA_cores} DLA core(s)"
+            raise UsageError(msg)
+        if config.precision == "fp32":
+            msg = "DLA runs FP16 or INT8 only; build with precision fp16 or int8 for dla_core"
+            raise UsageError(msg)
+        bconf.default_device_type = trt.DeviceType.DLA
+        bconf.DLA_core = config.dla_core
+        bconf.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+        notes["dla"] = {"core": config.dla_core, "gpu_fallback": True}
+
+    cache_file = config.timing_cache
+    if cache_file is not None:
+        data = cache_file.read_bytes() if cache_file.is_file() else b""
+        cache = bconf.create_timing_cache(data)
+        if cache is None or not bconf.set_timing_cache(cache, False):  # another TensorRT or GPU: start afresh
+            log.warning("timing cache %s does not match this TensorRT/GPU; starting a new one", cache_file)
+            cache = bconf.create_timing_cache(b"")
+            bconf.set_timing_cache(cache, False)
+        notes["timing_cache"] = str(cache_file)
+
+    start = time.perf_counter()
+    serialized = builder.build_serialized_network(network, bconf)
+    if serialized is None:
+        msg = f"TensorRT {trt.__version__} could not build {onnx_file.name}: {_last_errors()}"
+        raise MissingRequirement(msg)
+    notes["build_s"] = round(time.perf_counter() - start, 3)
+    if cache_file is not None:
+        from common.atomic import atomic_path
+
+        with atomic_path(cache_file) as tmp:
+            tmp.write_bytes(bytes(bconf.get_timing_cache().serialize()))
+    return bytes(serialized), notes
+
+
+def _pin_float_layers(
+    network: Any, bconf: Any, float_tensors: dict[str, list[str]], precision: str
+) -> dict[str, Any]:
+    """Set layer precision and output types for the plan's float nodes; report what matched."""
+    import tensorrt as trt
+
+    dtype = trt.float32 if precision == "fp32" else trt.float16
+    floats = (trt.float32, trt.float16)
+    names = set(float_tensors)
+    matched: set[str] = set()
+    pinned = 0
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        outputs = [layer.get_output(j) for j in range(layer.num_outputs)]
+        produced = {o.name for o in outputs}
+        hits = {n for n, outs in float_tensors.items() if n == layer.name or produced & set(outs)}
+        if not hits:
+            continue
+        if not all(o.dtype in floats for o in outputs):  # shape/index tensors keep their integer type
+            continue
+        layer.precision = dtype
+        for j in range(layer.num_outputs):
+            layer.set_output_type(j, dtype)
+        matched |= hits
+        pinned += 1
+    bconf.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+    unmatched = sorted(names - matched)
+    if unmatched:
+        log.warning(
+            "precision plan: %d float node(s) matched no TensorRT layer (folded or fused): %s",
+            len(unmatched),
+            unmatched[:5],
+        )
+    return {"plan_layers_pinned": pinned, "plan_float_precision": precision, "plan_unmatched": unmatched}
+
+
+_TORCH_DTYPES: dict[str, str] = {
+    "FLOAT": "float32",
+    "HALF": "float16",
+    "INT8": "int8",
+    "INT32": "int32",
+    "BOOL": "bool",
+}
+
+
+def _torch_dtype(trt_dtype: Any) -> Any:
+    import torch
+
+    name = _TORCH_DTYPES.get(getattr(trt_dtype, "name", ""))
+    if name is None:
+        msg = f"engine I/O type {trt_dtype} is not supported here; export with float32 I/O"
+        raise UsageError(msg)
+    return getattr(torch, name)
+
+
+class TensorRTRunner(Runner):
+    backend = "tensorrt"
+
+    def __init__(self, path: Path, device: str, sidecar: dict | None) -> None:
+        import tensorrt as trt
+        import torch
+
+        self._side = sidecar or {}
+        super().__init__(device=device, precision=self._side.get("precision", "unknown"), source=str(path))
+        self._device = torch.device(device)
+        _trt_logger().errors = []
+        self._runtime = trt.Runtime(_trt_logger())
+        dla = (self._side.get("fields") or {}).get("dla_core")
+        if dla is not None:
+            self._runtime.DLA_core = int(dla)
+        self._engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
+        if self._engine is None:
+            msg = (
+                f"TensorRT {trt.__version__} cannot deserialize {path}: {_last_errors()}; rebuild the engine"
+            )
+            raise UsageError(msg)
+        names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
+        inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self._outputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        if len(inputs) != 1 or not self._outputs:
+            msg = f"{path} has inputs {inputs} and outputs {self._outputs}; runtimes runs single-image models (one input, one output image)"
+            raise UsageError(msg)
+        self._input = inputs[0]
+        self._dtypes = {n: _torch_dtype(self._engine.get_tensor_dtype(n)) for n in names}
+        self._shape = tuple(int(d) for d in self._engine.get_tensor_shape(self._input))
+        self._bounds = None
+        if any(d < 0 for d in self._shape):
+            lo, _, hi = self._engine.get_tensor_profile_shape(self._input, 0)
+            self._bounds = (tuple(int(d) for d in lo), tuple(int(d) for d in hi))
+        self._context = self._engine.create_execution_context()
+        self._stream = torch.cuda.Stream(device=self._device)
+
+    @property
+    def input_shape(self) -> tuple[int, ...] | None:
+        return self._shape if len(self._shape) == 4 else None
+
+    def check_input(self, x: Any) -> np.ndarray:
+        x = super().check_input(x)
+        if self._bounds is not None:
+            lo, hi = self._bounds
+            if any(not a <= g <= b for a, g, b in zip(lo, x.shape, hi, strict=False)):
+                got = "x".join(map(str, x.shape))
+                msg = f"engine profile takes {format_shape(lo)} to {format_shape(hi)}, got {got}; tile or resize the input, or rebuild with a larger profile"
+                raise UsageError(msg)
+        return x
+
+    def _infer(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.cuda.device(self._device), torch.cuda.stream(self._stream):
+            inp = torch.from_numpy(x).to(self._device).to(self._dtypes[self._input])
+            self._context.set_input_shape(self._input, tuple(x.shape))
+            self._context.set_tensor_address(self._input, inp.data_ptr())
+            outs = {}
+            for name in self._outputs:
+                shape = tuple(int(d) for d in self._context.get_tensor_shape(name))
+                outs[name] = torch.empty(shape, dtype=self._dtypes[name], device=self._device)
+                self._context.set_tensor_address(name, outs[name].data_ptr())
+            if not self._context.execute_async_v3(self._stream.cuda_stream):
+                msg = f"TensorRT execution failed: {_last_errors()}"
+                raise MissingRequirement(msg)
+            result = outs[self._outputs[0]].float().cpu()  # copies on this stream, then waits for it
+        self._stream.synchronize()
+        return result.numpy()
+
+    def _release(self) -> None:
+        self._context = None  # context before engine before runtime, as TensorRT requires
+        self._engine = None
+        self._runtime = None
+        self._stream = None
+
+    def _describe(self) -> dict[str, Any]:
+        import tensorrt as trt
+        import torch
+
+        fields = self._side.get("fields") or {}
+        return {
+            "versions": {"tensorrt": trt.__version__, "torch": torch.__version__, "cuda": torch.version.cuda},
+            "gpu": torch.cuda.get_device_name(self._device),
+            "compute_capability": "{}.{}".format(*torch.cuda.get_device_capability(self._device)),
+            "engine_key": self._side.get("key"),
+            "dla_core": fields.get("dla_core"),
+            "profile": [list(b) for b in self._bounds] if self._bounds else None,
+            "sidecar": bool(self._side),
+        }
+
+
+class TensorRTBackend(Backend):
+    name = "tensorrt"
+    can_build = True
+    default_device = "cuda"
+    suffixes = (".engine", ".plan", ".trt")
+    options = OPTIONS
+
+    def is_available(self) -> tuple[bool, str]:
+        try:
+            import tensorrt as trt
+        except ImportError as err:
+            return False, (
+                f"tensorrt is not importable ({err}); install TensorRT 10 (pip install tensorrt from NVIDIA's index, "
+                "or JetPack on Jetson)"
+            )
+        except Exception as err:  # e.g. OSError: a shared library of TensorRT is missing
+            return (
+                False,
+                f"tensorrt fails to import ({type(err).__name__}: {err}); check the TensorRT libraries",
+            )
+        version = getattr(trt, "__version__", "?")
+        if not version.split(".")[0].isdigit() or int(version.split(".")[0]) < 10:
+            return False, f"tensorrt {version} is too old; this backend uses the TensorRT 10 API"
+        if not hasattr(trt, "Builder"):
+            return False, f"tensorrt {version} is the lean runtime (no Builder); install the full TensorRT 10"
+        import torch
+
+        if not torch.cuda.is_available():
+            return False, (
+                f"tensorrt {version} is here but torch.cuda.is_available() is False (torch {torch.__version__}, "
+                f"CUDA build {torch.version.cuda}); buffers are torch CUDA tensors: install a CUDA torch and a GPU driver"
+            )
+        ident = runtime_identity()
+        return (
+            True,
+            f"tensorrt {version}; {ident['gpu_name']} (compute {ident['compute_capability']}); torch CUDA {torch.version.cuda}",
+        )
+
+    def build(self, model_file: Path, config: BuildConfig, out_dir: Path) -> Artifact:
+        """``out_dir/<key>.engine`` (+ ``.engine.json``), reused when its sidecar matches."""
+        model_file = Path(model_file)
+        if not model_file.is_file() or model_file.suffix.lower() != ".onnx":
+            msg = f"ONNX file {model_file} does not exist or is not .onnx; export the model first (python -m export)"
+            raise UsageError(msg)
+        if config.threads is not None:
+            msg = "threads sets OpenVINO's build-time compile check; a TensorRT build cannot use it: drop it"
+            raise UsageError(msg)
+        plan = read_plan(config.plan)
+        self.require()
+        fields = engine_fields(model_file, config, runtime_identity())
+        path, problems = cached_engine(Path(out_dir), fields)
+        if not problems:
+            side = read_sidecar(path) or {}
+            meta = {k: v for k, v in side.items() if k not in ("backend", "precision")}
+            return Artifact(
+                path=path, backend=self.name, precision=config.precision, meta={**meta, "cache": "hit"}
+            )
+        if path.is_file():
+            log.warning("rebuilding %s: %s", path.name, "; ".join(problems))
+        data, notes = _build_engine(model_file, config, plan)
+        meta = {
+            "key": path.stem,
+            "fields": fields,
+            "onnx": str(model_file),
+            "plan": str(config.plan) if config.plan else None,
+            "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **notes,
+        }
+        artifact = write_engine(path, data, meta, config.precision)
+        artifact.meta["cache"] = "miss"
+        return artifact
+
+    def load(self, artifact: Any, device: str | None = None, options: dict | None = None) -> TensorRTRunner:
+        """Runner for an engine; refuses one whose sidecar names another TensorRT version or GPU.
+
+        An engine without a sidecar (e.g. from trtexec) loads with a warning, unchecked.
+        """
+        from common.hashing import sha256_file
+
+        check_options(options, OPTIONS, self.name)
+        path = artifact_path(artifact, self.name)
+        device = device or self.default_device
+        if not device.startswith("cuda"):
+            msg = f"TensorRT runs on a CUDA GPU: pass device 'cuda' or 'cuda:N', got {device!r}"
+            raise UsageError(msg)
+        self.require()
+        side = read_sidecar(path)
+        if side is None:
+            log.warning("%s has no sidecar JSON: cannot check its TensorRT version and GPU", path)
+        else:
+            problems = sidecar_mismatches(
+                side, runtime_identity(device), sha256_file(path), keys=RUNTIME_FIELDS
+            )
+            if problems:
+                msg = f"engine {path.name} cannot run here: {'; '.join(problems)}; rebuild it on this machine (python -m export)"
+                raise UsageError(msg)
+        return TensorRTRunner(path, device, side)
+
+
+BACKEND = TensorRTBackend()

@@ -1,0 +1,73 @@
+"""``python -m runtimes``: list the backends, or enhance images with a built artifact."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        msg = f"expected a positive integer, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    from runtimes import BACKENDS
+    from runtimes.enhance import MODES
+
+    parser = argparse.ArgumentParser(prog="python -m runtimes", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="each backend and whether it is available here (and why not)")
+    enh = sub.add_parser(
+        "enhance",
+        help="run a built artifact on images, folders or RAW files and write enhanced PNGs",
+        description="Run ARTIFACT (.xml openvino, .onnx onnxruntime, .engine tensorrt; or a zoo name with "
+        "--backend torch) on INPUT images and write OUT/<stem>.png. Static-shape artifacts tile larger "
+        "images (or resize them with --mode resize) and say so.",
+    )
+    enh.add_argument("artifact", help="built model file, or MODEL[:WEIGHTS] with --backend torch")
+    enh.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="image files, folders, or RAW files (.dng/.arw/.nef/.cr2)"
+    )
+    enh.add_argument("--out", required=True, help="folder for the enhanced PNGs")
+    enh.add_argument("--backend", choices=BACKENDS, help="default: guessed from the artifact's suffix")
+    enh.add_argument("--threads", type=_positive_int, help="CPU threads for the backend")
+    enh.add_argument(
+        "--mode", choices=MODES, help="how a static-shape artifact takes another image size (default: tile)"
+    )
+    enh.add_argument("--overlap", type=int, help="tile overlap in px (default: min(32, tile side / 4))")
+    enh.add_argument(
+        "--amp", type=float, help="RAW amplification (exposure ratio, <= 300); default: estimated"
+    )
+    enh.add_argument("--device", help="device for the backend (default: cpu; cuda for tensorrt)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "list":
+        from runtimes import availability
+
+        for name, (ok, reason) in availability().items():
+            print(f"{name:12s} {'yes' if ok else 'no ':3s}  {reason}")
+        return 0
+    from runtimes.enhance import enhance
+
+    enhance(
+        args.artifact,
+        args.inputs,
+        args.out,
+        backend=args.backend,
+        threads=args.threads,
+        mode=args.mode,
+        amp=args.amp,
+        overlap=args.overlap,
+        device=args.device,
+    )
+    return 0

@@ -1,0 +1,273 @@
+"""TensorRT backend: the engine cache logic (runs everywhere) and real builds (need TensorRT + CUDA).
+
+No machine this project runs on has TensorRT, so the cache key, sidecar and plan checks are
+plain functions tested here without it; the engine tests skip with is_available()'s reason.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from common.errors import ConfigError, MissingRequirement, UsageError
+from runtimes import BuildConfig, get_backend
+from runtimes import backend_tensorrt as trt_backend
+from runtimes.backend_tensorrt import (
+    ENGINE_FORMAT,
+    RUNTIME_FIELDS,
+    cached_engine,
+    dynamic_profile,
+    engine_fields,
+    engine_key,
+    plan_tensors,
+    read_plan,
+    sidecar_mismatches,
+    write_engine,
+)
+
+H, W = 48, 72
+IDENTITY = {"tensorrt": "10.3.0", "gpu_name": "Orin", "compute_capability": "8.7"}
+
+
+@pytest.fixture(scope="module")
+def onnx_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import models
+
+    path = tmp_path_factory.mktemp("trt") / "tinydce.onnx"
+    torch.onnx.export(
+        models.get_model("tinydce"), (torch.rand(1, 3, H, W),), str(path), dynamo=True, verbose=False
+    )
+    return path
+
+
+@pytest.fixture()
+def plan_file(onnx_file: Path, tmp_path: Path) -> Path:
+    import onnx
+
+    node = next(n.name for n in onnx.load(str(onnx_file)).graph.node if n.op_type == "Tanh")
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps({"float_nodes": [node]}))
+    return path
+
+
+# --- cache key -------------------------------------------------------------------------------
+
+
+def test_engine_key_changes_with_every_input(onnx_file: Path, plan_file: Path, tmp_path: Path) -> None:
+    base = engine_fields(onnx_file, BuildConfig(precision="fp16", plan=plan_file), IDENTITY)
+    assert base["onnx_sha256"] and base["plan_sha256"] and base["precision"] == "fp16"
+    assert engine_key(base) == engine_key(dict(reversed(list(base.items()))))  # order-free, stable
+    assert len(engine_key(base)) == 24
+
+    variants = {
+        "precision": engine_fields(onnx_file, BuildConfig(precision="fp32", plan=plan_file), IDENTITY),
+        "plan": engine_fields(onnx_file, BuildConfig(precision="fp16"), IDENTITY),
+        "shapes": engine_fields(
+            onnx_file, BuildConfig(precision="fp16", plan=plan_file, input_shape=(1, 3, H, W)), IDENTITY
+        ),
+        "workspace": engine_fields(
+            onnx_file, BuildConfig(precision="fp16", plan=plan_file, workspace_mb=512), IDENTITY
+        ),
+        "dla": engine_fields(onnx_file, BuildConfig(precision="fp16", plan=plan_file, dla_core=0), IDENTITY),
+    }
+    for key in RUNTIME_FIELDS:
+        variants[key] = engine_fields(
+            onnx_file, BuildConfig(precision="fp16", plan=plan_file), {**IDENTITY, key: "other"}
+        )
+    edited_plan = tmp_path / "plan2.json"
+    edited_plan.write_text(plan_file.read_text().replace("]", ', "extra"]'))
+    variants["plan content"] = engine_fields(
+        onnx_file, BuildConfig(precision="fp16", plan=edited_plan), IDENTITY
+    )
+    other_onnx = tmp_path / "other.onnx"
+    other_onnx.write_bytes(onnx_file.read_bytes() + b"\0")
+    variants["onnx content"] = engine_fields(
+        other_onnx, BuildConfig(precision="fp16", plan=plan_file), IDENTITY
+    )
+
+    keys = {name: engine_key(fields) for name, fields in variants.items()}
+    assert engine_key(base) not in keys.values()
+    assert len(set(keys.values())) == len(keys), keys
+
+
+# --- sidecar and cache reuse -----------------------------------------------------------------
+
+
+def test_sidecar_mismatches_name_each_difference() -> None:
+    fields = {"onnx_sha256": "a" * 64, "precision": "fp16", **IDENTITY}
+    sidecar = {"format": ENGINE_FORMAT, "fields": fields, "engine_sha256": "e" * 64}
+    assert sidecar_mismatches(sidecar, fields, "e" * 64) == []
+    assert sidecar_mismatches(None, fields) == ["no sidecar JSON beside the engine"]
+    assert "format" in sidecar_mismatches({**sidecar, "format": "ultralytics"}, fields)[0]
+    newer = {
+        **IDENTITY,
+        "tensorrt": "10.8.0",
+        "gpu_name": "NVIDIA GeForce RTX 4090",
+        "compute_capability": "8.9",
+    }
+    problems = sidecar_mismatches(sidecar, newer, keys=RUNTIME_FIELDS)
+    assert len(problems) == 3 and "tensorrt was '10.3.0' at build time, now '10.8.0'" in problems
+    assert sidecar_mismatches(sidecar, {**newer, **IDENTITY}, keys=RUNTIME_FIELDS) == []
+    assert sidecar_mismatches(sidecar, fields, "f" * 64) == [
+        "the engine file changed since it was built (sha256 differs from its sidecar)"
+    ]
+
+
+def test_engine_cache_hits_only_on_an_exact_match(onnx_file: Path, tmp_path: Path) -> None:
+    """A stand-in engine (TensorRT cannot build here) exercises the cache: reuse, staleness, tampering."""
+    fields = engine_fields(onnx_file, BuildConfig(precision="fp16"), IDENTITY)
+    path, problems = cached_engine(tmp_path, fields)
+    assert path == tmp_path / f"{engine_key(fields)}.engine" and problems == ["not built yet"]
+
+    data = b"\x00serialized-engine-bytes"
+    artifact = write_engine(path, data, {"key": path.stem, "fields": fields}, "fp16")
+    assert path.read_bytes() == data  # plain file: nothing prepended, trtexec can load it
+    side = json.loads(Path(f"{path}.json").read_text())
+    assert side["format"] == ENGINE_FORMAT and side["precision"] == "fp16" and side["fields"] == fields
+    assert artifact.meta["engine_sha256"] == side["engine_sha256"]
+    assert cached_engine(tmp_path, fields) == (path, [])
+
+    path.write_bytes(data + b"corrupt")  # replaced or truncated engine
+    assert "changed" in cached_engine(tmp_path, fields)[1][0]
+    write_engine(path, data, {"key": path.stem, "fields": fields}, "fp16")
+    side["fields"]["tensorrt"] = "9.9.9"  # sidecar from another build under the same name
+    Path(f"{path}.json").write_text(json.dumps(side))
+    assert "tensorrt" in cached_engine(tmp_path, fields)[1][0]
+    Path(f"{path}.json").write_text("{not json")
+    assert "not valid JSON" in cached_engine(tmp_path, fields)[1][0]
+
+    newer = engine_fields(onnx_file, BuildConfig(precision="fp16"), {**IDENTITY, "tensorrt": "10.4.0"})
+    assert cached_engine(tmp_path, newer)[0] != path  # an upgrade never finds the old engine
+
+
+# --- precision plan and shapes ---------------------------------------------------------------
+
+
+def test_read_plan_validates(tmp_path: Path, plan_file: Path, onnx_file: Path) -> None:
+    plan = read_plan(plan_file)
+    assert plan["float_precision"] == "fp32" and len(plan["float_nodes"]) == 1
+    tensors = plan_tensors(plan, onnx_file)
+    assert list(tensors) == plan["float_nodes"] and all(tensors.values())
+    assert read_plan(None) is None
+    bad = tmp_path / "bad.json"
+    for text, match in (
+        ("{oops", "not valid JSON"),
+        ('{"nodes": []}', "float_nodes"),
+        ('{"float_nodes": ["a"], "float_precision": "int8"}', "fp32 or fp16"),
+    ):
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match=match):
+            read_plan(bad)
+    with pytest.raises(ConfigError, match="does not exist"):
+        read_plan(tmp_path / "missing.json")
+    with pytest.raises(ConfigError, match="another export"):
+        plan_tensors({"float_nodes": ["/not/in/graph"], "float_precision": "fp32"}, onnx_file)
+
+
+def test_dynamic_profile_rules() -> None:
+    static = (1, 3, H, W)
+    assert dynamic_profile(static, BuildConfig()) is None
+    assert dynamic_profile(static, BuildConfig(input_shape=static)) is None
+    with pytest.raises(UsageError, match="re-export"):
+        dynamic_profile(static, BuildConfig(input_shape=(1, 3, 96, 96)))
+    profile = {"min": (1, 3, 16, 16), "opt": (1, 3, H, W), "max": (1, 3, 256, 256)}
+    with pytest.raises(UsageError, match="static"):
+        dynamic_profile(static, BuildConfig(profile=profile))
+    dynamic = (1, 3, -1, -1)
+    assert dynamic_profile(dynamic, BuildConfig(profile=profile)) == (
+        (1, 3, 16, 16),
+        (1, 3, H, W),
+        (1, 3, 256, 256),
+    )
+    assert dynamic_profile(dynamic, BuildConfig(input_shape=static)) == (static,) * 3
+    with pytest.raises(UsageError, match="profile"):
+        dynamic_profile(dynamic, BuildConfig())
+    with pytest.raises(UsageError, match="does not fit"):
+        dynamic_profile(dynamic, BuildConfig(input_shape=(1, 1, H, W)))
+
+
+# --- availability ----------------------------------------------------------------------------
+
+
+def test_is_available_names_what_is_missing(onnx_file: Path, tmp_path: Path) -> None:
+    backend = get_backend("tensorrt")
+    ok, reason = backend.is_available()
+    assert reason
+    with pytest.raises(UsageError, match="threads"):
+        backend.build(onnx_file, BuildConfig(threads=2), tmp_path)
+    if ok:
+        pytest.skip(f"TensorRT is here ({reason}); the engine tests below cover it")
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        assert "tensorrt is not importable" in reason
+    else:
+        assert "cuda" in reason.lower() or "tensorrt" in reason
+    with pytest.raises(MissingRequirement, match="tensorrt"):
+        backend.build(onnx_file, BuildConfig(precision="fp16"), tmp_path)
+    fake = tmp_path / "x.engine"
+    fake.write_bytes(b"\0")
+    with pytest.raises(MissingRequirement, match="tensorrt"):
+        backend.load(fake)
+    with pytest.raises(UsageError, match="CUDA GPU"):
+        backend.load(fake, device="cpu")
+
+
+# --- real engines (TensorRT 10 + CUDA) -------------------------------------------------------
+
+
+def _require_trt() -> object:
+    backend = get_backend("tensorrt")
+    ok, reason = backend.is_available()
+    if not ok:
+        pytest.skip(f"tensorrt not available: {reason}")
+    return backend
+
+
+@pytest.mark.tensorrt
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_engine_build_cache_and_refusal(
+    precision: str, onnx_file: Path, plan_file: Path, tmp_path: Path
+) -> None:
+    backend = _require_trt()
+    import tensorrt as trt
+
+    import models
+
+    config = BuildConfig(
+        precision=precision,
+        plan=plan_file if precision == "fp16" else None,
+        timing_cache=tmp_path / "timing.cache",
+    )
+    artifact = backend.build(onnx_file, config, tmp_path)
+    assert artifact.meta["cache"] == "miss" and artifact.path.suffix == ".engine"
+    assert (tmp_path / "timing.cache").is_file()
+    engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(artifact.path.read_bytes())
+    assert engine is not None  # a plain engine file, as trtexec reads it
+    again = backend.build(onnx_file, config, tmp_path)
+    assert again.meta["cache"] == "hit" and again.path == artifact.path
+
+    x = np.random.default_rng(0).random((1, 3, H, W), dtype=np.float32) * 0.4
+    with backend.load(artifact) as runner, torch.no_grad():
+        out = runner(x)
+        ref = models.get_model("tinydce")(torch.from_numpy(x)).numpy()
+        tolerance = 1e-4 if precision == "fp32" else 2e-2
+        assert np.abs(out - ref).max() < tolerance
+        assert runner.describe()["engine_key"] == artifact.path.stem
+
+    side_file = Path(f"{artifact.path}.json")
+    side = json.loads(side_file.read_text())
+    side["fields"]["tensorrt"] = "0.0.0"
+    side_file.write_text(json.dumps(side))
+    with pytest.raises(UsageError, match="cannot run here"):
+        backend.load(artifact)
+    rebuilt = backend.build(onnx_file, config, tmp_path)
+    assert rebuilt.meta["cache"] == "miss"
+
+
+def test_module_imports_without_tensorrt() -> None:
+    assert trt_backend.BACKEND.name == "tensorrt" and trt_backend.BACKEND.can_build
