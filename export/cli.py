@@ -27,6 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval", dest="eval_dir", type=Path, help="real images for verification")
     parser.add_argument("--calib", dest="calib_dir", type=Path, help="calibration images for INT8")
     parser.add_argument("--calib-size", type=int, default=32, help="calibration images used (default 32)")
+    parser.add_argument(
+        "--calib-max-mean",
+        type=float,
+        default=0.25,
+        help="calibrate on low-light frames only: skip images brighter than this mean level (default 0.25; 1.0 = all)",
+    )
     parser.add_argument("--method", choices=("ptq", "qat"), default="ptq", help="INT8 method (default ptq)")
     parser.add_argument("--budget-db", type=float, help="mean PSNR budget vs FP32 (default: the target's)")
     parser.add_argument("--verify-images", type=int, default=4, help="eval images per verification (default 4)")
@@ -48,6 +54,7 @@ def request_from_args(args: argparse.Namespace) -> ExportRequest:
         eval_dir=args.eval_dir,
         calib_dir=args.calib_dir,
         calib_size=args.calib_size,
+        calib_max_mean=args.calib_max_mean,
         method=args.method,
         budget_db=args.budget_db,
         verify_images=args.verify_images,

@@ -46,6 +46,7 @@ class ExportRequest:
     eval_dir: Path | None = None  # real images for verification; None: default_data_dir()/eval
     calib_dir: Path | None = None  # calibration images; None: default_data_dir()/calib
     calib_size: int = 32
+    calib_max_mean: float | None = 0.25  # low-light frames only (RGB); None or 1.0 keeps every image
     verify_images: int = 4
     method: str = "ptq"  # ptq | qat
     budget_db: float | None = None  # None: the target's budget

@@ -157,9 +157,19 @@ def _to_input(path: Path, spec: Any, height: int, width: int, seed: int) -> np.n
 
 
 def _prepare(
-    folder: str | Path, spec: Any, resolution: tuple[int, int], size: int | None, seed: int, purpose: str
+    folder: str | Path,
+    spec: Any,
+    resolution: tuple[int, int],
+    size: int | None,
+    seed: int,
+    purpose: str,
+    max_mean: float | None = None,
 ) -> tuple[list[Path], list[np.ndarray], list[str], tuple[int, int]]:
-    """The shared core: list, pick a seeded order, read until ``size`` usable images are found."""
+    """The shared core: list, pick a seeded order, read until ``size`` usable images are found.
+
+    ``max_mean`` (RGB models) skips frames brighter than that mean level: a low-light model is
+    deployed on dark frames, and bright calibration frames widen its INT8 ranges for nothing.
+    """
     height, width = _check_args(spec, resolution, size, seed)
     folder = Path(folder)
     role = "calibration" if purpose == "calib" else "eval"
@@ -178,17 +188,31 @@ def _prepare(
         ]
     chosen: dict[int, np.ndarray] = {}
     skipped: list[str] = []
+    too_bright = 0
     for index in order:
         if len(chosen) == want:
             break
         path = files[index]
         try:
-            chosen[index] = _to_input(path, spec, height, width, frame_seed(seed, purpose, path.name))
+            array = _to_input(path, spec, height, width, frame_seed(seed, purpose, path.name))
         except DataError as err:
             skipped.append(str(err))
             log.warning("skipping %s image %s: %s", role, path, err)
+            continue
+        if max_mean is not None and spec.input_kind == "rgb" and float(array.mean()) > max_mean:
+            too_bright += 1
+            continue
+        chosen[index] = array
     if skipped:
         notes.append(f"skipped {len(skipped)} unusable file(s): " + "; ".join(skipped[:5]))
+    if too_bright:
+        notes.append(f"skipped {too_bright} image(s) brighter than mean {max_mean} (not low-light)")
+    if not chosen and too_bright:
+        msg = (
+            f"no {role} image in {folder} is darker than mean level {max_mean}; add low-light images "
+            "or raise --calib-max-mean (1.0 keeps every image)"
+        )
+        raise DataError(msg)
     if not chosen:
         msg = (
             f"no image of usable size in {role} folder {folder} ({len(skipped)} skipped: {skipped[0]}); "
@@ -203,7 +227,7 @@ def _prepare(
 
 
 def calibration_hash(
-    files: list[Path], resolution: tuple[int, int], seed: int, size: int, input_kind: str
+    files: list[Path], resolution: tuple[int, int], seed: int, size: int, input_kind: str, max_mean: float | None = None
 ) -> str:
     """sha256 over the sorted file names, their contents' sha256 and the preprocessing parameters."""
     params: dict[str, Any] = {
@@ -214,13 +238,20 @@ def calibration_hash(
         "input_kind": input_kind,
         "version": PREPROCESS_VERSION,
     }
+    if max_mean is not None:
+        params["max_mean"] = max_mean
     if input_kind == "raw_bayer":
         params["synthetic_raw"] = {"black": SYNTH_BLACK, "white": SYNTH_WHITE, "ratio": list(RATIO_RANGE)}
     return hash_dict(params, length=64)
 
 
 def load_calibration(
-    folder: str | Path, spec: Any, resolution: tuple[int, int], size: int = 32, seed: int = 0
+    folder: str | Path,
+    spec: Any,
+    resolution: tuple[int, int],
+    size: int = 32,
+    seed: int = 0,
+    max_mean: float | None = None,
 ) -> CalibrationSet:
     """A seeded subset of ``size`` real images from ``folder``, preprocessed for ``spec``.
 
@@ -236,13 +267,14 @@ def load_calibration(
         resolution: (H, W) the model is compiled for.
         size: number of images.
         seed: subset seed, and the root of the synthetic-RAW seeds for RAW models.
+        max_mean: RGB models: skip images brighter than this mean level (None keeps all).
 
     Raises:
         DataError: the folder is missing or empty, or no image in it is usable.
         UsageError: a bad resolution, size or seed.
     """
-    files, arrays, notes, res = _prepare(folder, spec, resolution, size, seed, "calib")
-    digest = calibration_hash(files, res, seed, size, spec.input_kind)
+    files, arrays, notes, res = _prepare(folder, spec, resolution, size, seed, "calib", max_mean)
+    digest = calibration_hash(files, res, seed, size, spec.input_kind, max_mean)
     return CalibrationSet(
         files=files,
         hash=digest,

@@ -20,6 +20,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--target", default="x86-cpu", help="target from targets.yaml (default x86-cpu)")
     parser.add_argument("--calib", dest="calib_dir", type=Path, help="calibration images (never the eval images)")
     parser.add_argument("--calib-size", type=int, default=32, help="calibration images used (default 32)")
+    parser.add_argument(
+        "--calib-max-mean",
+        type=float,
+        default=0.25,
+        help="calibrate on low-light frames only: skip images brighter than this mean level (default 0.25; 1.0 = all)",
+    )
     parser.add_argument("--budget-db", type=float, help="mean PSNR budget vs FP32 (default: the target's)")
     parser.add_argument("--resolution", type=parse_resolution, help="HxW (default: the target's, else the model's)")
     parser.add_argument("--weights", default="default", help="registered weights name or a .pth path")
@@ -44,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         eval_dir=args.eval_dir,
         calib_dir=args.calib_dir,
         calib_size=args.calib_size,
+        calib_max_mean=args.calib_max_mean,
         method=args.method,
         budget_db=args.budget_db,
     )

@@ -26,7 +26,12 @@ def write_qdq_onnx(ctx: Context, plan: PrecisionPlan) -> list[FileRecord]:
     quiet_nncf()
     preset = preset_for(ctx.spec.name)
     calib = load_calibration(
-        ctx.request.calib_folder, ctx.spec, ctx.resolution, size=plan.calibration["images"], seed=0
+        ctx.request.calib_folder,
+        ctx.spec,
+        ctx.resolution,
+        size=plan.calibration["images"],
+        seed=0,
+        max_mean=ctx.request.calib_max_mean,
     )
     types = sorted({op for op in ("Mul", "Add", "Sub", "Div", "Pow", "MatMul", "Gemm") if op not in preset.quantize_ops})
     scope = nncf.IgnoredScope(names=plan.float_names, types=types, validate=False)

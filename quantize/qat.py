@@ -1,0 +1,122 @@
+"""Quantization-aware training by self-distillation: no ground truth needed.
+
+NNCF (torch backend) inserts fake-quantizers where the PTQ precision plan put INT8; the
+quantized copy is then fine-tuned to reproduce the FP32 model's own outputs on unlabeled
+calibration images (L1 loss), and converted to an OpenVINO INT8 IR. The PTQ result of the same
+plan is measured first, so the plan reports drift before and after QAT.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import re
+import time
+
+import numpy as np
+
+from export.stages import Context, FileRecord
+from export.verify import fidelity
+from quantize import ptq
+from quantize.plan import PrecisionPlan
+
+log = logging.getLogger(__name__)
+
+# NNCF's torch backend compiles a C++ extension on first use; on 2 cores that can outlast its
+# 60 s default wait. Keep a limit (a stale build lock must not hang CI) but a realistic one.
+os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", "900")
+
+QAT_SECONDS = 240.0  # fine-tuning wall-clock budget on 2 cores
+QAT_LR = 1e-4
+TORCH_ELEMENTWISE = ("__mul__", "__rmul__", "__add__", "__radd__", "__sub__", "__rsub__", "__truediv__", "mul", "add",
+                     "sub", "div", "matmul", "bmm", "pow", "__pow__", "tanh", "sigmoid", "clamp", "cumsum", "interpolate")
+
+
+def module_pattern(module: str) -> str:
+    """NNCF torch node names look like 'Net/Sequential[global_refine]/Conv2d[1]/conv2d_0'."""
+    parts = [rf"\[{re.escape(p)}\]" for p in module.split(".") if p]
+    return ".*" + "/.*".join(parts) + "/.*"
+
+
+def torch_ignored_scope(plan: PrecisionPlan):
+    import nncf
+
+    patterns = sorted({module_pattern(n.module) for n in plan.float_nodes if n.module})
+    return nncf.IgnoredScope(patterns=patterns, types=list(TORCH_ELEMENTWISE), validate=False)
+
+
+def finetune(student, teacher, frames: list[np.ndarray], seconds: float = QAT_SECONDS, lr: float = QAT_LR) -> dict:
+    """Adam on L1(student(x), teacher(x)) over the frames until the time budget is spent."""
+    import torch
+
+    inputs = [torch.from_numpy(f) for f in frames]
+    with torch.no_grad():
+        targets = [teacher(x) for x in inputs]
+    params = [p for p in student.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=lr)
+    student.train()
+    for module in student.modules():  # keep BatchNorm statistics frozen: too few images to re-estimate them
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.eval()
+    losses, steps, deadline = [], 0, time.monotonic() + seconds
+    order = np.random.default_rng(0)
+    while time.monotonic() < deadline:
+        i = int(order.integers(len(inputs)))
+        loss = torch.nn.functional.l1_loss(student(inputs[i]), targets[i])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+        steps += 1
+    student.eval()
+    first = float(np.mean(losses[: max(1, len(losses) // 10)])) if losses else None
+    last = float(np.mean(losses[-max(1, len(losses) // 10):])) if losses else None
+    return {"steps": steps, "seconds": seconds, "lr": lr, "l1_first": first, "l1_last": last}
+
+
+def qat_stage(ctx: Context, budget: dict) -> list[FileRecord]:
+    import nncf
+    import openvino as ov
+    import torch
+
+    from quantize.stage import fp32_ov_model, load_split, run_ov, search, write_outputs
+
+    plan, _ = search(ctx, budget)  # the PTQ plan and its drift: the "before" of QAT
+    before = plan.fidelity["eval"]
+    train, val, val_refs, _ = load_split(ctx)
+    ptq.quiet_nncf()
+    teacher = ctx.module
+    student = nncf.quantize(
+        copy.deepcopy(teacher),
+        nncf.Dataset([torch.from_numpy(a) for a in train]),
+        preset=nncf.QuantizationPreset.PERFORMANCE,
+        subset_size=len(train),
+        ignored_scope=torch_ignored_scope(plan),
+    )
+    training = finetune(student, teacher, train)
+    example = torch.from_numpy(ctx.frames()[0])
+    with torch.no_grad():
+        int8 = ov.convert_model(student, example_input=example)
+    int8_compiled = ptq.compile_cpu(int8, ctx.target.threads)
+    after = fidelity(run_ov(int8_compiled, ctx.frames()), ctx.references())
+    after["runtime"] = "openvino"
+    _, fp32_compiled = fp32_ov_model(ctx)
+    fp32_ms, int8_ms = ptq.paired_latency_ms(fp32_compiled, int8_compiled, ctx.frames())
+
+    plan.search.append({"step": "qat (self-distillation)", **training, "validation": ptq.summary(ptq.evaluate(int8_compiled, val, val_refs))})
+    plan.fidelity = {"ptq_eval": before, "eval": after}
+    plan.latency_ms = {"fp32": round(fp32_ms, 2), "int8": round(int8_ms, 2), "int8_over_fp32": round(int8_ms / fp32_ms, 3)}
+    psnr = after["psnr_db"]
+    gain = round(psnr["mean"] - before["psnr_db"]["mean"], 2)
+    if after["nonfinite"] or psnr["mean"] < budget["psnr_mean_db"] or psnr["min"] < budget["psnr_min_db"]:
+        plan.decision = "fp32"
+        plan.reason = f"QAT INT8 misses the budget on the eval images ({psnr['mean']}/{psnr['min']} dB; {gain:+} dB vs PTQ)"
+    elif fp32_ms / int8_ms < 1.05:
+        plan.decision = "fp32"
+        plan.reason = f"QAT INT8 is not faster than FP32 here ({int8_ms:.1f} vs {fp32_ms:.1f} ms); {gain:+} dB vs PTQ"
+    else:
+        plan.decision = "int8"
+        plan.reason = f"QAT: {gain:+} dB vs PTQ, meets the budget, {fp32_ms / int8_ms:.2f}x faster than FP32"
+    log.info("%s QAT: %s (%s)", ctx.spec.name, plan.decision, plan.reason)
+    return write_outputs(ctx, plan, int8 if plan.decision == "int8" else None)

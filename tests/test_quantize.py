@@ -1,0 +1,96 @@
+"""The INT8 stage on small inputs: plans, fallbacks, calibration errors and the self-distillation loop."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from common.errors import ConfigError, DataError
+from export.config import ExportRequest
+from export.pipeline import export
+from quantize.plan import FloatNode, PrecisionPlan, load_plan, save_plan
+
+
+def quantize(tmp_path: Path, model: str, resolution, **kw) -> tuple[dict, Path]:
+    request = ExportRequest(
+        model=model, resolution=resolution, until="quantize", out=tmp_path, verify_images=2, calib_size=8, **kw
+    )
+    manifest_path = export(request, progress=False)
+    return json.loads(manifest_path.read_text()), manifest_path.parent
+
+
+def test_ptq_writes_a_readable_plan_and_ships_int8_only_if_it_pays(tmp_path: Path) -> None:
+    manifest, folder = quantize(tmp_path, "zero_dce_pp", (96, 144))
+    plan = load_plan(folder / "precision_plan.yaml")
+    assert plan.decision in ("int8", "fp32") and plan.reason
+    assert plan.float_nodes and all(n.reason for n in plan.float_nodes)
+    assert plan.float_nodes[0].module.startswith("e_conv1")  # the first conv reads the dark image
+    assert plan.calibration["images"] == 8 and len(plan.calibration["hash"]) == 64
+    assert set(plan.latency_ms) == {"fp32", "int8", "int8_over_fp32"}
+    roles = {f["role"] for f in manifest["files"]}
+    if plan.decision == "int8":
+        assert "ir_int8" in roles
+        assert plan.fidelity["eval"]["psnr_db"]["mean"] >= 40
+    else:
+        assert "ir_int8" not in roles and any("INT8 not shipped" in n for n in manifest["notes"])
+
+
+def test_unreachable_budget_falls_back_to_float_with_the_reason(tmp_path: Path) -> None:
+    manifest, folder = quantize(tmp_path, "tinydce", (48, 72), budget_db=98.0)
+    plan = load_plan(folder / "precision_plan.yaml")
+    assert plan.decision == "fp32" and "budget" in plan.reason
+    assert "ir_int8" not in {f["role"] for f in manifest["files"]}
+
+
+def test_empty_calibration_folder_is_a_clear_error(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match="no images"):
+        quantize(tmp_path, "tinydce", (48, 72), calib_dir=empty)
+
+
+def test_plan_round_trip_and_malformed_plan(tmp_path: Path) -> None:
+    plan = PrecisionPlan("m", "x86-cpu", "int8", "ok", {"psnr_mean_db": 40, "psnr_min_db": 38},
+                         float_nodes=[FloatNode("node_conv2d", "Conv", "e_conv1", "first conv")])
+    save_plan(plan, tmp_path / "plan.yaml")
+    assert load_plan(tmp_path / "plan.yaml") == plan
+    assert "first conv" in (tmp_path / "plan.yaml").read_text()
+    (tmp_path / "bad.yaml").write_text("model: [unclosed")
+    with pytest.raises(ConfigError, match="unreadable"):
+        load_plan(tmp_path / "bad.yaml")
+
+
+def test_iat_student_preset_keeps_fragile_nodes_float(tmp_path: Path) -> None:
+    from quantize import ptq
+    from quantize.presets import preset_for
+
+    export(ExportRequest(model="iat_student", resolution=(64, 96), until="simplify", out=tmp_path, verify_images=1), progress=False)
+    folder = tmp_path / "x86-cpu" / "iat_student"
+    nodes = ptq.graph_nodes(folder / "iat_student.onnx", folder / "iat_student.sim.onnx")
+    floats = ptq.preset_float_nodes(nodes, preset_for("iat_student"), ptq.first_compute_node(folder / "iat_student.sim.onnx"))
+    modules = {f.module for f in floats}
+    assert "shared_conv1" in modules
+    assert any(m.startswith("global_refine") for m in modules)
+    assert all(f.op in ("Conv", "MatMul", "Gemm") for f in floats)
+
+
+def test_self_distillation_lowers_the_error() -> None:
+    import copy
+
+    import nncf
+    import numpy as np
+    import torch
+
+    import models
+    from quantize.qat import finetune  # sets NNCF's extension-build timeout before nncf.torch loads
+
+    teacher = models.get_model("tinydce")
+    rng = np.random.default_rng(0)
+    frames = [rng.random((1, 3, 32, 48), dtype=np.float32) * 0.3 for _ in range(4)]
+    student = nncf.quantize(copy.deepcopy(teacher), nncf.Dataset([torch.from_numpy(f) for f in frames]), subset_size=4)
+    with torch.no_grad():
+        student.e_conv1.point_conv.weight.add_(0.05)  # a visible error for training to remove
+    report = finetune(student, teacher, frames, seconds=4.0, lr=1e-3)
+    assert report["steps"] > 5 and report["l1_last"] < report["l1_first"]
