@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
         "from targets.yaml; each row in its own process, with a PyTorch eager row measured alongside.",
     )
     parser.add_argument("--target", default="x86-cpu", help="target from targets.yaml (default x86-cpu)")
+    parser.add_argument("--targets", type=Path, help="targets file (default: the repository's targets.yaml)")
     parser.add_argument("--models", type=_names, help="comma-separated models (default: the whole zoo)")
     parser.add_argument("--precision", type=_names, help="comma-separated precisions (default: the target's)")
     parser.add_argument("--images", type=Path, help="real images to run and measure drift on")
@@ -47,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows, failures = run_bench(
         BenchRequest(
             target=args.target,
+            targets_file=args.targets,
             models=args.models,
             precisions=args.precision,
             images=args.images,

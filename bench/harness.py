@@ -26,6 +26,7 @@ LARGE_FRAME_PIXELS = 4_000_000  # above this, fewer frames are held (LLPackNet's
 @dataclass(frozen=True)
 class BenchRequest:
     target: str = "x86-cpu"
+    targets_file: Path | None = None  # None: the repository's targets.yaml
     models: tuple[str, ...] | None = None  # None: the whole zoo
     precisions: tuple[str, ...] | None = None  # None: the target's
     images: Path | None = None  # eval images; None: the default data folder
@@ -47,7 +48,7 @@ def run_bench(request: BenchRequest) -> tuple[list[dict], list[str]]:
     from bench.targets import get_target
     from common.errors import UsageError
 
-    target = get_target(request.target)
+    target = get_target(request.target, request.targets_file)
     check_host(target)  # one line and exit 2 before anything is written
     names = list(request.models or zoo.list_models())
     for name in names:
@@ -91,7 +92,14 @@ def bench_model(name, target: Target, threads: int, precisions, request: BenchRe
     resolution = target.resolution_for(name, raw=spec.input_kind == "raw_bayer")
     bar.set_description(f"{name}: building artifacts")
     manifest_path = export(
-        ExportRequest(model=name, target=target.name, resolution=resolution, out=request.artifacts, eval_dir=request.images),
+        ExportRequest(
+            model=name,
+            target=target.name,
+            targets_file=request.targets_file,
+            resolution=resolution,
+            out=request.artifacts,
+            eval_dir=request.images,
+        ),
         progress=False,
     )
     manifest = json.loads(manifest_path.read_text())

@@ -41,6 +41,7 @@ class ExportRequest:
     dynamic: bool = False
     opset: int = DEFAULT_OPSET
     target: str = "x86-cpu"
+    targets_file: Path | None = None  # None: the repository's targets.yaml
     until: str = "engine"
     out: Path = Path("artifacts")
     eval_dir: Path | None = None  # real images for verification; None: default_data_dir()/eval

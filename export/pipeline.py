@@ -31,7 +31,7 @@ def export(request: ExportRequest, progress: bool = True) -> Path:
     from bench.targets import get_target
 
     request.validate()
-    target = get_target(request.target)
+    target = get_target(request.target, request.targets_file)
     ctx = Context(request, target)
     stages = stages_for(request.until)
     all_records: list[FileRecord] = []

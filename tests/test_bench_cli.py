@@ -1,0 +1,73 @@
+"""`python -m bench` end to end on a tiny target, and the host checks at the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main as bench_main
+from common.cli import run_main
+
+TINY_TARGET = """
+version: 1
+targets:
+  tiny-cpu:
+    description: a tiny x86 target for tests
+    runtime: openvino
+    device: CPU
+    precisions: [int8, fp32]
+    threads: 1
+    budget: {psnr_mean_db: 40.0, psnr_min_db: 38.0}
+    warmup: 1
+    iterations: 3
+    timeout_s: 300
+    resolutions:
+      default: 48x72
+    requires: [openvino]
+    options:
+      hint: LATENCY
+      precision: f32
+"""
+
+
+@pytest.mark.parametrize("target", ["jetson-orin", "desktop-gpu"])
+def test_gpu_target_on_this_host_exits_2_and_writes_nothing(tmp_path: Path, target: str, capsys) -> None:
+    out = tmp_path / "results"
+    code = run_main(bench_main, ["--target", target, "--out", str(out), "--artifacts", str(tmp_path / "a")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1
+    assert "jetson" in err.lower() or "tensorrt" in err.lower() or "cuda" in err.lower()
+    assert not out.exists() and not (tmp_path / "a").exists()
+
+
+def test_unknown_model_exits_2(tmp_path: Path, capsys) -> None:
+    code = run_main(bench_main, ["--models", "zero_dce", "--out", str(tmp_path / "r")])
+    assert code == 2 and "zero_dce_pp" in capsys.readouterr().err
+
+
+def test_bench_writes_the_three_files_with_torch_alongside(tmp_path: Path) -> None:
+    targets = tmp_path / "targets.yaml"
+    targets.write_text(TINY_TARGET)
+    out = tmp_path / "results"
+    code = run_main(
+        bench_main,
+        ["--targets", str(targets), "--target", "tiny-cpu", "--models", "tinydce", "--out", str(out),
+         "--artifacts", str(tmp_path / "artifacts"), "--quiet"],
+    )
+    assert code == 0
+    rows = json.loads((out / "results.json").read_text())
+    assert (out / "results.md").is_file() and (out / "results.png").stat().st_size > 1000
+    by = {(r["runtime"], r["precision"]): r for r in rows}
+    assert ("torch", "fp32") in by and ("openvino", "fp32") in by
+    fp32 = by[("openvino", "fp32")]
+    for key in ("model", "target", "runtime", "precision", "resolution", "latency_ms", "fps", "cold_start_s",
+                "peak_mem_mb", "psnr_db", "ssim", "max_abs_err", "nonfinite", "speedup_vs_torch", "roofline_ms",
+                "roofline_fraction", "host"):
+        assert key in fp32, key
+    assert set(fp32["latency_ms"]) >= {"p50", "p90", "p99", "max", "mean"}
+    assert fp32["resolution"] == "48x72" and fp32["psnr_db"]["min"] >= 60 and fp32["nonfinite"] == 0
+    assert fp32["speedup_vs_torch"] > 0 and 0 < fp32["roofline_fraction"]
+    assert by[("torch", "fp32")]["speedup_vs_torch"] == pytest.approx(1.0)
