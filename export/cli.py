@@ -26,7 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path("artifacts"), help="output folder (default artifacts/)")
     parser.add_argument("--eval", dest="eval_dir", type=Path, help="real images for verification")
     parser.add_argument("--calib", dest="calib_dir", type=Path, help="calibration images for INT8")
-    parser.add_argument("--calib-size", type=int, default=32, help="calibration images used (default 32)")
+    parser.add_argument(
+        "--calib-size", type=int, help="calibration images (default 32, fewer for frames too large to hold 32)"
+    )
     parser.add_argument(
         "--calib-max-mean",
         type=float,

@@ -46,7 +46,7 @@ class ExportRequest:
     out: Path = Path("artifacts")
     eval_dir: Path | None = None  # real images for verification; None: default_data_dir()/eval
     calib_dir: Path | None = None  # calibration images; None: default_data_dir()/calib
-    calib_size: int = 32
+    calib_size: int | None = None  # None: 32, or as many frames as fit the quantize stage's memory budget
     calib_max_mean: float | None = 0.25  # low-light frames only (RGB); None or 1.0 keeps every image
     verify_images: int = 4
     method: str = "ptq"  # ptq | qat
@@ -66,7 +66,7 @@ class ExportRequest:
         if self.method not in ("ptq", "qat"):
             msg = f"--method {self.method!r} is unknown; choose ptq or qat"
             raise UsageError(msg)
-        if self.calib_size < 1:
+        if self.calib_size is not None and self.calib_size < 1:
             msg = f"--calib-size must be at least 1, got {self.calib_size}"
             raise UsageError(msg)
 

@@ -142,7 +142,10 @@ def _to_input(path: Path, spec: Any, height: int, width: int, seed: int) -> np.n
     else:
         image = read_rgb(path)
         h, w = image.shape[:2]
-    if h < height / 2 or w < width / 2:
+    # Real frames must be at least half the model size; an sRGB source of a *synthetic* RAW frame
+    # may be upscaled (no 12 MP sRGB images exist here): unprocessing then adds the sensor noise.
+    synthetic_raw = spec.input_kind == "raw_bayer" and not is_raw
+    if not synthetic_raw and (h < height / 2 or w < width / 2):
         msg = f"{path.name} is {h}x{w}, smaller than half of {height}x{width}"
         raise DataError(msg)
     if is_raw:

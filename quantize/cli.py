@@ -19,7 +19,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--method", choices=("ptq", "qat"), default="ptq", help="post-training or QAT (default ptq)")
     parser.add_argument("--target", default="x86-cpu", help="target from targets.yaml (default x86-cpu)")
     parser.add_argument("--calib", dest="calib_dir", type=Path, help="calibration images (never the eval images)")
-    parser.add_argument("--calib-size", type=int, default=32, help="calibration images used (default 32)")
+    parser.add_argument(
+        "--calib-size", type=int, help="calibration images (default 32, fewer for frames too large to hold 32)"
+    )
     parser.add_argument(
         "--calib-max-mean",
         type=float,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import re
 import time
 
 import numpy as np
@@ -29,21 +28,35 @@ os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", "900")
 
 QAT_SECONDS = 240.0  # fine-tuning wall-clock budget on 2 cores
 QAT_LR = 1e-4
-TORCH_ELEMENTWISE = ("__mul__", "__rmul__", "__add__", "__radd__", "__sub__", "__rsub__", "__truediv__", "mul", "add",
-                     "sub", "div", "matmul", "bmm", "pow", "__pow__", "tanh", "sigmoid", "clamp", "cumsum", "interpolate")
+# NNCF torch op types that stay float, as the OpenVINO presets keep elementwise ops float.
+TORCH_ELEMENTWISE = ("mul", "add", "sub", "div", "pow", "tanh", "sigmoid", "clamp", "cumsum", "interpolate",
+                     "mean", "adaptive_avg_pool2d", "avg_pool2d")
 
 
-def module_pattern(module: str) -> str:
-    """NNCF torch node names look like 'Net/Sequential[global_refine]/Conv2d[1]/conv2d_0'."""
-    parts = [rf"\[{re.escape(p)}\]" for p in module.split(".") if p]
-    return ".*" + "/.*".join(parts) + "/.*"
+TORCH_COMPUTE = {"Conv": ("conv2d", "conv_transpose2d"), "Gemm": ("linear",), "MatMul": ("matmul", "bmm", "linear")}
 
 
-def torch_ignored_scope(plan: PrecisionPlan):
-    import nncf
+def torch_float_names(plan: PrecisionPlan, onnx_compute: list[tuple[str, str]], model, example) -> list[str]:
+    """NNCF torch node names of the plan's float nodes.
 
-    patterns = sorted({module_pattern(n.module) for n in plan.float_nodes if n.module})
-    return nncf.IgnoredScope(patterns=patterns, types=list(TORCH_ELEMENTWISE), validate=False)
+    The ONNX and NNCF graphs both list compute ops in execution order, so the k-th ONNX
+    Conv/Gemm/MatMul is the k-th torch conv2d/linear/matmul (checked op by op). Module paths alone
+    cannot be used: ONNX names a BatchNorm-folded conv after the BatchNorm.
+    """
+    from nncf.torch.function_hook.nncf_graph.nncf_graph_builder import build_nncf_graph
+
+    allowed = {t for kinds in TORCH_COMPUTE.values() for t in kinds}
+    graph = build_nncf_graph(model, example)
+    torch_compute = [(n.node_name, n.node_type) for n in graph.get_all_nodes() if n.node_type in allowed]
+    aligned = len(torch_compute) == len(onnx_compute) and all(
+        t_type in TORCH_COMPUTE.get(o_type, ()) for (_, o_type), (_, t_type) in zip(onnx_compute, torch_compute, strict=False)
+    )
+    floats = set(plan.float_names)
+    if aligned:
+        return [t_name for (o_name, _), (t_name, _) in zip(onnx_compute, torch_compute, strict=True) if o_name in floats]
+    log.warning("ONNX and torch compute graphs differ; float nodes matched by module path instead")
+    prefixes = {n.module.replace(".", "/") + "/" for n in plan.float_nodes if n.module}
+    return [name for name, _ in torch_compute if any(name.startswith(p) for p in prefixes)]
 
 
 def finetune(student, teacher, frames: list[np.ndarray], seconds: float = QAT_SECONDS, lr: float = QAT_LR) -> dict:
@@ -87,15 +100,19 @@ def qat_stage(ctx: Context, budget: dict) -> list[FileRecord]:
     train, val, val_refs, _ = load_split(ctx)
     ptq.quiet_nncf()
     teacher = ctx.module
+    example = torch.from_numpy(ctx.frames()[0])
+    exported = ctx.model_dir / ctx.records["onnx"].path
+    simplified = ctx.model_dir / ctx.records["simplified"].path
+    onnx_compute = [(n.name, n.op) for n in ptq.graph_nodes(exported, simplified) if n.op in ptq.COMPUTE_OPS]
+    float_names = torch_float_names(plan, onnx_compute, teacher, example)
     student = nncf.quantize(
         copy.deepcopy(teacher),
         nncf.Dataset([torch.from_numpy(a) for a in train]),
         preset=nncf.QuantizationPreset.PERFORMANCE,
         subset_size=len(train),
-        ignored_scope=torch_ignored_scope(plan),
+        ignored_scope=nncf.IgnoredScope(names=float_names, types=list(TORCH_ELEMENTWISE), validate=False),
     )
     training = finetune(student, teacher, train)
-    example = torch.from_numpy(ctx.frames()[0])
     with torch.no_grad():
         int8 = ov.convert_model(student, example_input=example)
     int8_compiled = ptq.compile_cpu(int8, ctx.target.threads)

@@ -20,7 +20,6 @@ def write_qdq_onnx(ctx: Context, plan: PrecisionPlan) -> list[FileRecord]:
     import onnx
 
     from quantize.calibration import load_calibration
-
     from quantize.ptq import quiet_nncf
 
     quiet_nncf()

@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 VALIDATION_IMAGES = 8  # held-out calibration frames that steer the search
 SEARCH_MARGIN_DB = 2.0  # the search aims this far above the budget: eval images are not the calibration images
 MIN_SPEEDUP = 1.05  # INT8 must be at least this much faster than FP32 to ship
-FRAME_BUDGET_BYTES = 1.5e9  # calibration + validation frames held in memory at once
+FRAME_BUDGET_BYTES = 1.0e9  # calibration + validation frames held in memory at once (stage budget: 4 GB)
+DEFAULT_CALIB_SIZE = 32
 
 
 def budget_of(ctx: Context) -> dict:
@@ -37,16 +38,26 @@ def budget_of(ctx: Context) -> dict:
 
 
 def calibration_size(ctx: Context) -> int:
-    """The requested size, unless the frames would not fit the memory budget (then say so)."""
+    """The requested size; by default 32 frames, or as many as fit the memory budget (said in the log).
+
+    An explicit --calib-size that does not fit is an error rather than a silent cut.
+    """
     frame_bytes = 4 * ctx.spec.channels * ctx.resolution[0] * ctx.resolution[1]
     fits = max(4, int(FRAME_BUDGET_BYTES // frame_bytes) - VALIDATION_IMAGES)
-    if ctx.request.calib_size > fits:
+    requested = ctx.request.calib_size
+    if requested is None:
+        size = min(DEFAULT_CALIB_SIZE, fits)
+        if size < DEFAULT_CALIB_SIZE:
+            log.info("%s: %d calibration frames of %dx%d fit the %.1f GB frame budget", ctx.spec.name, size,
+                     *ctx.resolution, FRAME_BUDGET_BYTES / 1e9)
+        return size
+    if requested > fits:
         msg = (
-            f"--calib-size {ctx.request.calib_size} frames of {ctx.resolution[0]}x{ctx.resolution[1]} would need "
-            f"{(ctx.request.calib_size + VALIDATION_IMAGES) * frame_bytes / 1e9:.1f} GB; use --calib-size {fits} or less"
+            f"--calib-size {requested} frames of {ctx.resolution[0]}x{ctx.resolution[1]} would need "
+            f"{(requested + VALIDATION_IMAGES) * frame_bytes / 1e9:.1f} GB; use --calib-size {fits} or less"
         )
         raise UsageError(msg)
-    return ctx.request.calib_size
+    return requested
 
 
 class QuantizeStage(Stage):
