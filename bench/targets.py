@@ -33,7 +33,7 @@ RUNTIME_PRECISIONS: dict[str, tuple[str, ...]] = {
 
 # Runtime options a target may set: name -> (accepted types, one-line meaning). The load-time
 # names are those of runtimes/backend_<name>.py, which rejects any other key.
-OPTION_KEYS: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
+_RUNTIME_OPTIONS: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
     "openvino": {
         "hint": ((str,), "performance hint, LATENCY | THROUGHPUT | CUMULATIVE_THROUGHPUT"),
         "precision": ((str,), "OpenVINO inference precision hint for float layers, f32 | f16 | bf16"),
@@ -49,11 +49,18 @@ OPTION_KEYS: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
         "compile": ((bool, str), "torch.compile mode: true | default | reduce-overhead | max-autotune"),
     },
 }
+# Memory-bounded runs, on any runtime (one of the two): the model is built at the tile size and
+# every frame runs in overlapping tiles (runtimes.tiling), so the figures cover the whole frame.
+TILING_OPTIONS: dict[str, tuple[tuple[type, ...], str]] = {
+    "tile": ((str,), '"HxW" tile size, multiples of the model\'s size multiple'),
+    "max_memory_mb": ((int,), "activation memory limit in MB; tiling.tile_for_memory picks the tile"),
+}
+OPTION_KEYS = {runtime: {**keys, **TILING_OPTIONS} for runtime, keys in _RUNTIME_OPTIONS.items()}
 
 # Options read by the export pipeline when it builds, and by the bench itself; neither kind is
 # passed to the runtime's load().
 BUILD_OPTIONS = frozenset({"workspace_mb", "dla_core"})
-BENCH_ONLY_OPTIONS = frozenset({"power_mode", "tegrastats_interval_ms"})
+BENCH_ONLY_OPTIONS = frozenset({"power_mode", "tegrastats_interval_ms", *TILING_OPTIONS})
 
 _TOP_KEYS = ("version", "targets")
 _TARGET_KEYS = (
@@ -131,11 +138,38 @@ class Target:
         except AttributeError:  # not Linux
             return os.cpu_count() or 1
 
+    def tiling_for(self, spec: Any, resolution: tuple[int, int]) -> tuple[int, int, int] | None:
+        """(tile_h, tile_w, overlap) when this target runs ``spec``'s model tiled at ``resolution``.
+
+        The ``tile`` option as given, or the tile ``runtimes.tiling.tile_for_memory`` picks for
+        ``max_memory_mb``, with the model's measured overlap; None when neither option is set or
+        the whole frame fits. A tile that does not suit the model is a ConfigError.
+        """
+        from runtimes.tiling import default_overlap, plan_tiles, tile_for_memory
+
+        if "tile" not in self.options and "max_memory_mb" not in self.options:
+            return None
+        key = "tile" if "tile" in self.options else "max_memory_mb"
+        try:
+            if key == "tile":
+                tile = parse_resolution(self.options["tile"])
+            else:
+                tile = tile_for_memory(spec, *resolution, self.options["max_memory_mb"])
+            if tile == resolution:
+                return None
+            overlap = default_overlap(spec)
+            plan_tiles(*resolution, *tile, overlap, spec.size_multiple)  # refuses a tile that does not fit
+        except UsageError as err:
+            at = f"{resolution[0]}x{resolution[1]}"
+            msg = f"target {self.name!r} option {key} for {spec.name} at {at}: {err}"
+            raise ConfigError(msg) from err
+        return (*tile, overlap)
+
     def load_options(self) -> dict[str, Any]:
         """Options for ``Backend.load``: runtime options plus an explicit ``threads`` count.
 
-        Build-time (workspace_mb, dla_core) and bench-only (power_mode, tegrastats_interval_ms)
-        keys are left out; ``threads`` is always
+        Build-time (workspace_mb, dla_core) and bench-only (power_mode, tegrastats_interval_ms,
+        tile, max_memory_mb) keys are left out; ``threads`` is always
         a number so that the row, the runtime and the benchmark_app cross-check all use the same one.
         """
         opts = {k: v for k, v in self.options.items() if k not in BENCH_ONLY_OPTIONS | BUILD_OPTIONS}
@@ -429,6 +463,9 @@ class _Parser:
             if problem:
                 raise self.fail(value_node, f"{what} option {key} is {value!r}", problem)
             out[key] = value
+        if set(TILING_OPTIONS) <= set(out):
+            both = f"{what} options give both tile and max_memory_mb"
+            raise self.fail(keys["max_memory_mb"][0], both, "keep one of them")
         return out
 
 
@@ -443,7 +480,9 @@ def _option_problem(key: str, value: Any) -> str:
         return "use one of " + ", ".join(str(c) for c in choices[key])
     if key == "dla_core" and value is not None and value < 0:
         return "use 0, 1 or null for the GPU"
-    if key in ("workspace_mb", "tegrastats_interval_ms") and value is not None and value < 1:
+    if key == "tile" and parse_resolution(value) is None:
+        return "write it as HxW with positive integers, e.g. 1024x1536"
+    if key in ("workspace_mb", "tegrastats_interval_ms", "max_memory_mb") and value is not None and value < 1:
         return "use a positive integer"
     return ""
 

@@ -14,6 +14,9 @@ as .npy stacks, then runs ``python -m bench.worker SPEC.json OUT.json`` through
    the tegrastats RAM/NvMap peak and VDD_IN power (-> mJ per frame);
 5. runs each frame once more and compares the outputs with the references (bench.metrics).
 
+With ``tile`` in the spec every call above (cold start, warm-up, timed, fidelity) processes the
+whole frame in overlapping tiles, so latency is per full frame and memory is bounded by the tile.
+
 Row-level keys come back under their results.json names (latency_ms, fps, cold_start_s,
 peak_mem_mb, psnr_db, ssim, max_abs_err, nonfinite) so the parent can merge them as they are.
 """
@@ -51,6 +54,7 @@ SPEC_KEYS = (
     "tegrastats_interval_ms",  # Jetson: sample tegrastats during the timed runs; None = off
     "gpu_memory",  # sample GPU memory (default: when device starts with "cuda")
     "save_outputs",  # optional .npy path for the fidelity-pass outputs (drift debugging)
+    "tile",  # [tile_h, tile_w, overlap, size multiple]: run each frame in tiles (runtimes.tiling), or None
 )
 _REQUIRED = ("backend", "artifact", "iterations", "frames")
 
@@ -135,8 +139,10 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     try:
         t0 = time.perf_counter()
-        with get_backend(spec["backend"]).load(spec["artifact"], device=device, options=options) as runner:
-            first = runner(frames[0:1])
+        with get_backend(spec["backend"]).load(spec["artifact"], device=device, options=options) as loaded:
+            runner = _tiled(loaded, spec["tile"]) if spec.get("tile") else loaded
+            # keep only the shape: a held full-size output would count in every row's peak memory
+            first_shape = list(np.asarray(runner(frames[0:1])).shape[1:])
             cold_start_s = time.perf_counter() - t0
             for i in range(warmup):
                 k = (i + 1) % count
@@ -160,7 +166,7 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
                 outputs = np.concatenate(
                     [np.asarray(runner(frames[k : k + 1]), dtype=np.float32) for k in range(count)]
                 )
-            describe = _jsonable(runner.describe())
+            describe = _jsonable(loaded.describe())
     finally:
         if gpu is not None:
             gpu.stop()
@@ -181,7 +187,7 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
         "warmup": warmup,
         "iterations": iterations,
         "input_shape": list(frames.shape[1:]),
-        "output_shape": list(np.asarray(first).shape[1:]),
+        "output_shape": first_shape,
         "runtime": describe,
         "psnr_db": None,
         "ssim": None,
@@ -189,6 +195,15 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
         "nonfinite": None,
         "notes": notes,
     }
+    if spec.get("tile"):
+        from runtimes.tiling import plan_tiles
+
+        th, tw, overlap, multiple = spec["tile"]
+        tiles = len(plan_tiles(*frames.shape[2:], th, tw, overlap, multiple))
+        result["tiled"] = {"tile": f"{th}x{tw}", "overlap": overlap, "tiles": tiles}
+        notes.append(
+            f"each frame ran as {tiles} tiles of {th}x{tw}, {overlap} px overlap; fidelity includes the seams"
+        )
     if gpu is not None:
         result["gpu_mem_peak_mb"] = gpu_peak
         result["gpu_mem_source"] = gpu.source
@@ -212,6 +227,16 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
         fidelity = summarize_fidelity(outputs, reference)
         result.update(fidelity)
     return result
+
+
+def _tiled(runner: Any, tile: Sequence[int]) -> Any:
+    """``runner`` taking whole frames: each call runs overlapping tiles and stitches them."""
+    from functools import partial
+
+    from runtimes.tiling import run_tiled
+
+    th, tw, overlap, multiple = tile
+    return partial(run_tiled, runner, tile=(th, tw), overlap=overlap, multiple=multiple)
 
 
 def _add_tegrastats(

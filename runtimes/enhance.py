@@ -6,7 +6,7 @@ images are cut into overlapping tiles whose outputs are stitched at the middle o
 with mode "resize", resized to the artifact's size and back. Smaller images are padded by
 reflection and cropped back. A dynamic artifact runs at the image size, cropped down to the
 model's size multiple when the artifact's manifest or sidecar gives one. Every such change is
-printed, never silent.
+printed, never silent. The tiling itself is ``runtimes.tiling``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ import numpy as np
 
 from common.errors import DataError, MissingRequirement, UsageError
 from common.images import IMAGE_SUFFIXES
+from runtimes import tiling
+from runtimes.tiling import owned_ranges as _owned  # noqa: F401 (tests import it from here)
+from runtimes.tiling import tile_starts
 
 RAW_SUFFIXES = (".dng", ".arw", ".nef", ".cr2")
 MODES = ("tile", "resize")
@@ -100,22 +103,6 @@ def read_manifest(artifact: Path) -> dict[str, Any]:
     return found
 
 
-def tile_starts(length: int, tile: int, overlap: int, align: int = 1) -> list[int]:
-    """Start offsets of tiles of ``tile`` px covering ``length`` px with at least ~``overlap`` px overlap."""
-    if length <= tile:
-        return [0]
-    count = math.ceil((length - overlap) / (tile - overlap))
-    starts = [(i * (length - tile) // (count - 1)) // align * align for i in range(count)]
-    starts[-1] = length - tile
-    return starts
-
-
-def _owned(starts: list[int], tile: int, length: int) -> list[tuple[int, int]]:
-    """The [a, b) range each tile writes: seams at the middle of each overlap."""
-    bounds = [0] + [(starts[i + 1] + starts[i] + tile) // 2 for i in range(len(starts) - 1)] + [length]
-    return [(bounds[i], bounds[i + 1]) for i in range(len(starts))]
-
-
 def run_tiled(
     runner: Callable[[np.ndarray], np.ndarray],
     x: np.ndarray,
@@ -123,22 +110,8 @@ def run_tiled(
     overlap: int,
     align: int = 1,
 ) -> np.ndarray:
-    """Run ``runner`` on overlapping tiles of ``x`` (1xCxHxW, H, W >= tile) and stitch the outputs."""
-    _, _, height, width = x.shape
-    th, tw = tile
-    ys, xs = tile_starts(height, th, overlap, align), tile_starts(width, tw, overlap, align)
-    out: np.ndarray | None = None
-    for y0, (ya, yb) in zip(ys, _owned(ys, th, height), strict=False):
-        for x0, (xa, xb) in zip(xs, _owned(xs, tw, width), strict=False):
-            y = runner(np.ascontiguousarray(x[:, :, y0 : y0 + th, x0 : x0 + tw]))
-            if y.shape[2:] != (th, tw):
-                msg = f"the artifact's output is {y.shape[2]}x{y.shape[3]} for a {th}x{tw} input; tiling needs an output the size of its input"
-                raise UsageError(msg)
-            if out is None:
-                out = np.empty((1, y.shape[1], height, width), dtype=np.float32)
-            out[:, :, ya:yb, xa:xb] = y[:, :, ya - y0 : yb - y0, xa - x0 : xb - x0]
-    assert out is not None  # at least one tile always runs
-    return out
+    """``runtimes.tiling.run_tiled`` with enhance's alignment: 1 px for RGB, the Bayer/size multiple for RAW."""
+    return tiling.run_tiled(runner, x, tile, overlap, multiple=align)
 
 
 def resize_hw(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -249,7 +222,9 @@ def enhance_image(
             f"{name}: padding {height}x{width} to {height + pad_h}x{width + pad_w} ({pad_mode}) to fit the {th}x{tw} input; the padding is cropped off"
         )
         image = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode=pad_mode)
-    align = 2 if raw else 1  # tiles of a Bayer plane must start on the same colour site
+    # Tiles of a Bayer plane start on the same colour site, and on the model's packing grid
+    # (16 for LLPackNet) so that each tile computes what the full frame does away from its borders.
+    align = math.lcm(2, contract.size_multiple) if raw else 1
     ph, pw = image.shape[:2]
     if overlap is None:
         overlap = min(MAX_AUTO_OVERLAP, min(th, tw) // 4) // align * align

@@ -51,7 +51,7 @@ def line_of(text: str, needle: str) -> int:
 
 def test_repo_targets_have_the_issue_6_targets():
     targets = load_targets()
-    assert set(targets) == {"x86-cpu", "x86-cpu-ort", "desktop-gpu", "jetson-orin"}
+    assert set(targets) == {"x86-cpu", "x86-cpu-lowmem", "x86-cpu-ort", "desktop-gpu", "jetson-orin"}
     cpu = targets["x86-cpu"]
     assert (cpu.runtime, cpu.device) == ("openvino", "CPU")
     assert set(cpu.precisions) == {"int8", "fp32"}
@@ -69,6 +69,9 @@ def test_repo_targets_have_the_issue_6_targets():
 
 def test_repo_resolutions_fit_each_model():
     for target in load_targets().values():
+        if target.name == "x86-cpu-lowmem":  # RAW / large frames only
+            assert set(target.resolutions) == {"llpacknet"}
+            continue
         for model in ("iat", "iat_student", "tinydce"):
             assert target.resolution_for(model) == (400, 600)
         for model in ("zero_dce_pp", "sgz"):  # Zero-DCE++ and SGZ crop to multiples of 12
@@ -94,6 +97,43 @@ def test_load_options_hold_threads_and_leave_out_bench_and_build_keys():
     cpu = get_target("x86-cpu")
     assert cpu.load_options()["hint"] == "LATENCY"
     assert cpu.load_options()["precision"] == "f32"  # OpenVINO would pick bf16 on AVX512_BF16 CPUs
+
+
+def test_lowmem_target_runs_llpacknet_tiled_within_its_memory_limit():
+    import models
+    from runtimes.tiling import ACTIVATION_BYTES_PER_PX, DEFAULT_OVERLAP
+
+    lowmem = get_target("x86-cpu-lowmem")
+    assert not {"tile", "max_memory_mb"} & set(lowmem.load_options())  # bench-only, never given to load()
+    th, tw, overlap = lowmem.tiling_for(models.get_spec("llpacknet"), (2848, 4256))
+    assert (th, tw) != (2848, 4256) and th % 16 == 0 and tw % 16 == 0
+    assert th * tw * ACTIVATION_BYTES_PER_PX["llpacknet"] <= lowmem.options["max_memory_mb"] * 2**20
+    assert overlap == DEFAULT_OVERLAP["llpacknet"]
+    assert get_target("x86-cpu").tiling_for(models.get_spec("llpacknet"), (2848, 4256)) is None
+
+
+def test_tile_option_is_checked_when_loaded_and_against_the_model(tmp_path):
+    import models
+
+    def with_option(option: str) -> str:
+        return VALID.replace("      hint: LATENCY\n", f"      hint: LATENCY\n      {option}\n")
+
+    spec = models.get_spec("llpacknet")
+    target = load_targets(write(tmp_path, with_option("tile: 256x384")))["cpu-test"]
+    assert target.tiling_for(spec, (512, 768)) == (256, 384, 128)
+    assert target.tiling_for(spec, (256, 384)) is None  # the tile is the frame: nothing to tile
+    assert "tile" not in target.load_options()
+    for option, pattern in (
+        ("tile: 64x", r"option tile is '64x'.*write it as HxW"),
+        ("max_memory_mb: 0", r"option max_memory_mb is 0.*use a positive integer"),
+        ("tile: 64x96\n      max_memory_mb: 64", r"give both tile and max_memory_mb"),
+    ):
+        with pytest.raises(ConfigError, match=pattern):
+            load_targets(write(tmp_path, with_option(option)))
+    for tile, pattern in (("250x384", r"multiples of 16"), ("128x192", r"overlap must be between 0 and 127")):
+        target = load_targets(write(tmp_path, with_option(f"tile: {tile}")))["cpu-test"]
+        with pytest.raises(ConfigError, match=rf"option tile for llpacknet at 512x768: .*{pattern}"):
+            target.tiling_for(spec, (512, 768))
 
 
 def test_get_target_unknown_name_suggests():
