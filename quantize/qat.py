@@ -59,6 +59,40 @@ def torch_float_names(plan: PrecisionPlan, onnx_compute: list[tuple[str, str]], 
     return [name for name, _ in torch_compute if any(name.startswith(p) for p in prefixes)]
 
 
+def execution_order(exported_onnx, simplified_onnx) -> list[tuple[str, str]]:
+    """Compute nodes (name, op) of the simplified graph, in the exporter's trace order.
+
+    onnxsim may reorder independent branches; the dynamo export keeps the order in which PyTorch
+    ran the ops, which is the order NNCF's torch graph lists them in.
+    """
+    import onnx
+
+    kept = {n.name for n in onnx.load(str(simplified_onnx), load_external_data=False).graph.node}
+    graph = onnx.load(str(exported_onnx), load_external_data=False).graph
+    return [(n.name, n.op_type) for n in graph.node if n.op_type in ptq.COMPUTE_OPS and n.name in kept]
+
+
+def fold_batchnorm(model):
+    """A copy with every Conv2d -> BatchNorm2d pair fused, as the ONNX/OpenVINO graph has it.
+
+    Quantizing conv weights before BatchNorm rescales them costs fidelity (measured on the
+    student: 29.5 -> 32.3 dB for the same float nodes). Pairs are found as adjacent children of a
+    Sequential, or sibling attributes named convN / bnN.
+    """
+    import torch
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    model = copy.deepcopy(model).eval()
+    for parent in list(model.modules()):
+        children = list(parent.named_children())
+        for (name_a, a), (name_b, b) in zip(children, children[1:], strict=False):
+            paired = isinstance(parent, torch.nn.Sequential) or name_b == name_a.replace("conv", "bn")
+            if paired and isinstance(a, torch.nn.Conv2d) and isinstance(b, torch.nn.BatchNorm2d):
+                setattr(parent, name_a, fuse_conv_bn_eval(a, b))
+                setattr(parent, name_b, torch.nn.Identity())
+    return model
+
+
 def finetune(student, teacher, frames: list[np.ndarray], seconds: float = QAT_SECONDS, lr: float = QAT_LR) -> dict:
     """Adam on L1(student(x), teacher(x)) over the frames until the time budget is spent."""
     import torch
@@ -93,7 +127,7 @@ def qat_stage(ctx: Context, budget: dict) -> list[FileRecord]:
     import openvino as ov
     import torch
 
-    from quantize.stage import fp32_ov_model, load_split, run_ov, search, write_outputs
+    from quantize.stage import fp32_compiled_for_timing, load_split, run_ov, search, write_outputs
 
     plan, _ = search(ctx, budget)  # the PTQ plan and its drift: the "before" of QAT
     before = plan.fidelity["eval"]
@@ -103,10 +137,11 @@ def qat_stage(ctx: Context, budget: dict) -> list[FileRecord]:
     example = torch.from_numpy(ctx.frames()[0])
     exported = ctx.model_dir / ctx.records["onnx"].path
     simplified = ctx.model_dir / ctx.records["simplified"].path
-    onnx_compute = [(n.name, n.op) for n in ptq.graph_nodes(exported, simplified) if n.op in ptq.COMPUTE_OPS]
-    float_names = torch_float_names(plan, onnx_compute, teacher, example)
+    onnx_compute = execution_order(exported, simplified)
+    folded = fold_batchnorm(teacher)
+    float_names = torch_float_names(plan, onnx_compute, folded, example)
     student = nncf.quantize(
-        copy.deepcopy(teacher),
+        folded,
         nncf.Dataset([torch.from_numpy(a) for a in train]),
         preset=nncf.QuantizationPreset.PERFORMANCE,
         subset_size=len(train),
@@ -118,7 +153,7 @@ def qat_stage(ctx: Context, budget: dict) -> list[FileRecord]:
     int8_compiled = ptq.compile_cpu(int8, ctx.target.threads)
     after = fidelity(run_ov(int8_compiled, ctx.frames()), ctx.references())
     after["runtime"] = "openvino"
-    _, fp32_compiled = fp32_ov_model(ctx)
+    fp32_compiled = fp32_compiled_for_timing(ctx)
     fp32_ms, int8_ms = ptq.paired_latency_ms(fp32_compiled, int8_compiled, ctx.frames())
 
     plan.search.append({"step": "qat (self-distillation)", **training, "validation": ptq.summary(ptq.evaluate(int8_compiled, val, val_refs))})

@@ -22,6 +22,8 @@ from quantize.presets import preset_for
 log = logging.getLogger(__name__)
 
 VALIDATION_IMAGES = 8  # held-out calibration frames that steer the search
+SEARCH_MAX_PIXELS = 1_500_000  # above this, the plan is searched on a smaller export (see search_resolution)
+SEARCH_PIXELS = 400_000  # about 512x768
 SEARCH_MARGIN_DB = 2.0  # the search aims this far above the budget: eval images are not the calibration images
 MIN_SPEEDUP = 1.05  # INT8 must be at least this much faster than FP32 to ship
 FRAME_BUDGET_BYTES = 1.0e9  # calibration + validation frames held in memory at once (stage budget: 4 GB)
@@ -124,67 +126,141 @@ def load_split(ctx: Context):
     return train, val, refs, info
 
 
-def fp32_ov_model(ctx: Context):
-    """FP32 OpenVINO model of the simplified ONNX, and a compiled copy for timing."""
+def ov_model(ctx: Context):
+    """FP32 OpenVINO model of ctx's simplified ONNX (the model NNCF quantizes)."""
     import openvino as ov
 
-    model = ov.convert_model(str(ctx.model_dir / ctx.records["simplified"].path))
+    return ov.convert_model(str(ctx.model_dir / ctx.records["simplified"].path))
+
+
+def fp32_compiled_for_timing(ctx: Context):
+    """The compiled FP32 model that INT8 must beat."""
+    import openvino as ov
+
     try:
-        compiled = ptq.compile_cpu(model, ctx.target.threads)
-    except RuntimeError as err:  # OpenVINO 2026.4 CPU bug (tinydce >= 720x1280): time the torch-frontend IR
+        return ptq.compile_cpu(ov_model(ctx), ctx.target.threads)
+    except RuntimeError as err:  # OpenVINO 2026.4 CPU bug (tinydce >= 720x1280 on AVX2): the torch-frontend IR
         ctx.notes.append(f"FP32 timing used the PyTorch-frontend IR: {str(err).splitlines()[0]}")
         import torch
 
         torch_ir = ov.convert_model(ctx.module, example_input=torch.from_numpy(ctx.frames()[0]))
-        compiled = ptq.compile_cpu(torch_ir, ctx.target.threads)
-    return model, compiled
+        return ptq.compile_cpu(torch_ir, ctx.target.threads)
 
 
-def search(ctx: Context, budget: dict) -> tuple[PrecisionPlan, object | None]:
-    """Find the most-INT8 plan meeting the budget; returns the plan and the INT8 model (or None)."""
+def full_size_calibration(ctx: Context) -> list[np.ndarray]:
+    """Calibration frames at the deployment size (no validation split: the plan is already chosen)."""
+    from quantize.calibration import load_calibration
+
+    calib = load_calibration(
+        ctx.request.calib_folder,
+        ctx.spec,
+        ctx.resolution,
+        size=calibration_size(ctx),
+        seed=0,
+        max_mean=ctx.request.calib_max_mean,
+    )
+    return calib.arrays
+
+
+def search_resolution(ctx: Context) -> tuple[int, int] | None:
+    """A smaller size to search the plan at when full frames make the search too slow, else None.
+
+    Used for frames above SEARCH_MAX_PIXELS (LLPackNet's 12 MP): accuracy control re-runs the
+    validation frames once per candidate layer, minutes per round at full size. The plan's node
+    names are the same at any static size of the same model (checked for LLPackNet: all 32 compute
+    nodes identical at 512x768 and 2848x4256), so the plan found there applies to the full frame.
+    """
+    h, w = ctx.resolution
+    if h * w <= SEARCH_MAX_PIXELS:
+        return None
+    m = ctx.spec.size_multiple
+    scale = (SEARCH_PIXELS / (h * w)) ** 0.5
+    return max(m, round(h * scale / m) * m), max(m, round(w * scale / m) * m)
+
+
+def find_float_nodes(ctx: Context, budget: dict, plan: PrecisionPlan):
+    """Run the preset, then accuracy control if needed, at ctx's resolution.
+
+    Returns (float nodes with reasons, all graph nodes, the INT8 model, validation PSNRs) and logs
+    each step into plan.search.
+    """
     preset = preset_for(ctx.spec.name)
     train, val, val_refs, calib_info = load_split(ctx)
-    model, fp32_compiled = fp32_ov_model(ctx)
-    exported = ctx.model_dir / ctx.records["onnx"].path
+    model = ov_model(ctx)
     simplified = ctx.model_dir / ctx.records["simplified"].path
-    nodes = ptq.graph_nodes(exported, simplified)
-    by_name = {n.name: n for n in nodes}
+    nodes = ptq.graph_nodes(ctx.model_dir / ctx.records["onnx"].path, simplified)
     floats = ptq.preset_float_nodes(nodes, preset, ptq.first_compute_node(simplified))
-    plan = PrecisionPlan(ctx.spec.name, ctx.target.name, "fp32", "", budget, calibration=calib_info)
+    at = f" at {ctx.resolution[0]}x{ctx.resolution[1]}"
 
     aim = {k: v + SEARCH_MARGIN_DB for k, v in budget.items()}
     scope = ptq.ignored_scope([f.name for f in floats], preset)
     int8 = ptq.quantize_ov(model, train, scope, preset)
     psnrs = ptq.evaluate(ptq.compile_cpu(int8, ctx.target.threads), val, val_refs)
-    plan.search.append({"step": "preset", "float_nodes": len(floats), "validation": ptq.summary(psnrs)})
-    log.info("%s preset plan: %.1f dB mean on validation", ctx.spec.name, np.mean(psnrs))
-
+    plan.search.append({"step": "preset" + at, "float_nodes": len(floats), "validation": ptq.summary(psnrs)})
+    log.info("%s preset plan: %.1f dB mean on validation%s", ctx.spec.name, np.mean(psnrs), at)
     if not ptq.meets(psnrs, aim):
         int8 = ptq.accuracy_control_ov(model, train, val, val_refs, scope, preset, aim, max_iterations=12)
         psnrs = ptq.evaluate(ptq.compile_cpu(int8, ctx.target.threads), val, val_refs)
-        plan.search.append({"step": "nncf accuracy control", "validation": ptq.summary(psnrs)})
+        plan.search.append({"step": "nncf accuracy control" + at, "validation": ptq.summary(psnrs)})
 
     # What actually stayed float, read off the INT8 model itself.
+    by_name = {n.name: n for n in nodes}
     reasons = {f.name: f.reason for f in floats}
-    float_now = ptq.float_compute_ops(int8)
-    plan.float_nodes = [
+    chosen = [
         FloatNode(
             name,
             by_name[name].op if name in by_name else "?",
             by_name[name].module if name in by_name else "",
             reasons.get(name, "reverted to float by accuracy control"),
         )
-        for name in float_now
+        for name in ptq.float_compute_ops(int8)
     ]
-    plan.quantized_nodes = sorted(n.name for n in nodes if n.op in ptq.COMPUTE_OPS and n.name not in set(float_now))
-    plan.fidelity["validation"] = ptq.summary(psnrs)
+    plan.calibration = calib_info
+    return chosen, nodes, int8, psnrs
+
+
+def search(ctx: Context, budget: dict) -> tuple[PrecisionPlan, object | None]:
+    """Find the most-INT8 plan meeting the budget; returns the plan and the INT8 model (or None)."""
+    import dataclasses
+
+    from export.simplify import SimplifyOnnx
+    from export.to_onnx import ExportOnnx
+
+    plan = PrecisionPlan(ctx.spec.name, ctx.target.name, "fp32", "", budget)
+    small = search_resolution(ctx)
+    if small is None:
+        floats, nodes, int8, psnrs = find_float_nodes(ctx, budget, plan)
+        plan.fidelity["validation"] = ptq.summary(psnrs)
+    else:  # search on a smaller export of the same model, then quantize the full frame with that plan
+        request = dataclasses.replace(
+            ctx.request, resolution=small, dynamic=False, verify_images=2, out=ctx.model_dir / ".search"
+        )
+        sctx = Context(request, ctx.target)
+        for stage in (ExportOnnx(), SimplifyOnnx()):
+            for record in stage(sctx):
+                sctx.records[record.role] = record
+        floats, nodes, _, psnrs = find_float_nodes(sctx, budget, plan)
+        plan.fidelity["validation"] = {**ptq.summary(psnrs), "resolution": f"{small[0]}x{small[1]}"}
+        del sctx
+        preset = preset_for(ctx.spec.name)
+        calib = full_size_calibration(ctx)
+        int8 = ptq.quantize_ov(ov_model(ctx), calib, ptq.ignored_scope([f.name for f in floats], preset), preset)
+        plan.calibration["full_size_images"] = len(calib)
+        del calib
+        plan.search.append(
+            {"step": f"plan applied at {ctx.resolution[0]}x{ctx.resolution[1]}", "float_nodes": len(floats)}
+        )
+    plan.float_nodes = floats
+    float_names = {f.name for f in floats}
+    plan.quantized_nodes = sorted(n.name for n in nodes if n.op in ptq.COMPUTE_OPS and n.name not in float_names)
 
     int8_compiled = ptq.compile_cpu(int8, ctx.target.threads)
     eval_result = fidelity(run_ov(int8_compiled, ctx.frames()), ctx.references())
     eval_result["runtime"] = "openvino"
     plan.fidelity["eval"] = eval_result
-    frames = ctx.frames()
-    fp32_ms, int8_ms = ptq.paired_latency_ms(fp32_compiled, int8_compiled, frames)
+    fp32_compiled = fp32_compiled_for_timing(ctx)
+    fp32_ms, int8_ms = ptq.paired_latency_ms(fp32_compiled, int8_compiled, ctx.frames())
+    del fp32_compiled
     plan.latency_ms = {"fp32": round(fp32_ms, 2), "int8": round(int8_ms, 2), "int8_over_fp32": round(int8_ms / fp32_ms, 3)}
 
     eval_psnr = eval_result["psnr_db"]
