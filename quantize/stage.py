@@ -263,21 +263,29 @@ def search(ctx: Context, budget: dict) -> tuple[PrecisionPlan, object | None]:
     del fp32_compiled
     plan.latency_ms = {"fp32": round(fp32_ms, 2), "int8": round(int8_ms, 2), "int8_over_fp32": round(int8_ms / fp32_ms, 3)}
 
-    eval_psnr = eval_result["psnr_db"]
+    decide(plan, budget)
+    log.info("%s: %s (%s)", ctx.spec.name, plan.decision, plan.reason)
+    return plan, int8 if plan.decision == "int8" else None
+
+
+def decide(plan: PrecisionPlan, budget: dict, method: str = "INT8") -> None:
+    """The ship rule: INT8 only if it meets the budget on the eval images and is faster than FP32."""
+    result, latency = plan.fidelity["eval"], plan.latency_ms
+    psnr = result["psnr_db"]
+    speedup = latency["fp32"] / latency["int8"]
+    plan.decision = "fp32"
     if not plan.quantized_nodes:
         plan.reason = "no layer could stay INT8 within the budget"
-    elif eval_result["nonfinite"] or eval_psnr["mean"] < budget["psnr_mean_db"] or eval_psnr["min"] < budget["psnr_min_db"]:
-        plan.reason = f"INT8 misses the budget on the eval images ({eval_psnr['mean']}/{eval_psnr['min']} dB)"
-    elif fp32_ms / int8_ms < MIN_SPEEDUP:
+    elif result["nonfinite"] or psnr["mean"] < budget["psnr_mean_db"] or psnr["min"] < budget["psnr_min_db"]:
+        plan.reason = f"{method} misses the budget on the eval images ({psnr['mean']}/{psnr['min']} dB)"
+    elif speedup < MIN_SPEEDUP:
         plan.reason = (
-            f"INT8 is not faster than FP32 on this host ({int8_ms:.1f} vs {fp32_ms:.1f} ms median); "
-            "the FP32 IR ships"
+            f"{method} is not faster than FP32 on this host ({latency['int8']:.1f} vs {latency['fp32']:.1f} ms "
+            "median); the FP32 IR ships"
         )
     else:
         plan.decision = "int8"
-        plan.reason = f"meets the budget and runs {fp32_ms / int8_ms:.2f}x faster than FP32"
-    log.info("%s: %s (%s)", ctx.spec.name, plan.decision, plan.reason)
-    return plan, int8 if plan.decision == "int8" else None
+        plan.reason = f"{method} meets the budget and runs {speedup:.2f}x faster than FP32"
 
 
 def run_ov(compiled, frames: list[np.ndarray]) -> list[np.ndarray]:
