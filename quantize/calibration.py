@@ -159,6 +159,15 @@ def _to_input(path: Path, spec: Any, height: int, width: int, seed: int) -> np.n
     return to_nchw(image)
 
 
+def _brightness(path: Path, spec: Any, array: np.ndarray) -> float:
+    """Mean sRGB level of the scene: the array itself for RGB models, the source image of a synthetic RAW frame."""
+    if spec.input_kind == "rgb":
+        return float(array.mean())
+    if path.suffix.lower() in RAW_SUFFIXES:
+        return 0.0  # a real RAW frame is what the sensor saw: never filtered
+    return float(read_rgb(path).mean())
+
+
 def _prepare(
     folder: str | Path,
     spec: Any,
@@ -202,7 +211,7 @@ def _prepare(
             skipped.append(str(err))
             log.warning("skipping %s image %s: %s", role, path, err)
             continue
-        if max_mean is not None and spec.input_kind == "rgb" and float(array.mean()) > max_mean:
+        if max_mean is not None and _brightness(path, spec, array) > max_mean:
             too_bright += 1
             continue
         chosen[index] = array
@@ -270,7 +279,7 @@ def load_calibration(
         resolution: (H, W) the model is compiled for.
         size: number of images.
         seed: subset seed, and the root of the synthetic-RAW seeds for RAW models.
-        max_mean: RGB models: skip images brighter than this mean level (None keeps all).
+        max_mean: skip scenes brighter than this mean sRGB level (None keeps all; real RAW files are kept).
 
     Raises:
         DataError: the folder is missing or empty, or no image in it is usable.
