@@ -225,13 +225,31 @@ def accuracy_control_ov(model, calib_arrays, val_frames, val_refs, scope, preset
     )
 
 
+LAYOUT_OPS = ("Reshape", "Transpose", "DepthToSpace", "SpaceToDepth", "Squeeze", "Unsqueeze", "Pad")
+
+
+def is_quantized_input(node) -> bool:
+    """True when a tensor reaches its consumer through FakeQuantize.
+
+    NNCF puts one FakeQuantize per Concat input (shared scales) rather than after the Concat,
+    and layout ops keep INT8 values INT8, so both are looked through.
+    """
+    kind = node.get_type_name()
+    if kind == "FakeQuantize":
+        return True
+    if kind == "Concat":
+        return all(is_quantized_input(v.get_node()) for v in node.input_values())
+    if kind in LAYOUT_OPS:
+        return is_quantized_input(node.input_value(0).get_node())
+    return False
+
+
 def float_compute_ops(int8_model) -> list[str]:
     """ONNX names of the compute ops of an INT8 OpenVINO model whose activation input is not quantized."""
     float_names = []
     for op in int8_model.get_ordered_ops():
         if op.get_type_name() not in ("Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData"):
             continue
-        source = op.input_value(0).get_node()
-        if source.get_type_name() != "FakeQuantize":
+        if not is_quantized_input(op.input_value(0).get_node()):
             float_names.append(op.get_friendly_name().removesuffix("/WithoutBiases"))
     return float_names

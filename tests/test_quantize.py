@@ -94,3 +94,31 @@ def test_self_distillation_lowers_the_error() -> None:
         student.e_conv1.point_conv.weight.add_(0.05)  # a visible error for training to remove
     report = finetune(student, teacher, frames, seconds=4.0, lr=1e-3)
     assert report["steps"] > 5 and report["val_l1_after"] < report["val_l1_before"]
+
+
+def test_convs_fed_by_quantized_concats_count_as_int8() -> None:
+    """NNCF quantizes Concat inputs, not the Concat: a dense block's convs are INT8 all the same."""
+    import nncf
+    import numpy as np
+    import openvino as ov
+    import torch
+
+    from quantize import ptq
+
+    class Dense(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 8, 3, padding=1)
+            self.c = torch.nn.Conv2d(16, 3, 3, padding=1)
+
+        def forward(self, x):
+            a = torch.relu(self.a(x))
+            return self.c(torch.cat([a, torch.relu(self.b(a))], 1))
+
+    example = torch.rand(1, 3, 16, 16)
+    model = ov.convert_model(Dense().eval(), example_input=example)
+    frames = [np.random.default_rng(i).random((1, 3, 16, 16), dtype=np.float32) for i in range(4)]
+    int8 = nncf.quantize(model, nncf.Dataset(frames), subset_size=4)
+    names = [op.get_friendly_name() for op in int8.get_ordered_ops() if op.get_type_name() == "Convolution"]
+    assert len(names) == 3
+    assert ptq.float_compute_ops(int8) == []  # all three INT8, the concat-fed one included
