@@ -94,9 +94,32 @@ def fold_batchnorm(model):
     return model
 
 
+def quantized_parameters(student) -> list:
+    """The quantizer scales and the weights of the INT8 layers; everything kept float stays frozen.
+
+    Fine-tuning then adapts only what quantization changed: the float global branch (the
+    student's gamma and colour heads) cannot drift. NNCF stores a weight quantizer as the pre-hook
+    'pre_hooks.<module/path>/<op>/<n>__1.0' of the quantized op.
+    """
+    prefix = "__nncf_hooks.pre_hooks."
+    modules = set()
+    for name, _ in student.named_parameters():
+        if name.startswith(prefix) and "__1." in name:
+            node = name[len(prefix):].split("__1.")[0]
+            modules.add(node.rsplit("/", 2)[0].replace("/", "."))
+    chosen = []
+    for name, param in student.named_parameters():
+        scale = name.startswith("__nncf_hooks.") and name.endswith("_scale_param_storage")
+        layer = any(name.startswith(m + ".") for m in modules)
+        param.requires_grad_(scale or layer)
+        if scale or layer:
+            chosen.append(param)
+    return chosen
+
+
 def finetune(
     student, teacher, frames: list[np.ndarray], val_frames: list[np.ndarray] | None = None,
-    seconds: float = QAT_SECONDS, lr: float = QAT_LR,
+    seconds: float = QAT_SECONDS, lr: float = QAT_LR, params: list | None = None,
 ) -> dict:
     """Adam on L1(student(x), teacher(x)) until the time budget is spent; keeps the best state.
 
@@ -118,7 +141,7 @@ def finetune(
     student.eval()
     best_l1 = start_l1 = l1(student, checks, check_targets)
     best_state = copy.deepcopy(student.state_dict())
-    params = [p for p in student.parameters() if p.requires_grad]
+    params = params if params is not None else [p for p in student.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=lr)
     steps, deadline = 0, time.monotonic() + seconds
     order = np.random.default_rng(0)
@@ -140,7 +163,8 @@ def finetune(
                 best_l1, best_state = current, copy.deepcopy(student.state_dict())
     student.load_state_dict(best_state)
     student.eval()
-    return {"steps": steps, "seconds": seconds, "lr": lr, "val_l1_before": start_l1, "val_l1_after": best_l1}
+    return {"steps": steps, "seconds": seconds, "lr": lr, "val_l1_before": start_l1, "val_l1_after": best_l1,
+            "improved": best_l1 < start_l1}
 
 
 def torch_outputs(model, frames: list[np.ndarray]) -> list[np.ndarray]:
@@ -148,13 +172,6 @@ def torch_outputs(model, frames: list[np.ndarray]) -> list[np.ndarray]:
 
     with torch.no_grad():
         return [model(torch.from_numpy(f)).numpy() for f in frames]
-
-
-def half_size(frames: list[np.ndarray]) -> list[np.ndarray]:
-    """Frames at half resolution: four times the fine-tuning steps in the same time (convs are local)."""
-    import torch
-
-    return [torch.nn.functional.avg_pool2d(torch.from_numpy(f), 2).numpy() for f in frames]
 
 
 def qat_stage(ctx: Context, budget: dict) -> list[FileRecord]:
@@ -196,7 +213,10 @@ def qat_stage(ctx: Context, budget: dict) -> list[FileRecord]:
         ignored_scope=nncf.IgnoredScope(names=float_names, types=list(TORCH_ELEMENTWISE), validate=False),
     )
     before = fidelity(torch_outputs(student, ctx.frames()), ctx.references())
-    training = finetune(student, teacher, half_size(train), half_size(val))
+    trainable = quantized_parameters(student)
+    training = finetune(student, teacher, train, val, params=trainable)
+    training["trained_tensors"] = len(trainable)
+    after_torch = fidelity(torch_outputs(student, ctx.frames()), ctx.references())
     with torch.no_grad():
         int8 = ov.convert_model(student, example_input=example)
     int8_compiled = ptq.compile_cpu(int8, ctx.target.threads)
@@ -207,7 +227,7 @@ def qat_stage(ctx: Context, budget: dict) -> list[FileRecord]:
 
     gain = round(after["psnr_db"]["mean"] - before["psnr_db"]["mean"], 2)
     plan.search.append({"step": "qat (self-distillation) on the preset plan", **training, "eval_before": before["psnr_db"],
-                        "eval_after": after["psnr_db"], "gain_db": gain})
+                        "eval_after": after["psnr_db"], "eval_after_torch": after_torch["psnr_db"], "gain_db": gain})
     plan.fidelity = {"ptq_same_plan_eval": before, "eval": after, "ptq_search_eval": ptq_plan.fidelity.get("eval")}
     plan.latency_ms = {"fp32": round(fp32_ms, 2), "int8": round(int8_ms, 2), "int8_over_fp32": round(int8_ms / fp32_ms, 3)}
     decide(plan, budget, method="QAT INT8")
