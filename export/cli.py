@@ -25,7 +25,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--until", choices=STAGES, default="engine", help="last stage to run (default engine)")
     parser.add_argument("--out", type=Path, default=Path("artifacts"), help="output folder (default artifacts/)")
     parser.add_argument("--eval", dest="eval_dir", type=Path, help="real images for verification")
-    parser.add_argument("--calib", dest="calib_dir", type=Path, help="calibration images for INT8")
+    add_int8_arguments(parser)
+    parser.add_argument("--verify-images", type=int, default=4, help="eval images per verification (default 4)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def add_int8_arguments(parser: argparse.ArgumentParser) -> None:
+    """The INT8 options shared by `python -m export` and `python -m quantize`."""
+    parser.add_argument("--method", choices=("ptq", "qat"), default="ptq", help="post-training or QAT (default ptq)")
+    parser.add_argument("--calib", dest="calib_dir", type=Path, help="calibration images (never the eval images)")
     parser.add_argument(
         "--calib-size", type=int, help="calibration images (default 32, fewer for frames too large to hold 32)"
     )
@@ -35,11 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.25,
         help="calibrate on low-light frames only: skip images brighter than this mean level (default 0.25; 1.0 = all)",
     )
-    parser.add_argument("--method", choices=("ptq", "qat"), default="ptq", help="INT8 method (default ptq)")
     parser.add_argument("--budget-db", type=float, help="mean PSNR budget vs FP32 (default: the target's)")
-    parser.add_argument("--verify-images", type=int, default=4, help="eval images per verification (default 4)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    return parser
 
 
 def request_from_args(args: argparse.Namespace) -> ExportRequest:

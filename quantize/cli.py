@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+from export.cli import add_int8_arguments
 from export.config import ExportRequest, parse_resolution
 
 
@@ -16,19 +17,8 @@ def build_parser() -> argparse.ArgumentParser:
         "and ships float instead when INT8 misses the budget or is not faster.",
     )
     parser.add_argument("model", help="zoo model: iat, iat_student, zero_dce_pp, tinydce, sgz, llpacknet")
-    parser.add_argument("--method", choices=("ptq", "qat"), default="ptq", help="post-training or QAT (default ptq)")
     parser.add_argument("--target", default="x86-cpu", help="target from targets.yaml (default x86-cpu)")
-    parser.add_argument("--calib", dest="calib_dir", type=Path, help="calibration images (never the eval images)")
-    parser.add_argument(
-        "--calib-size", type=int, help="calibration images (default 32, fewer for frames too large to hold 32)"
-    )
-    parser.add_argument(
-        "--calib-max-mean",
-        type=float,
-        default=0.25,
-        help="calibrate on low-light frames only: skip images brighter than this mean level (default 0.25; 1.0 = all)",
-    )
-    parser.add_argument("--budget-db", type=float, help="mean PSNR budget vs FP32 (default: the target's)")
+    add_int8_arguments(parser)
     parser.add_argument("--resolution", type=parse_resolution, help="HxW (default: the target's, else the model's)")
     parser.add_argument("--weights", default="default", help="registered weights name or a .pth path")
     parser.add_argument("--eval", dest="eval_dir", type=Path, help="real images for the drift check")
