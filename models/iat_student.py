@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from models._api import UPSTREAM, ModelSpec, Weights, register
+from models.iat import apply_color_gamma
 
 REPO, COMMIT = "gibsonlee01/IAT_Student", "336702c84913c9d23f390661646de847310636c8"
 LICENSE = "Apache-2.0"
@@ -99,9 +100,7 @@ class IATStudent(nn.Module):
         g = self.global_refine(torch.cat([f, mul_feat, add_feat], dim=1))
         gamma = self.gamma_head(g)
         color = self.color_head(g).reshape(-1, 3, 3) + self.identity
-        b, c, h, w = img_local.shape
-        mixed = torch.matmul(color, img_local.reshape(b, c, h * w))
-        img_high = (torch.clamp(mixed, 1e-8, 1.0) ** gamma.reshape(b, 1, 1)).reshape(b, c, h, w)
+        img_high = apply_color_gamma(img_local, color, gamma)
         return {
             "mul": mul,
             "add": add,
