@@ -45,6 +45,9 @@ def add_int8_arguments(parser: argparse.ArgumentParser) -> None:
         help="calibrate on low-light frames only: skip images brighter than this mean level (default 0.25; 1.0 = all)",
     )
     parser.add_argument("--budget-db", type=float, help="mean PSNR budget vs FP32 (default: the target's)")
+    parser.add_argument(
+        "--qat-seconds", type=float, default=240.0, help="QAT fine-tuning time on this machine (default 240)"
+    )
 
 
 def request_from_args(args: argparse.Namespace) -> ExportRequest:
@@ -63,6 +66,7 @@ def request_from_args(args: argparse.Namespace) -> ExportRequest:
         calib_size=args.calib_size,
         calib_max_mean=args.calib_max_mean,
         method=args.method,
+        qat_seconds=args.qat_seconds,
         budget_db=args.budget_db,
         verify_images=args.verify_images,
     )

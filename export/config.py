@@ -50,6 +50,7 @@ class ExportRequest:
     calib_max_mean: float | None = 0.25  # low-light frames only (RGB); None or 1.0 keeps every image
     verify_images: int = 4
     method: str = "ptq"  # ptq | qat
+    qat_seconds: float = 240.0  # QAT fine-tuning wall-clock budget
     budget_db: float | None = None  # None: the target's budget
     extra: dict = field(default_factory=dict)
 
@@ -65,6 +66,9 @@ class ExportRequest:
             raise UsageError(msg)
         if self.method not in ("ptq", "qat"):
             msg = f"--method {self.method!r} is unknown; choose ptq or qat"
+            raise UsageError(msg)
+        if not self.qat_seconds > 0:
+            msg = f"--qat-seconds must be positive, got {self.qat_seconds}"
             raise UsageError(msg)
         if self.calib_size is not None and self.calib_size < 1:
             msg = f"--calib-size must be at least 1, got {self.calib_size}"

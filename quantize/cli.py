@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resolution", type=parse_resolution, help="HxW (default: the target's, else the model's)")
     parser.add_argument("--weights", default="default", help="registered weights name or a .pth path")
     parser.add_argument("--eval", dest="eval_dir", type=Path, help="real images for the drift check")
+    parser.add_argument("--verify-images", type=int, default=4, help="eval images per drift check (default 4)")
     parser.add_argument("--out", type=Path, default=Path("artifacts"), help="output folder (default artifacts/)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -44,7 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         calib_size=args.calib_size,
         calib_max_mean=args.calib_max_mean,
         method=args.method,
+        qat_seconds=args.qat_seconds,
         budget_db=args.budget_db,
+        verify_images=args.verify_images,
     )
     manifest = export(request, progress=not args.quiet)
     print_summary(manifest)

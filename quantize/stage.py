@@ -74,6 +74,7 @@ class QuantizeStage(Stage):
             "runtime": ctx.target.runtime,
             "budget": budget_of(ctx),
             "method": ctx.request.method,
+            "qat_seconds": ctx.request.qat_seconds if ctx.request.method == "qat" else None,
             "calib": str(Path(ctx.request.calib_folder).resolve()),
             "calib_size": ctx.request.calib_size,
             "calib_max_mean": ctx.request.calib_max_mean,
@@ -94,7 +95,7 @@ class QuantizeStage(Stage):
         return write_outputs(ctx, plan, int8_model)
 
 
-def load_split(ctx: Context):
+def load_split(ctx: Context, resolution: tuple[int, int] | None = None):
     """Calibration frames and held-out validation frames (with FP32 references), disjoint."""
     import torch
 
@@ -104,7 +105,7 @@ def load_split(ctx: Context):
     calib = load_calibration(
         ctx.request.calib_folder,
         ctx.spec,
-        ctx.resolution,
+        resolution or ctx.resolution,
         size=size + VALIDATION_IMAGES,
         seed=0,
         max_mean=ctx.request.calib_max_mean,

@@ -122,3 +122,30 @@ def test_convs_fed_by_quantized_concats_count_as_int8() -> None:
     names = [op.get_friendly_name() for op in int8.get_ordered_ops() if op.get_type_name() == "Convolution"]
     assert len(names) == 3
     assert ptq.float_compute_ops(int8) == []  # all three INT8, the concat-fed one included
+
+
+def test_qat_trains_the_ptq_plan_and_reports_both_sides(tmp_path: Path) -> None:
+    """`--method qat` on the student at a small size: the QAT step is recorded, and the ship rule holds."""
+    manifest, folder = quantize(tmp_path, "iat_student", (64, 96), method="qat", qat_seconds=8.0)
+    plan = load_plan(folder / "precision_plan.yaml")
+    steps = [s for s in plan.search if s["step"].startswith("qat")]
+    assert len(steps) == 1, plan.reason
+    qat = steps[0]
+    assert qat["resolution"] == "64x96" and qat["steps"] > 0
+    assert qat["frames"]["re_exposed"]["views_per_frame"] == 2 and qat["train_frames"] == 2 * plan.calibration["images"]
+    assert qat["val_l1_after"] <= qat["val_l1_before"]  # the best state is kept
+    assert qat["gain_db"]["mean"] == round(qat["eval_qat"]["mean"] - qat["eval_ptq"]["mean"], 2)
+    shipped = "ir_int8" in {f["role"] for f in manifest["files"]}
+    assert shipped == (plan.decision == "int8")
+    if plan.decision == "int8" and "QAT INT8" in plan.reason:  # QAT shipped: it meets the budget and is no worse
+        assert plan.fidelity["eval"]["psnr_db"] == qat["eval_qat"]
+        assert plan.fidelity["eval"]["psnr_db"]["min"] >= 38 and qat["gain_db"]["mean"] >= 0
+    else:  # PTQ's decision stands, with why QAT did not ship
+        assert "QAT not" in plan.reason
+
+
+def test_qat_seconds_must_be_positive(tmp_path: Path) -> None:
+    from common.errors import UsageError
+
+    with pytest.raises(UsageError, match="--qat-seconds"):
+        ExportRequest(model="tinydce", method="qat", qat_seconds=0).validate()
