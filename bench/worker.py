@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -40,6 +39,7 @@ import numpy as np
 from bench.metrics import fps, latency_stats, summarize_fidelity
 from common.atomic import atomic_path, write_json
 from common.errors import DataError, LowlightError
+from common.memory import peak_rss_mb
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SPEC_KEYS = (
@@ -64,25 +64,6 @@ def rss_mb() -> float:
     import psutil
 
     return psutil.Process().memory_info().rss / 2**20
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process since it started, in MB.
-
-    Read from VmHWM in /proc/self/status: ru_maxrss is not usable in a subprocess, because Linux
-    carries the high-water mark across fork and exec, so a worker started by a parent holding
-    torch and a model would report at least the parent's size (measured: 341 MB for an 8 MB
-    child). ru_maxrss is the fallback where /proc is absent (KB on Linux, bytes on macOS).
-    """
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
 def _check_spec(spec: dict[str, Any]) -> None:

@@ -70,6 +70,7 @@ def build_manifest(ctx, records) -> dict:
         "opset": ctx.request.opset,
         "files": [asdict(r) for r in records],
         "notes": ctx.notes,
+        "stages": ctx.stage_runs,  # seconds and peak RSS of each stage run (process-wide, this host)
         "versions": versions(),
     }
 

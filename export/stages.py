@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -19,6 +20,7 @@ import numpy as np
 
 from common.atomic import write_json
 from common.hashing import hash_dict, sha256_file
+from common.memory import peak_rss_mb, reset_peak_rss
 from export.config import ExportRequest
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,7 @@ class Context:
         self.model_dir = Path(request.out) / target.name / request.model
         self.records: dict[str, FileRecord] = {}  # by role
         self.notes: list[str] = []
+        self.stage_runs: dict[str, dict] = {}  # by stage name: seconds and peak RSS, or reused
 
     def _target_resolution(self) -> tuple[int, int] | None:
         from export.config import parse_resolution
@@ -131,8 +134,18 @@ class Stage:
         cached = _load_stamp(stamp, key, ctx.model_dir)
         if cached is not None:
             log.info("%s: reusing outputs (key %s)", self.name, key)
+            ctx.stage_runs[self.name] = {"reused": True}
             return cached
+        reset = reset_peak_rss()
+        start = time.monotonic()
         records = self.run(ctx)
+        peak = round(peak_rss_mb())
+        ctx.stage_runs[self.name] = {
+            "seconds": round(time.monotonic() - start, 1),
+            "peak_rss_mb": peak,
+            "peak_rss_scope": "this stage" if reset else "the process so far",
+        }
+        log.info("%s: done in %.0f s, peak RSS %d MB", self.name, time.monotonic() - start, peak)
         write_json(stamp, {"key": key, "records": [asdict(r) for r in records]})
         return records
 

@@ -388,10 +388,10 @@ def test_worker_subprocess_tinydce(tmp_path):
 
 
 def test_peak_rss_of_a_child_is_its_own():
-    from bench.worker import peak_rss_mb
+    from common.memory import peak_rss_mb
 
     ballast = np.ones(64 * 2**20, np.float32)  # 256 MB held by this (parent) process
-    code = "from bench.worker import peak_rss_mb; print(peak_rss_mb())"
+    code = "from common.memory import peak_rss_mb; print(peak_rss_mb())"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert peak_rss_mb() > 256

@@ -30,14 +30,31 @@ def test_manifest_records_every_file_with_fidelity(tmp_path: Path) -> None:
     for f in manifest["files"]:
         assert (tmp_path / "x86-cpu" / "tinydce" / f["path"]).stat().st_size == f["bytes"]
         assert f["fidelity"]["psnr_db"]["min"] >= 60 and f["fidelity"]["nonfinite"] == 0
+    assert set(manifest["stages"]) == {"onnx", "simplify"}
+    for run_info in manifest["stages"].values():
+        assert run_info["peak_rss_mb"] > 50 and run_info["seconds"] >= 0
+
+
+def test_stage_peak_is_the_stages_own() -> None:
+    import numpy as np
+
+    from common.memory import peak_rss_mb, reset_peak_rss
+
+    ballast = np.ones(64 * 2**20, np.float32)  # 256 MB, then freed
+    del ballast
+    before = peak_rss_mb()
+    if not reset_peak_rss():
+        pytest.skip("this kernel does not allow resetting the peak RSS (/proc/self/clear_refs)")
+    assert peak_rss_mb() < before - 200
 
 
 def test_rerun_reuses_outputs_and_a_changed_input_rebuilds(tmp_path: Path) -> None:
     run(tmp_path, "tinydce", (48, 72))
     onnx_file = tmp_path / "x86-cpu" / "tinydce" / "tinydce.onnx"
     first = onnx_file.stat().st_mtime_ns
-    run(tmp_path, "tinydce", (48, 72))
+    again = run(tmp_path, "tinydce", (48, 72))
     assert onnx_file.stat().st_mtime_ns == first  # identical inputs: reused
+    assert again["stages"]["onnx"] == {"reused": True}
     manifest = run(tmp_path, "tinydce", (48, 96))
     assert onnx_file.stat().st_mtime_ns != first  # resolution changed: rebuilt
     assert manifest["input_shape"] == {"static": [1, 3, 48, 96]}
