@@ -148,7 +148,7 @@ def fp32_compiled_for_timing(ctx: Context):
         return ptq.compile_cpu(torch_ir, ctx.target.threads)
 
 
-def full_size_calibration(ctx: Context) -> list[np.ndarray]:
+def full_size_calibration(ctx: Context, size: int | None = None) -> list[np.ndarray]:
     """Calibration frames at the deployment size (no validation split: the plan is already chosen)."""
     from quantize.calibration import load_calibration
 
@@ -156,7 +156,7 @@ def full_size_calibration(ctx: Context) -> list[np.ndarray]:
         ctx.request.calib_folder,
         ctx.spec,
         ctx.resolution,
-        size=calibration_size(ctx),
+        size=size or calibration_size(ctx),
         seed=0,
         max_mean=ctx.request.calib_max_mean,
     )
@@ -233,6 +233,7 @@ def search(ctx: Context, budget: dict) -> tuple[PrecisionPlan, object | None]:
         floats, nodes, int8, psnrs = find_float_nodes(ctx, budget, plan)
         plan.fidelity["validation"] = ptq.summary(psnrs)
     else:  # search on a smaller export of the same model, then quantize the full frame with that plan
+        full_size_calibration(ctx, size=1)  # images too small for the full frame: fail now, not after the search
         request = dataclasses.replace(
             ctx.request, resolution=small, dynamic=False, verify_images=2, out=ctx.model_dir / ".search"
         )
