@@ -108,6 +108,19 @@ def preset_float_nodes(nodes: list[NodeInfo], preset: Preset, first: str | None)
     return chosen
 
 
+def execution_order(exported_onnx, simplified_onnx) -> list[tuple[str, str]]:
+    """Compute nodes (name, op) of the simplified graph, in the exporter's trace order.
+
+    onnxsim may reorder independent branches; the dynamo export keeps the order in which PyTorch
+    ran the ops, which is the order NNCF's torch graph lists them in.
+    """
+    import onnx
+
+    kept = {n.name for n in onnx.load(str(simplified_onnx), load_external_data=False).graph.node}
+    graph = onnx.load(str(exported_onnx), load_external_data=False).graph
+    return [(n.name, n.op_type) for n in graph.node if n.op_type in COMPUTE_OPS and n.name in kept]
+
+
 def ignored_scope(float_names: list[str], preset: Preset):
     """NNCF IgnoredScope (OpenVINO names) for float compute nodes and non-quantized op types."""
     import nncf

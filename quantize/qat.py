@@ -64,19 +64,6 @@ def torch_float_names(plan: PrecisionPlan, onnx_compute: list[tuple[str, str]], 
     return [name for name, _ in torch_compute if any(name.startswith(p) for p in prefixes)]
 
 
-def execution_order(exported_onnx, simplified_onnx) -> list[tuple[str, str]]:
-    """Compute nodes (name, op) of the simplified graph, in the exporter's trace order.
-
-    onnxsim may reorder independent branches; the dynamo export keeps the order in which PyTorch
-    ran the ops, which is the order NNCF's torch graph lists them in.
-    """
-    import onnx
-
-    kept = {n.name for n in onnx.load(str(simplified_onnx), load_external_data=False).graph.node}
-    graph = onnx.load(str(exported_onnx), load_external_data=False).graph
-    return [(n.name, n.op_type) for n in graph.node if n.op_type in ptq.COMPUTE_OPS and n.name in kept]
-
-
 def fold_batchnorm(model):
     """A copy with every Conv2d -> BatchNorm2d pair fused, as the ONNX/OpenVINO graph has it.
 
@@ -195,7 +182,7 @@ def train_qat(ctx: Context, plan: PrecisionPlan, resolution: tuple[int, int]) ->
     simplified = ctx.model_dir / ctx.records["simplified"].path
     teacher = ctx.module
     folded = fold_batchnorm(teacher)
-    float_names = torch_float_names(plan, execution_order(exported, simplified), folded, torch.from_numpy(train[0]))
+    float_names = torch_float_names(plan, ptq.execution_order(exported, simplified), folded, torch.from_numpy(train[0]))
     student = nncf.quantize(
         folded,
         nncf.Dataset([torch.from_numpy(a) for a in train]),

@@ -18,6 +18,7 @@ from export.verify import fidelity
 from quantize import ptq
 from quantize.plan import FloatNode, PrecisionPlan, save_plan
 from quantize.presets import preset_for
+from quantize.reduced import CROPS_PER_FRAME, quantize_from_crops
 
 log = logging.getLogger(__name__)
 
@@ -245,10 +246,17 @@ def search(ctx: Context, budget: dict) -> tuple[PrecisionPlan, object | None]:
         plan.fidelity["validation"] = {**ptq.summary(psnrs), "resolution": f"{small[0]}x{small[1]}"}
         del sctx
         preset = preset_for(ctx.spec.name)
-        calib = full_size_calibration(ctx)
-        int8 = ptq.quantize_ov(ov_model(ctx), calib, ptq.ignored_scope([f.name for f in floats], preset), preset)
-        plan.calibration["full_size_images"] = len(calib)
-        del calib
+        from_crops = quantize_from_crops(ctx, [f.name for f in floats], preset, small)
+        if from_crops is not None:
+            int8, count = from_crops
+            plan.calibration["full_size_images"] = count // CROPS_PER_FRAME
+            plan.calibration["ranges_from"] = f"{count} crops of {small[0]}x{small[1]} (see quantize/reduced.py)"
+        else:
+            calib = full_size_calibration(ctx)
+            int8 = ptq.quantize_ov(ov_model(ctx), calib, ptq.ignored_scope([f.name for f in floats], preset), preset)
+            plan.calibration["full_size_images"] = len(calib)
+            plan.calibration["ranges_from"] = "full-size frames"
+            del calib
         plan.search.append(
             {"step": f"plan applied at {ctx.resolution[0]}x{ctx.resolution[1]}", "float_nodes": len(floats)}
         )

@@ -1,0 +1,109 @@
+"""Calibrate INT8 ranges on crops, then apply them to the full frame: the stage's memory bound.
+
+NNCF collects statistics by running the model with an extra output at every quantizer, which
+keeps every activation of the frame alive: IAT at 1080x1920 peaked at 9.1 GB with 2 frames and
+19 GB in the stage (the issue's limit is 4 GB). INT8 ranges are per tensor or per channel, not
+per pixel, so they can be measured on crops of the full-size frames at their own scale (same
+noise, same local contrast) through a dynamic-H/W export of the same model, whose quantized IR
+is then reshaped to the deployment size. The result is checked like any other INT8 model: on the
+eval frames, at full size, against the PyTorch FP32 output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+
+from export.stages import Context
+from quantize import ptq
+from quantize.presets import Preset
+
+log = logging.getLogger(__name__)
+
+CROPS_PER_FRAME = 2
+
+
+def crops(frames: list[np.ndarray], size: tuple[int, int], multiple: int, seed: int = 0) -> list[np.ndarray]:
+    """CROPS_PER_FRAME seeded crops of ``size`` from each NCHW frame, offsets on the size multiple.
+
+    Keeping offsets on the model's size multiple keeps a Bayer mosaic's colour phase.
+    """
+    rng = np.random.default_rng(seed)
+    h, w = size
+    out = []
+    for frame in frames:
+        height, width = frame.shape[-2:]
+        for _ in range(CROPS_PER_FRAME):
+            top = int(rng.integers(0, height - h + 1)) // multiple * multiple
+            left = int(rng.integers(0, width - w + 1)) // multiple * multiple
+            out.append(np.ascontiguousarray(frame[..., top : top + h, left : left + w]))
+    return out
+
+
+def align_names(static: list[tuple[str, str]], dynamic: list[tuple[str, str]]) -> dict[str, str] | None:
+    """Static-graph compute node name -> the same node's name in the dynamic graph, or None.
+
+    Both exports trace the same ops in the same order, but the exporter numbers some nodes
+    differently when shapes are symbolic, so nodes are matched by position and op type.
+    """
+    if len(static) != len(dynamic) or any(a[1] != b[1] for a, b in zip(static, dynamic, strict=True)):
+        return None
+    return {a[0]: b[0] for a, b in zip(static, dynamic, strict=True)}
+
+
+def compute_nodes(simplified_onnx) -> list[tuple[str, str]]:
+    import onnx
+
+    graph = onnx.load(str(simplified_onnx), load_external_data=False).graph
+    return [(n.name, n.op_type) for n in graph.node if n.op_type in ptq.COMPUTE_OPS]
+
+
+def graph_mapping(ctx: Context, dctx: Context) -> dict[str, str] | None:
+    """Compute node names of ctx's simplified graph -> dctx's, or None if they do not align.
+
+    Matched by position in the simplified graphs (which hold onnxsim's fused nodes too), and
+    cross-checked against the exporter's trace order, which onnxsim cannot have reordered.
+    """
+    def files(c: Context):
+        return c.model_dir / c.records["onnx"].path, c.model_dir / c.records["simplified"].path
+
+    mapping = align_names(compute_nodes(files(ctx)[1]), compute_nodes(files(dctx)[1]))
+    traced = align_names(ptq.execution_order(*files(ctx)), ptq.execution_order(*files(dctx)))
+    if mapping is None or traced is None or any(mapping.get(k) != v for k, v in traced.items()):
+        return None
+    return mapping
+
+
+def quantize_from_crops(ctx: Context, float_names: list[str], preset: Preset, size: tuple[int, int]):
+    """(the full-size INT8 OpenVINO model, crops used), calibrated on crops of ``size``; or None.
+
+    None when the model's graph cannot take dynamic H/W or the two graphs do not align; the
+    caller then calibrates at full size.
+    """
+    from export.simplify import SimplifyOnnx
+    from export.to_onnx import ExportOnnx
+    from quantize.stage import full_size_calibration, ov_model
+
+    if not ctx.spec.dynamic_hw:
+        log.info("%s: calibrating at full size (%s)", ctx.spec.name, ctx.spec.dynamic_hw_reason)
+        return None
+    request = dataclasses.replace(
+        ctx.request, resolution=size, dynamic=True, verify_images=2, out=ctx.model_dir / ".calibrate"
+    )
+    dctx = Context(request, ctx.target)
+    for stage in (ExportOnnx(), SimplifyOnnx()):
+        for record in stage(dctx):
+            dctx.records[record.role] = record
+    mapping = graph_mapping(ctx, dctx)
+    if mapping is None:
+        log.warning("%s: static and dynamic graphs differ; calibrating at full size", ctx.spec.name)
+        return None
+    frames = full_size_calibration(ctx)
+    calib = crops(frames, size, ctx.spec.size_multiple)
+    del frames
+    scope = ptq.ignored_scope([mapping[name] for name in float_names], preset)
+    int8 = ptq.quantize_ov(ov_model(dctx), calib, scope, preset)
+    int8.reshape({int8.inputs[0]: list(ctx.input_shape)})
+    return int8, len(calib)
