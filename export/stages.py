@@ -134,7 +134,7 @@ class Stage:
         cached = _load_stamp(stamp, key, ctx.model_dir)
         if cached is not None:
             log.info("%s: reusing outputs (key %s)", self.name, key)
-            ctx.stage_runs[self.name] = {"reused": True}
+            ctx.stage_runs[self.name] = {"reused": True, **_stamp_run(stamp)}  # figures of the run that made them
             return cached
         reset = reset_peak_rss()
         start = time.monotonic()
@@ -146,8 +146,15 @@ class Stage:
             "peak_rss_scope": "this stage" if reset else "the process so far",
         }
         log.info("%s: done in %.0f s, peak RSS %d MB", self.name, time.monotonic() - start, peak)
-        write_json(stamp, {"key": key, "records": [asdict(r) for r in records]})
+        write_json(stamp, {"key": key, "records": [asdict(r) for r in records], "run": ctx.stage_runs[self.name]})
         return records
+
+
+def _stamp_run(stamp: Path) -> dict:
+    try:
+        return dict(json.loads(stamp.read_text()).get("run") or {})
+    except (OSError, json.JSONDecodeError, TypeError, ValueError):
+        return {}
 
 
 def _load_stamp(stamp: Path, key: str, root: Path) -> list[FileRecord] | None:
