@@ -11,7 +11,6 @@ eval frames, at full size, against the PyTorch FP32 output.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 import numpy as np
@@ -82,20 +81,12 @@ def quantize_from_crops(ctx: Context, float_names: list[str], preset: Preset, si
     None when the model's graph cannot take dynamic H/W or the two graphs do not align; the
     caller then calibrates at full size.
     """
-    from export.simplify import SimplifyOnnx
-    from export.to_onnx import ExportOnnx
-    from quantize.stage import full_size_calibration, ov_model
+    from quantize.stage import export_at, full_size_calibration, ov_model
 
     if not ctx.spec.dynamic_hw:
         log.info("%s: calibrating at full size (%s)", ctx.spec.name, ctx.spec.dynamic_hw_reason)
         return None
-    request = dataclasses.replace(
-        ctx.request, resolution=size, dynamic=True, verify_images=2, out=ctx.model_dir / ".calibrate"
-    )
-    dctx = Context(request, ctx.target)
-    for stage in (ExportOnnx(), SimplifyOnnx()):
-        for record in stage(dctx):
-            dctx.records[record.role] = record
+    dctx = export_at(ctx, size, dynamic=True, folder=".calibrate")
     mapping = graph_mapping(ctx, dctx)
     if mapping is None:
         log.warning("%s: static and dynamic graphs differ; calibrating at full size", ctx.spec.name)

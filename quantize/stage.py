@@ -221,13 +221,25 @@ def find_float_nodes(ctx: Context, budget: dict, plan: PrecisionPlan):
     return chosen, nodes, int8, psnrs
 
 
-def search(ctx: Context, budget: dict) -> tuple[PrecisionPlan, object | None]:
-    """Find the most-INT8 plan meeting the budget; returns the plan and the INT8 model (or None)."""
+def export_at(ctx: Context, resolution: tuple[int, int], dynamic: bool, folder: str) -> Context:
+    """A side export of ctx's model (ONNX and simplified ONNX) under model_dir/folder, as a Context."""
     import dataclasses
 
     from export.simplify import SimplifyOnnx
     from export.to_onnx import ExportOnnx
 
+    request = dataclasses.replace(
+        ctx.request, resolution=resolution, dynamic=dynamic, verify_images=2, out=ctx.model_dir / folder
+    )
+    side = Context(request, ctx.target)
+    for stage in (ExportOnnx(), SimplifyOnnx()):
+        for record in stage(side):
+            side.records[record.role] = record
+    return side
+
+
+def search(ctx: Context, budget: dict) -> tuple[PrecisionPlan, object | None]:
+    """Find the most-INT8 plan meeting the budget; returns the plan and the INT8 model (or None)."""
     plan = PrecisionPlan(ctx.spec.name, ctx.target.name, "fp32", "", budget)
     small = search_resolution(ctx)
     if small is None:
@@ -235,13 +247,7 @@ def search(ctx: Context, budget: dict) -> tuple[PrecisionPlan, object | None]:
         plan.fidelity["validation"] = ptq.summary(psnrs)
     else:  # search on a smaller export of the same model, then quantize the full frame with that plan
         full_size_calibration(ctx, size=1)  # images too small for the full frame: fail now, not after the search
-        request = dataclasses.replace(
-            ctx.request, resolution=small, dynamic=False, verify_images=2, out=ctx.model_dir / ".search"
-        )
-        sctx = Context(request, ctx.target)
-        for stage in (ExportOnnx(), SimplifyOnnx()):
-            for record in stage(sctx):
-                sctx.records[record.role] = record
+        sctx = export_at(ctx, small, dynamic=False, folder=".search")
         floats, nodes, _, psnrs = find_float_nodes(sctx, budget, plan)
         plan.fidelity["validation"] = {**ptq.summary(psnrs), "resolution": f"{small[0]}x{small[1]}"}
         del sctx
