@@ -134,30 +134,25 @@ class Stage:
         cached = _load_stamp(stamp, key, ctx.model_dir)
         if cached is not None:
             log.info("%s: reusing outputs (key %s)", self.name, key)
-            ctx.stage_runs[self.name] = {"reused": True, **_stamp_run(stamp)}  # figures of the run that made them
-            return cached
+            records, run = cached
+            ctx.stage_runs[self.name] = {"reused": True, **run}  # figures of the run that made them
+            return records
         reset = reset_peak_rss()
         start = time.monotonic()
         records = self.run(ctx)
-        peak = round(peak_rss_mb())
-        ctx.stage_runs[self.name] = {
+        run = {
             "seconds": round(time.monotonic() - start, 1),
-            "peak_rss_mb": peak,
+            "peak_rss_mb": round(peak_rss_mb()),
             "peak_rss_scope": "this stage" if reset else "the process so far",
         }
-        log.info("%s: done in %.0f s, peak RSS %d MB", self.name, time.monotonic() - start, peak)
-        write_json(stamp, {"key": key, "records": [asdict(r) for r in records], "run": ctx.stage_runs[self.name]})
+        ctx.stage_runs[self.name] = run
+        log.info("%s: done in %.0f s, peak RSS %d MB", self.name, run["seconds"], run["peak_rss_mb"])
+        write_json(stamp, {"key": key, "records": [asdict(r) for r in records], "run": run})
         return records
 
 
-def _stamp_run(stamp: Path) -> dict:
-    try:
-        return dict(json.loads(stamp.read_text()).get("run") or {})
-    except (OSError, json.JSONDecodeError, TypeError, ValueError):
-        return {}
-
-
-def _load_stamp(stamp: Path, key: str, root: Path) -> list[FileRecord] | None:
+def _load_stamp(stamp: Path, key: str, root: Path) -> tuple[list[FileRecord], dict] | None:
+    """(records, the run's time and peak RSS) if the stamp matches key and its files are intact."""
     if not stamp.is_file():
         return None
     try:
@@ -171,4 +166,4 @@ def _load_stamp(stamp: Path, key: str, root: Path) -> list[FileRecord] | None:
         file = root / record.path
         if not file.is_file() or file.stat().st_size != record.bytes or sha256_file(file) != record.sha256:
             return None
-    return records
+    return records, dict(data.get("run") or {})

@@ -52,13 +52,6 @@ def align_names(static: list[tuple[str, str]], dynamic: list[tuple[str, str]]) -
     return {a[0]: b[0] for a, b in zip(static, dynamic, strict=True)}
 
 
-def compute_nodes(simplified_onnx) -> list[tuple[str, str]]:
-    import onnx
-
-    graph = onnx.load(str(simplified_onnx), load_external_data=False).graph
-    return [(n.name, n.op_type) for n in graph.node if n.op_type in ptq.COMPUTE_OPS]
-
-
 def graph_mapping(ctx: Context, dctx: Context) -> dict[str, str] | None:
     """Compute node names of ctx's simplified graph -> dctx's, or None if they do not align.
 
@@ -68,7 +61,10 @@ def graph_mapping(ctx: Context, dctx: Context) -> dict[str, str] | None:
     def files(c: Context):
         return c.model_dir / c.records["onnx"].path, c.model_dir / c.records["simplified"].path
 
-    mapping = align_names(compute_nodes(files(ctx)[1]), compute_nodes(files(dctx)[1]))
+    def compute(c: Context):
+        return [(n.name, n.op) for n in ptq.graph_nodes(*files(c)) if n.op in ptq.COMPUTE_OPS]
+
+    mapping = align_names(compute(ctx), compute(dctx))
     traced = align_names(ptq.execution_order(*files(ctx)), ptq.execution_order(*files(dctx)))
     if mapping is None or traced is None or any(mapping.get(k) != v for k, v in traced.items()):
         return None
@@ -76,7 +72,7 @@ def graph_mapping(ctx: Context, dctx: Context) -> dict[str, str] | None:
 
 
 def quantize_from_crops(ctx: Context, float_names: list[str], preset: Preset, size: tuple[int, int]):
-    """(the full-size INT8 OpenVINO model, crops used), calibrated on crops of ``size``; or None.
+    """(the full-size INT8 OpenVINO model, what calibrated it), ranges from crops of ``size``; or None.
 
     None when the model's graph cannot take dynamic H/W or the two graphs do not align; the
     caller then calibrates at full size.
@@ -92,9 +88,10 @@ def quantize_from_crops(ctx: Context, float_names: list[str], preset: Preset, si
         log.warning("%s: static and dynamic graphs differ; calibrating at full size", ctx.spec.name)
         return None
     frames = full_size_calibration(ctx)
+    info = {"full_size_images": len(frames), "ranges_from": f"{len(frames) * CROPS_PER_FRAME} crops of {size[0]}x{size[1]}"}
     calib = crops(frames, size, ctx.spec.size_multiple)
     del frames
     scope = ptq.ignored_scope([mapping[name] for name in float_names], preset)
     int8 = ptq.quantize_ov(ov_model(dctx), calib, scope, preset)
     int8.reshape({int8.inputs[0]: list(ctx.input_shape)})
-    return int8, len(calib)
+    return int8, info

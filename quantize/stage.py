@@ -18,7 +18,7 @@ from export.verify import fidelity
 from quantize import ptq
 from quantize.plan import FloatNode, PrecisionPlan, save_plan
 from quantize.presets import preset_for
-from quantize.reduced import CROPS_PER_FRAME, quantize_from_crops
+from quantize.reduced import quantize_from_crops
 
 log = logging.getLogger(__name__)
 
@@ -254,9 +254,8 @@ def search(ctx: Context, budget: dict) -> tuple[PrecisionPlan, object | None]:
         preset = preset_for(ctx.spec.name)
         from_crops = quantize_from_crops(ctx, [f.name for f in floats], preset, small)
         if from_crops is not None:
-            int8, count = from_crops
-            plan.calibration["full_size_images"] = count // CROPS_PER_FRAME
-            plan.calibration["ranges_from"] = f"{count} crops of {small[0]}x{small[1]} (see quantize/reduced.py)"
+            int8, info = from_crops
+            plan.calibration.update(info)
         else:
             calib = full_size_calibration(ctx)
             int8 = ptq.quantize_ov(ov_model(ctx), calib, ptq.ignored_scope([f.name for f in floats], preset), preset)

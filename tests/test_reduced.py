@@ -46,8 +46,8 @@ def test_ranges_from_crops_hold_on_the_full_frame(tmp_path: Path) -> None:
     for stage in (ExportOnnx(), SimplifyOnnx()):
         for record in stage(ctx):
             ctx.records[record.role] = record
-    int8, count = quantize_from_crops(ctx, [], preset_for("tinydce"), (48, 72))
-    assert count == 4 * CROPS_PER_FRAME
+    int8, info = quantize_from_crops(ctx, [], preset_for("tinydce"), (48, 72))
+    assert info["ranges_from"] == f"{4 * CROPS_PER_FRAME} crops of 48x72"
     assert list(int8.inputs[0].get_partial_shape().to_shape()) == [1, 3, 96, 144]
     assert any(op.get_type_name() == "FakeQuantize" for op in int8.get_ops())
     compiled = ov.Core().compile_model(int8, "CPU")
