@@ -295,8 +295,7 @@ def decide(plan: PrecisionPlan, budget: dict, method: str = "INT8") -> None:
         plan.reason = f"{method} misses the budget on the eval images ({psnr['mean']}/{psnr['min']} dB)"
     elif speedup < MIN_SPEEDUP:
         plan.reason = (
-            f"{method} is not faster than FP32 on this host ({latency['int8']:.1f} vs {latency['fp32']:.1f} ms "
-            "median); the FP32 IR ships"
+            f"{method} is not faster than FP32 on this host ({latency['int8']:.1f} vs {latency['fp32']:.1f} ms median)"
         )
     else:
         plan.decision = "int8"
