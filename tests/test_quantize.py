@@ -150,3 +150,13 @@ def test_qat_seconds_must_be_positive(tmp_path: Path) -> None:
 
     with pytest.raises(UsageError, match="--qat-seconds"):
         ExportRequest(model="tinydce", method="qat", qat_seconds=0).validate()
+
+
+def test_range_init_frames_are_spread_and_bounded_by_pixels() -> None:
+    from quantize.qat import range_init_frames
+
+    frames = list(range(64))
+    assert range_init_frames(frames, (400, 600)) == list(range(0, 64, 4))  # 16 x 0.24 MP
+    assert range_init_frames(frames, (64, 96)) == frames  # small frames: all of them
+    assert range_init_frames(list(range(10)), (2000, 2000)) == [0, 2, 5, 7]  # never fewer than 4
+    assert range_init_frames([7, 8], (400, 600)) == [7, 8]
