@@ -4,7 +4,7 @@ A low-light model is deployed on frames far darker than most photo folders: ../s
 calibration set has a median mean level of 0.41, the eval set 0.04. Self-distillation needs no
 labels, so QAT can train on the frames the camera will really see: each calibration frame is
 re-exposed in linear light to a darker level, given shot and read noise, and stored in 8 bits
-like a real capture. Measured on the IAT student (400x600, all 48 eval images, same plan): QAT on
+like a real capture. Measured on the IAT student (2026-11-22, all 48 eval images, same plan): QAT on
 the calibration frames as they are gained little; on re-exposed frames it gained +1.9 dB mean,
 +2.7 dB min; and calibrating the fake-quantizer ranges on them was worth +5 dB on its own for
 the preset plan at 200x300.
