@@ -8,8 +8,11 @@ packages, so asking for them stays cheap and loads no runtime.
 Jetson memory and power: `TegrastatsSampler` runs ``tegrastats --interval N`` and parses each
 line (RAM used, the power rails such as VDD_IN). tegrastats does not print NvMap, so every
 sample also reads ``NvMapMemUsed`` from /proc/meminfo (GPU-mapped memory on the nvgpu stack,
-the field jetson_stats reads; absent on Thor's nvidia.ko stack). Only VDD_IN (total module
-input) is used for energy: summing the rails double-counts (jetson_stats#344).
+the field jetson_stats reads; absent on Thor's nvidia.ko stack). Energy uses the total input
+rail (VDD_IN, or POM_5V_IN on older L4T) where the board prints one: summing the rails beside it
+double-counts (jetson_stats#344). AGX Orin prints no total rail (VDD_GPU_SOC, VDD_CPU_CV,
+VIN_SYS_5V0, VDDQ_VDD2_1V8AO), so there power is the sum of every rail on the line, as
+jetson_stats does, and each sample and summary says which source it used.
 """
 
 from __future__ import annotations
@@ -315,10 +318,23 @@ class TegraSample:
 
     @property
     def power_in_mw(self) -> float | None:
-        """Current total input power (VDD_IN), None when the line has no input rail."""
+        """Current input power: the total input rail (VDD_IN / POM_5V_IN) where the line has one,
+        else the sum of every power rail on it (AGX Orin); None when the line has no rail at all."""
         for rail in INPUT_RAILS:
             if rail in self.rails_mw:
                 return self.rails_mw[rail][0]
+        if self.rails_mw:
+            return sum(current for current, _ in self.rails_mw.values())
+        return None
+
+    @property
+    def power_source(self) -> str | None:
+        """Where `power_in_mw` comes from: "VDD_IN", "sum of rails A+B+... (...)", or None."""
+        for rail in INPUT_RAILS:
+            if rail in self.rails_mw:
+                return rail
+        if self.rails_mw:
+            return f"sum of rails {'+'.join(self.rails_mw)} (board prints no total input rail)"
         return None
 
 
@@ -347,16 +363,19 @@ def parse_nvmap_mb(meminfo: str) -> float | None:
 def summarize_samples(
     samples: Sequence[TegraSample], start: float | None = None, end: float | None = None
 ) -> dict[str, Any]:
-    """Peak RAM/NvMap and VDD_IN power over samples taken within [start, end] (all when None).
+    """Peak RAM/NvMap and input power over samples taken within [start, end] (all when None).
 
     ``ram_*`` is system-wide used RAM: on a Jetson the GPU shares it, so the process's share is
     roughly peak minus baseline (the first sample). ``power_mean_mw`` averages the instantaneous
-    VDD_IN readings; energy over a window is power_mean_mw x seconds = mJ.
+    input power readings (`TegraSample.power_in_mw`); energy over a window is power_mean_mw x
+    seconds = mJ. ``power_source`` names where they came from (VDD_IN, or the sum of rails on a
+    board with no total rail); several sources, should the lines differ, are joined by "; ".
     """
     chosen = [s for s in samples if (start is None or s.t >= start) and (end is None or s.t <= end)]
     rams = [s.ram_used_mb for s in chosen if s.ram_used_mb is not None]
     nvmaps = [s.nvmap_mb for s in chosen if s.nvmap_mb is not None]
     powers = [p for s in chosen if (p := s.power_in_mw) is not None]
+    sources = list(dict.fromkeys(src for s in chosen if (src := s.power_source) is not None))
     return {
         "samples": len(chosen),
         "ram_baseline_mb": samples[0].ram_used_mb if samples else None,
@@ -364,6 +383,7 @@ def summarize_samples(
         "nvmap_peak_mb": max(nvmaps) if nvmaps else None,
         "power_mean_mw": sum(powers) / len(powers) if powers else None,
         "power_samples": len(powers),
+        "power_source": "; ".join(sources) if sources else None,
     }
 
 

@@ -41,6 +41,7 @@ _RUNTIME_OPTIONS: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
     "onnxruntime": {},
     "tensorrt": {
         "workspace_mb": ((int,), "builder workspace limit (build time)"),
+        "builder": ((str,), "rtx (TensorRT for RTX: builds without a GPU, runs on RTX/Ampere+) | tensorrt (build time)"),
         "dla_core": ((int, type(None)), "DLA core index, null = GPU (build time)"),
         "power_mode": ((str, type(None)), "expected `nvpmodel -q` mode on a Jetson, null = not checked"),
         "tegrastats_interval_ms": ((int, type(None)), "tegrastats sampling period, null = off"),
@@ -59,7 +60,8 @@ OPTION_KEYS = {runtime: {**keys, **TILING_OPTIONS} for runtime, keys in _RUNTIME
 
 # Options read by the export pipeline when it builds, and by the bench itself; neither kind is
 # passed to the runtime's load().
-BUILD_OPTIONS = frozenset({"workspace_mb", "dla_core"})
+BUILD_OPTIONS = frozenset({"workspace_mb", "dla_core", "builder"})
+CPU_RUNTIMES = ("openvino", "onnxruntime")  # the runtimes that take a CPU thread count
 BENCH_ONLY_OPTIONS = frozenset({"power_mode", "tegrastats_interval_ms", *TILING_OPTIONS})
 
 _TOP_KEYS = ("version", "targets")
@@ -173,7 +175,8 @@ class Target:
         a number so that the row, the runtime and the benchmark_app cross-check all use the same one.
         """
         opts = {k: v for k, v in self.options.items() if k not in BENCH_ONLY_OPTIONS | BUILD_OPTIONS}
-        opts["threads"] = self.resolved_threads()
+        if self.runtime in CPU_RUNTIMES:  # TensorRT runs on the GPU and refuses a threads option
+            opts["threads"] = self.resolved_threads()
         return opts
 
     def build_options(self) -> dict[str, Any]:
@@ -475,6 +478,7 @@ def _option_problem(key: str, value: Any) -> str:
         "hint": ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT"),
         "precision": ("f32", "f16", "bf16"),
         "compile": (True, False, "default", "reduce-overhead", "max-autotune"),
+        "builder": ("rtx", "tensorrt"),
     }
     if key in choices and value not in choices[key]:
         return "use one of " + ", ".join(str(c) for c in choices[key])

@@ -11,7 +11,7 @@ as .npy stacks, then runs ``python -m bench.worker SPEC.json OUT.json`` through
    (varied real input: a reused input lets caches flatter the numbers, users.md pain point 8);
 4. reads peak memory right after the timed runs, before anything is kept for fidelity:
    the process's peak RSS (VmHWM) on the CPU, GPU memory (NVML / cudaMemGetInfo) for a cuda device, and on a Jetson
-   the tegrastats RAM/NvMap peak and VDD_IN power (-> mJ per frame);
+   the tegrastats RAM/NvMap peak and input power (VDD_IN, or the sum of rails on AGX Orin) -> mJ per frame;
 5. runs each frame once more and compares the outputs with the references (bench.metrics).
 
 With ``tile`` in the spec every call above (cold start, warm-up, timed, fidelity) processes the
@@ -244,15 +244,20 @@ def _add_tegrastats(
         result["peak_mem_mb"] = whole["ram_peak_mb"] - whole["ram_baseline_mb"]
         result["peak_mem_source"] = "tegrastats RAM peak minus its value before load (system-wide)"
     power = window["power_mean_mw"]
+    source = window["power_source"]
     if power is not None:
         result["power_mean_mw"] = power
+        result["power_source"] = source
         result["energy_mj_per_frame"] = power * (end - start) / iterations  # mW x s = mJ
+        if source and source.startswith("sum of rails"):
+            notes.append(f"power is the {source}")
         if window["power_samples"] < 3:
             notes.append(
-                f"only {window['power_samples']} VDD_IN samples in the timed window: raise iterations for a steadier mJ/frame"
+                f"only {window['power_samples']} power samples ({source}) in the timed window: "
+                "raise iterations for a steadier mJ/frame"
             )
     else:
-        notes.append("no VDD_IN readings in the timed window: energy per frame not measured")
+        notes.append("no tegrastats power rail readings in the timed window: energy per frame not measured")
 
 
 def _device_index(device: str) -> int:

@@ -59,8 +59,11 @@ def collect(root: Path) -> Path:
     return out
 
 
-def verify(root: Path, expected_models: list[str] | None = None) -> dict:
-    """Raise CheckFailed unless every listed file exists with its sha256 and every model is present."""
+def verify(root: Path, expected_models: list[str] | dict[str, list[str]] | None = None) -> dict:
+    """Raise CheckFailed unless every listed file exists with its sha256 and every model is present.
+
+    ``expected_models``: the models every target must hold, or {target: models} per target.
+    """
     root = Path(root)
     manifest = json.loads((root / "MANIFEST.json").read_text())
     problems = []
@@ -70,8 +73,12 @@ def verify(root: Path, expected_models: list[str] | None = None) -> dict:
             problems.append(f"missing {f['path']}")
         elif sha256_file(file) != f["sha256"]:
             problems.append(f"sha256 mismatch {f['path']}")
+    if isinstance(expected_models, dict):
+        for target in sorted(set(expected_models) - set(manifest["models"])):
+            problems.append(f"{target}: no artifacts at all")
     for target, names in manifest["models"].items():
-        missing = sorted(set(expected_models or []) - set(names))
+        wanted = expected_models.get(target, []) if isinstance(expected_models, dict) else expected_models
+        missing = sorted(set(wanted or []) - set(names))
         if missing:
             problems.append(f"{target}: no artifacts for {', '.join(missing)}")
     if problems:

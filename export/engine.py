@@ -32,7 +32,7 @@ class BuildEngine(Stage):
             "shape": ctx.input_shape,
             "dynamic": ctx.request.dynamic,
             "versions": {k: versions()[k] for k in ("openvino", "onnxruntime")},
-            "trt": _trt_identity() if ctx.target.runtime == "tensorrt" else None,
+            "trt": _trt_identity(ctx) if ctx.target.runtime == "tensorrt" else None,
         }
 
     def run(self, ctx: Context) -> list[FileRecord]:
@@ -67,45 +67,131 @@ class BuildEngine(Stage):
         return [xml.fill_digest(ctx.model_dir), weights.fill_digest(ctx.model_dir)]
 
     def _tensorrt(self, ctx: Context) -> list[FileRecord]:
+        """One strongly typed engine per precision, built here (TensorRT-RTX needs no GPU).
+
+        fp32 builds the simplified ONNX, fp16 an FP16 ONNX made and gated here, int8 the QDQ
+        ONNX of the quantize stage (when INT8 shipped). Without a GPU the engine is not run: its
+        fidelity is the ONNX's in ONNX Runtime, and the record says so.
+        """
         from runtimes import get_backend
         from runtimes.base import BuildConfig
 
         backend = get_backend("tensorrt")
-        available, reason = backend.is_available()
+        flavour = (ctx.target.options or {}).get("builder") or "rtx"
+        available, reason = backend.is_available(flavour)
         if not available:
             note = (
                 f"TensorRT engine not built here ({reason}); the artifacts to build on the device are the "
-                "simplified ONNX (fp16) and the QDQ ONNX (int8) with `python -m export "
+                "FP16 ONNX / simplified ONNX and the QDQ ONNX (int8) with `python -m export "
                 f"{ctx.spec.name} --target {ctx.target.name}` run on the target"
             )
             ctx.notes.append(note)
             log.warning(note)
             return []
-        records = []
+        from runtimes.backend_tensorrt import gpu_present
+
+        plan = ctx.records.get("plan")
+        shape, profile = self._shapes(ctx)
+        records: list[FileRecord] = []
         for precision in ctx.target.precisions:
-            role = "qdq_onnx" if precision == "int8" and "qdq_onnx" in ctx.records else "simplified"
-            plan = ctx.records.get("plan")
+            if precision == "int8" and "qdq_onnx" not in ctx.records:
+                why = plan.notes[0] if plan and plan.notes else "no quantize stage ran"
+                ctx.notes.append(f"int8 engine not built: INT8 did not ship ({why})")
+                continue
+            if precision == "fp16":
+                fp16 = self._fp16_onnx(ctx)
+                if fp16 is None:
+                    continue
+                records.append(fp16)
+                source = fp16
+            else:
+                source = ctx.records["qdq_onnx" if precision == "int8" else "simplified"]
             config = BuildConfig(
                 precision=precision,
-                input_shape=None if ctx.request.dynamic else ctx.input_shape,
+                input_shape=shape,
+                profile=profile,
                 plan=ctx.model_dir / plan.path if plan else None,
+                workspace_mb=(ctx.target.options or {}).get("workspace_mb") or 2048,
                 dla_core=(ctx.target.options or {}).get("dla_core"),
+                flavour=flavour,
             )
-            artifact = backend.build(ctx.model_dir / ctx.records[role].path, config, ctx.model_dir / "tensorrt")
-            with backend.load(artifact.path, device=ctx.target.device) as runner:
-                fid = fidelity(run_frames(runner, ctx.frames()), ctx.references())
-            fid["runtime"] = "tensorrt"
-            record = FileRecord(_rel(ctx, artifact.path), self.name, precision, f"engine_{precision}", fidelity=fid)
+            artifact = backend.build(ctx.model_dir / source.path, config, ctx.model_dir / "tensorrt")
+            if gpu_present(ctx.target.device):
+                with backend.load(artifact.path, device=ctx.target.device) as runner:
+                    fid = fidelity(run_frames(runner, ctx.frames()), ctx.references())
+                fid["runtime"] = "tensorrt"
+                fid["numerics"] = "the engine on this GPU"
+            else:
+                fid = dict(source.fidelity or {})
+                fid["numerics"] = f"{source.path} in ONNX Runtime on this CPU; the engine itself was not run (no GPU here)"
+            notes = [f"built by {artifact.meta.get('builder')} from {source.path}", f"targets compute capability {artifact.meta.get('compute_capabilities')}"]
+            record = FileRecord(_rel(ctx, artifact.path), self.name, precision, f"engine_{precision}", fidelity=fid, notes=notes)
             sidecar = FileRecord(_rel(ctx, artifact.path) + ".json", self.name, precision, f"engine_{precision}_json")
             records += [record.fill_digest(ctx.model_dir), sidecar.fill_digest(ctx.model_dir)]
         return records
+
+    def _shapes(self, ctx: Context):
+        """(static input shape, None) or, for --dynamic, (None, a min/opt/max profile)."""
+        if not ctx.request.dynamic:
+            return ctx.input_shape, None
+        m = ctx.spec.size_multiple
+        h, w = ctx.resolution
+
+        def up(v: int) -> int:
+            return max(m, -(-v // m) * m)
+
+        n, c = ctx.input_shape[:2]
+        return None, {"min": (n, c, up(h // 4), up(w // 4)), "opt": ctx.input_shape, "max": (n, c, up(2 * h), up(2 * w))}
+
+    def _fp16_onnx(self, ctx: Context) -> FileRecord | None:
+        """The FP16 ONNX (plan's float nodes kept FP32), gated on the budget in ONNX Runtime."""
+        from common.atomic import atomic_path
+        from runtimes.backend_tensorrt import read_plan
+
+        plan = ctx.records.get("plan")
+        keep = read_plan(ctx.model_dir / plan.path)["float_nodes"] if plan else []
+        name = f"{ctx.spec.name}.fp16.onnx"
+        try:
+            with atomic_path(ctx.model_dir / name) as tmp:
+                info, fid = self._fp16_checked(ctx, tmp, keep)
+        except _Discard:
+            return None
+        fid["numerics"] = "ONNX Runtime on this CPU running the FP16 ONNX"
+        notes = [f"FP16 with FP32 I/O; {len(info['fp32_nodes'])} plan node(s) kept FP32"]
+        return FileRecord(name, self.name, "fp16", "fp16_onnx", fidelity=fid, notes=notes).fill_digest(ctx.model_dir)
+
+    def _fp16_checked(self, ctx: Context, tmp, keep: list[str]):
+        from export.fp16 import convert_to_fp16
+        from export.verify import verify_onnx
+
+        budget = ctx.target.budget
+        info = convert_to_fp16(ctx.model_dir / ctx.records["simplified"].path, tmp, keep)
+        fid = verify_onnx(tmp, ctx.frames(), ctx.references())
+        psnr = fid["psnr_db"]
+        if fid["nonfinite"] or psnr["mean"] < budget.psnr_mean_db or psnr["min"] < budget.psnr_min_db:
+            note = f"fp16 engine not built: the FP16 ONNX misses the budget in ONNX Runtime ({psnr['mean']}/{psnr['min']} dB)"
+            ctx.notes.append(note)
+            log.warning(note)
+            raise _Discard
+        return info, fid
+
+
+class _Discard(Exception):
+    """The FP16 ONNX missed the budget: leave no file, build no fp16 engine."""
 
 
 def _rel(ctx: Context, path) -> str:
     return path.resolve().relative_to(ctx.model_dir.resolve()).as_posix()
 
 
-def _trt_identity() -> str:
-    import importlib.util
+def _trt_identity(ctx: Context) -> str:
+    """The builder flavour and version (part of the key: another TensorRT rebuilds)."""
+    from common.errors import LowlightError
+    from runtimes.backend_tensorrt import import_trt
 
-    return "tensorrt present" if importlib.util.find_spec("tensorrt") else "tensorrt absent"
+    flavour = (ctx.target.options or {}).get("builder") or "rtx"
+    try:
+        trt = import_trt(flavour)
+    except LowlightError as err:
+        return f"{flavour} absent ({err})"
+    return f"{trt.__name__} {trt.__version__}"

@@ -221,6 +221,7 @@ def qat_stage(ctx: Context, budget: dict) -> list[FileRecord]:
     import torch
 
     from quantize.stage import (
+        cpu_timed,
         decide,
         fp32_compiled_for_timing,
         run_ov,
@@ -245,14 +246,17 @@ def qat_stage(ctx: Context, budget: dict) -> list[FileRecord]:
     int8_compiled = ptq.compile_cpu(int8, ctx.target.threads)
     after = fidelity(run_ov(int8_compiled, ctx.frames()), ctx.references())
     after["runtime"] = "openvino"
-    fp32_ms, int8_ms = ptq.paired_latency_ms(fp32_compiled_for_timing(ctx), int8_compiled, ctx.frames())
 
     before = ptq_plan.fidelity["eval"]["psnr_db"]
     gain = {k: round(after["psnr_db"][k] - before[k], 2) for k in ("mean", "min")}
     plan.search.append({"step": "qat (self-distillation) of the PTQ plan", **training, "eval_ptq": before,
                         "eval_qat": after["psnr_db"], "gain_db": gain})
     plan.fidelity = {**ptq_plan.fidelity, "eval_ptq": ptq_plan.fidelity["eval"], "eval": after}
-    plan.latency_ms = {"fp32": round(fp32_ms, 2), "int8": round(int8_ms, 2), "int8_over_fp32": round(int8_ms / fp32_ms, 3)}
+    if cpu_timed(ctx):
+        fp32_ms, int8_ms = ptq.paired_latency_ms(fp32_compiled_for_timing(ctx), int8_compiled, ctx.frames())
+        plan.latency_ms = {"fp32": round(fp32_ms, 2), "int8": round(int8_ms, 2), "int8_over_fp32": round(int8_ms / fp32_ms, 3)}
+    else:
+        plan.latency_ms = dict(ptq_plan.latency_ms)  # unmeasured for a GPU target, as PTQ's
     decide(plan, budget, method="QAT INT8")
     gain_text = f"QAT {gain['mean']:+} dB mean, {gain['min']:+} dB min vs PTQ on the eval images"
     if plan.decision == "int8" and ptq_plan.decision == "int8" and gain["mean"] < 0:

@@ -2,20 +2,78 @@
 
 The plan's float nodes and the preset's non-quantized op types become the ignored scope, so the
 QuantizeLinear/DequantizeLinear pairs sit exactly where the OpenVINO INT8 IR has FakeQuantize.
-Activations and weights are symmetric (PERFORMANCE preset), weights per channel, as TensorRT
-expects for explicit quantization.
+TensorRT takes signed symmetric INT8 only: weights come out of NNCF per-channel symmetric INT8
+with zero point 0 and bias unquantized, but NNCF writes UINT8 for non-negative activations (the
+input image, ReLU outputs), which TensorRT's parser reads as INT8 with the same scale, saturating
+every value above about half the range. ``to_signed_int8`` rewrites each such pair to INT8 with
+the scale that covers the same range (x 255/127), so nothing saturates.
 """
 
 from __future__ import annotations
 
+import numpy as np
+
 from common.atomic import atomic_path
+from common.errors import CheckFailed
 from export.stages import Context, FileRecord
 from export.verify import verify_onnx
 from quantize.plan import PrecisionPlan
 from quantize.presets import preset_for
 
+NOT_QUANTIZED_OPS = ("Mul", "Add", "Sub", "Div", "Pow", "MatMul", "Gemm")
 
-def write_qdq_onnx(ctx: Context, plan: PrecisionPlan) -> list[FileRecord]:
+
+def to_signed_int8(model) -> int:
+    """Rewrite UINT8 zero-point-0 Q/DQ pairs to INT8 (scale x 255/127) in place; how many tensors.
+
+    A non-zero UINT8 zero point (asymmetric) cannot be expressed as symmetric INT8: CheckFailed.
+    """
+    from onnx import TensorProto, numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    changed: set[str] = set()
+    q_outputs: set[str] = set()
+    for node in model.graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear") or len(node.input) < 3:
+            continue
+        zp_name, scale_name = node.input[2], node.input[1]
+        zp = inits.get(zp_name)
+        if zp is None or zp.data_type != TensorProto.UINT8:
+            continue
+        if np.any(numpy_helper.to_array(zp) != 0):
+            msg = f"{node.name}: asymmetric UINT8 quantization (zero point != 0) has no TensorRT INT8 equivalent; use NNCF's PERFORMANCE preset"
+            raise CheckFailed(msg)
+        if node.op_type == "QuantizeLinear":
+            q_outputs.add(node.output[0])
+        for name, convert in ((zp_name, lambda a: a.astype(np.int8)), (scale_name, lambda a: (a * (255.0 / 127.0)).astype(a.dtype))):
+            if name in changed:
+                continue
+            tensor = inits[name]
+            tensor.CopyFrom(numpy_helper.from_array(convert(numpy_helper.to_array(tensor)), name))
+            changed.add(name)
+    for info in model.graph.value_info:  # the quantized tensors' declared type follows the zero point
+        if info.name in q_outputs:
+            info.type.tensor_type.elem_type = TensorProto.INT8
+    return len([n for n in changed if inits[n].data_type == TensorProto.INT8])
+
+
+def qdq_summary(model) -> dict:
+    """Zero-point types and the Q/DQ count, read node by node (what the tests and manifest check)."""
+    from onnx import TensorProto
+
+    inits = {i.name: i for i in model.graph.initializer}
+    types: dict[str, int] = {}
+    pairs = 0
+    for node in model.graph.node:
+        if node.op_type == "QuantizeLinear":
+            pairs += 1
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2 and node.input[2] in inits:
+            name = TensorProto.DataType.Name(inits[node.input[2]].data_type)
+            types[name] = types.get(name, 0) + 1
+    return {"quantize_nodes": pairs, "zero_point_types": types}
+
+
+def write_qdq_onnx(ctx: Context, plan: PrecisionPlan, budget: dict) -> list[FileRecord]:
     import nncf
     import onnx
 
@@ -32,22 +90,34 @@ def write_qdq_onnx(ctx: Context, plan: PrecisionPlan) -> list[FileRecord]:
         seed=0,
         max_mean=ctx.request.calib_max_mean,
     )
-    types = sorted({op for op in ("Mul", "Add", "Sub", "Div", "Pow", "MatMul", "Gemm") if op not in preset.quantize_ops})
+    types = sorted({op for op in NOT_QUANTIZED_OPS if op not in preset.quantize_ops})
     scope = nncf.IgnoredScope(names=plan.float_names, types=types, validate=False)
     model = onnx.load(str(ctx.model_dir / ctx.records["simplified"].path))
+    input_name = model.graph.input[0].name
     quantized = nncf.quantize(
         model,
-        nncf.Dataset(calib.arrays),
+        nncf.Dataset(calib.arrays, lambda x: {input_name: x}),  # the ONNX backend feeds ONNX Runtime by name
         preset=nncf.QuantizationPreset.PERFORMANCE,
         subset_size=len(calib.arrays),
         ignored_scope=scope,
     )
+    rewritten = to_signed_int8(quantized)
     name = f"{ctx.spec.name}.int8.qdq.onnx"
     with atomic_path(ctx.model_dir / name) as tmp:
         onnx.save(quantized, str(tmp))
         fid = verify_onnx(tmp, ctx.frames(), ctx.references())
+        psnr = fid["psnr_db"]
+        if fid["nonfinite"] or psnr["mean"] < budget["psnr_mean_db"] or psnr["min"] < budget["psnr_min_db"]:
+            msg = (
+                f"the QDQ ONNX for {ctx.target.name} misses the budget in ONNX Runtime ({psnr['mean']}/{psnr['min']} dB "
+                f"vs {budget['psnr_mean_db']}/{budget['psnr_min_db']}); it was not kept"
+            )
+            raise CheckFailed(msg)
+    fid["numerics"] = "ONNX Runtime on this CPU running the QDQ ONNX, not the TensorRT engine on a GPU"
+    summary = qdq_summary(quantized)
     notes = [
-        "QDQ for TensorRT explicit quantization; ONNX Runtime fidelity shown, TensorRT's may differ slightly",
+        "QDQ for TensorRT explicit quantization: signed symmetric INT8, per-channel weights, bias float",
+        f"{rewritten} UINT8 activation quantizers rewritten to INT8 (scale x 255/127); zero points {summary['zero_point_types']}",
         f"plan: precision_plan.yaml ({len(plan.float_nodes)} float nodes)",
     ]
     return [FileRecord(name, "quantize", "int8", "qdq_onnx", fidelity=fid, notes=notes).fill_digest(ctx.model_dir)]

@@ -273,26 +273,40 @@ def search(ctx: Context, budget: dict) -> tuple[PrecisionPlan, object | None]:
     eval_result = fidelity(run_ov(int8_compiled, ctx.frames()), ctx.references())
     eval_result["runtime"] = "openvino"
     plan.fidelity["eval"] = eval_result
-    fp32_compiled = fp32_compiled_for_timing(ctx)
-    fp32_ms, int8_ms = ptq.paired_latency_ms(fp32_compiled, int8_compiled, ctx.frames())
-    del fp32_compiled
-    plan.latency_ms = {"fp32": round(fp32_ms, 2), "int8": round(int8_ms, 2), "int8_over_fp32": round(int8_ms / fp32_ms, 3)}
+    if cpu_timed(ctx):
+        fp32_compiled = fp32_compiled_for_timing(ctx)
+        fp32_ms, int8_ms = ptq.paired_latency_ms(fp32_compiled, int8_compiled, ctx.frames())
+        del fp32_compiled
+        plan.latency_ms = {"fp32": round(fp32_ms, 2), "int8": round(int8_ms, 2), "int8_over_fp32": round(int8_ms / fp32_ms, 3)}
+    else:
+        plan.latency_ms = {"unmeasured": f"{ctx.target.runtime} on {ctx.target.device}: a CPU runtime's timing says nothing about it; the bench on the device measures it"}
 
     decide(plan, budget)
     log.info("%s: %s (%s)", ctx.spec.name, plan.decision, plan.reason)
     return plan, int8 if plan.decision == "int8" else None
 
 
+def cpu_timed(ctx: Context) -> bool:
+    """Whether this host can time the target's runtime: CPU targets yes; GPU targets never here."""
+    return ctx.target.runtime in ("openvino", "onnxruntime")
+
+
 def decide(plan: PrecisionPlan, budget: dict, method: str = "INT8") -> None:
-    """The ship rule: INT8 only if it meets the budget on the eval images and is faster than FP32."""
+    """The ship rule: INT8 only if it meets the budget on the eval images and is faster than FP32.
+
+    For a GPU target (latency unmeasured here) the decision is on fidelity alone, and says so.
+    """
     result, latency = plan.fidelity["eval"], plan.latency_ms
     psnr = result["psnr_db"]
-    speedup = latency["fp32"] / latency["int8"]
+    speedup = latency["fp32"] / latency["int8"] if "fp32" in latency else None
     plan.decision = "fp32"
     if not plan.quantized_nodes:
         plan.reason = "no layer could stay INT8 within the budget"
     elif result["nonfinite"] or psnr["mean"] < budget["psnr_mean_db"] or psnr["min"] < budget["psnr_min_db"]:
         plan.reason = f"{method} misses the budget on the eval images ({psnr['mean']}/{psnr['min']} dB)"
+    elif speedup is None:
+        plan.decision = "int8"
+        plan.reason = f"{method} meets the budget; decided on fidelity alone (speed on the target is unmeasured here)"
     elif speedup < MIN_SPEEDUP:
         plan.reason = (
             f"{method} is not faster than FP32 on this host ({latency['int8']:.1f} vs {latency['fp32']:.1f} ms median)"
@@ -318,9 +332,16 @@ def write_outputs(ctx: Context, plan: PrecisionPlan, int8_model) -> list[FileRec
     if ctx.target.runtime == "openvino":
         records += save_int8_ir(ctx, int8_model, plan)
     elif ctx.target.runtime == "tensorrt":
+        from common.errors import CheckFailed
         from quantize.qdq import write_qdq_onnx
 
-        records += write_qdq_onnx(ctx, plan)
+        try:
+            records += write_qdq_onnx(ctx, plan, budget_of(ctx))
+        except CheckFailed as err:  # the QDQ ONNX itself decides: the float engine ships
+            plan.decision, plan.reason = "fp32", str(err)
+            save_plan(plan, plan_path)
+            records = [FileRecord(plan_path.name, "quantize", plan.decision, "plan", notes=[plan.reason])]
+            ctx.notes.append(f"INT8 not shipped: {plan.reason} (see precision_plan.yaml)")
     return [r.fill_digest(ctx.model_dir) if not r.sha256 else r for r in records]
 
 

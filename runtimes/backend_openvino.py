@@ -236,7 +236,7 @@ class OpenVinoBackend(Backend):
         if not model_file.is_file() or model_file.suffix.lower() != ".onnx":
             msg = f"ONNX file {model_file} does not exist or is not .onnx; export the model first (python -m export)"
             raise UsageError(msg)
-        foreign = [k for k in ("plan", "dla_core", "timing_cache") if getattr(config, k) is not None]
+        foreign = [k for k in ("plan", "dla_core", "flavour") if getattr(config, k) is not None]
         if foreign:
             msg = f"{', '.join(foreign)} are TensorRT build options that an OpenVINO build cannot use; drop them"
             raise UsageError(msg)

@@ -57,23 +57,27 @@ OPTIONS = ()  # the engine fixes everything; there is nothing to choose at load 
 
 
 def read_plan(path: Path | None) -> dict | None:
-    """The precision plan JSON: {"float_nodes": [ONNX node names], "float_precision": "fp32"|"fp16"}.
+    """The precision plan the quantize stage wrote (YAML; JSON is YAML too).
 
-    ``float_precision`` (default fp32) is what the float nodes are pinned to. ConfigError when
-    the file is missing or malformed.
+    ``float_nodes`` may be ONNX node names or the stage's records ({"name", "op", ...}); they are
+    returned as names. ConfigError when the file is missing or malformed.
     """
     if path is None:
         return None
+    import yaml
+
     path = Path(path)
     try:
-        plan = json.loads(path.read_text())
+        plan = yaml.safe_load(path.read_text())
     except FileNotFoundError as err:
         msg = f"precision plan {path} does not exist; pass the plan the quantize stage wrote"
         raise ConfigError(msg) from err
-    except (OSError, ValueError) as err:
-        msg = f"precision plan {path} is not valid JSON ({err}); regenerate it with python -m quantize"
+    except (OSError, yaml.YAMLError) as err:
+        msg = f"precision plan {path} is not valid YAML ({err}); regenerate it with python -m quantize"
         raise ConfigError(msg) from err
     nodes = plan.get("float_nodes") if isinstance(plan, dict) else None
+    if isinstance(nodes, list):
+        nodes = [n.get("name") if isinstance(n, dict) else n for n in nodes]
     if not isinstance(nodes, list) or not all(isinstance(n, str) for n in nodes):
         msg = f'precision plan {path} needs "float_nodes": a list of ONNX node names; regenerate it with python -m quantize'
         raise ConfigError(msg)
@@ -81,7 +85,7 @@ def read_plan(path: Path | None) -> dict | None:
     if precision not in FLOAT_PRECISIONS:
         msg = f'precision plan {path}: "float_precision" must be fp32 or fp16, got {precision!r}'
         raise ConfigError(msg)
-    return {**plan, "float_precision": precision}
+    return {**plan, "float_nodes": nodes, "float_precision": precision}
 
 
 def plan_tensors(plan: dict, onnx_file: Path) -> dict[str, list[str]]:
@@ -224,14 +228,51 @@ def dynamic_profile(network_dims: tuple[int, ...], config: BuildConfig) -> tuple
 
 # --- TensorRT and CUDA ----------------------------------------------------------------------
 
-_LOGGER: Any = None
+# The flavours this backend was written for: module name -> supported major versions.
+# TensorRT 10 (JetPack 6 ships 10.3) and 11, and TensorRT for RTX 1.x; all strongly typed.
+FLAVOURS: dict[str, tuple[int, ...]] = {"tensorrt_rtx": (1,), "tensorrt": (10, 11)}
+FLAVOUR_NAMES = {"rtx": "tensorrt_rtx", "tensorrt": "tensorrt"}
+DEFAULT_FLAVOUR = "rtx"  # what runs on a desktop RTX card, and the one that builds without a GPU
+RTX_DEFAULT_CCS = "8.0, 8.6, 8.9, 12.0 and later (TensorRT-RTX default)"
 
 
-def _trt_logger() -> Any:
-    """One process-wide TensorRT logger that forwards to logging and keeps the last errors."""
-    global _LOGGER
-    if _LOGGER is None:
-        import tensorrt as trt
+def import_trt(flavour: str = DEFAULT_FLAVOUR) -> Any:
+    """The TensorRT module of ``flavour`` (rtx | tensorrt); MissingRequirement naming the fix.
+
+    A version this backend was not written for is refused rather than half-used.
+    """
+    import importlib
+
+    if flavour not in FLAVOUR_NAMES:
+        msg = f"unknown TensorRT flavour {flavour!r}; choose rtx (TensorRT for RTX) or tensorrt"
+        raise UsageError(msg)
+    module = FLAVOUR_NAMES[flavour]
+    install = "pip install tensorrt-rtx-cu12" if flavour == "rtx" else "JetPack 6 on a Jetson, or NVIDIA's TensorRT 10/11 wheels"
+    try:
+        trt = importlib.import_module(module)
+    except ImportError as err:
+        msg = f"{module} is not importable ({err}); install it: {install}"
+        raise MissingRequirement(msg) from err
+    except Exception as err:  # e.g. OSError: one of its shared libraries is missing
+        msg = f"{module} fails to import ({type(err).__name__}: {err}); reinstall it: {install}"
+        raise MissingRequirement(msg) from err
+    version = str(getattr(trt, "__version__", "?"))
+    major = version.split(".")[0]
+    if not major.isdigit() or int(major) not in FLAVOURS[module]:
+        msg = f"{module} {version} is not a version this backend was written for ({module} {' or '.join(map(str, FLAVOURS[module]))}.x)"
+        raise MissingRequirement(msg)
+    if not hasattr(trt, "Builder"):
+        msg = f"{module} {version} is a lean/dispatch runtime without a builder; install the full package: {install}"
+        raise MissingRequirement(msg)
+    return trt
+
+
+_LOGGERS: dict[str, Any] = {}
+
+
+def _trt_logger(trt: Any) -> Any:
+    """One logger per TensorRT module that forwards to logging and keeps the last errors."""
+    if trt.__name__ not in _LOGGERS:
 
         class _Logger(trt.ILogger):
             def __init__(self) -> None:
@@ -247,52 +288,64 @@ def _trt_logger() -> Any:
                 else:
                     log.debug("TensorRT: %s", msg)
 
-        _LOGGER = _Logger()
-    return _LOGGER
+        _LOGGERS[trt.__name__] = _Logger()
+    return _LOGGERS[trt.__name__]
 
 
-def _last_errors() -> str:
-    errors = _trt_logger().errors
+def _last_errors(trt: Any) -> str:
+    errors = _trt_logger(trt).errors
     return errors[-1] if errors else "no error message (run with logging at DEBUG for the TensorRT log)"
 
 
-def runtime_identity(device: str = "cuda") -> dict[str, Any]:
-    """TensorRT version, GPU name and compute capability of ``device`` (needs tensorrt and CUDA)."""
-    import tensorrt as trt
+def gpu_present(device: str = "cuda") -> bool:
+    """Whether a CUDA GPU is usable from torch (running an engine needs one; building RTX does not)."""
     import torch
 
+    return bool(torch.cuda.is_available())
+
+
+def runtime_identity(device: str = "cuda", flavour: str = DEFAULT_FLAVOUR) -> dict[str, Any]:
+    """Builder module and version, and the GPU the engine is for.
+
+    TensorRT-RTX builds ahead of time for a set of compute capabilities, without a GPU, so its
+    identity names that set; TensorRT builds for the GPU it runs on (name and capability).
+    """
+    trt = import_trt(flavour)
+    ident = {"tensorrt": f"{trt.__name__} {trt.__version__}"}
+    if trt.__name__ == "tensorrt_rtx":
+        return {**ident, "gpu_name": "any supported (ahead-of-time build)", "compute_capability": RTX_DEFAULT_CCS}
+    import torch
+
+    if not torch.cuda.is_available():
+        msg = f"{trt.__name__} {trt.__version__} builds for the GPU it runs on and torch sees no CUDA GPU; build on the device, or use the rtx flavour"
+        raise MissingRequirement(msg)
     dev = torch.device(device)
     major, minor = torch.cuda.get_device_capability(dev)
-    return {
-        "tensorrt": trt.__version__,
-        "gpu_name": torch.cuda.get_device_name(dev),
-        "compute_capability": f"{major}.{minor}",
-    }
+    return {**ident, "gpu_name": torch.cuda.get_device_name(dev), "compute_capability": f"{major}.{minor}"}
 
 
-def _build_engine(onnx_file: Path, config: BuildConfig, plan: dict | None) -> tuple[bytes, dict[str, Any]]:
-    """Parse, configure and build; returns the serialized engine and notes for the sidecar."""
-    import tensorrt as trt
+def _build_engine(onnx_file: Path, config: BuildConfig, flavour: str) -> tuple[bytes, dict[str, Any]]:
+    """Parse a strongly typed network, configure and build; the engine bytes and sidecar notes.
 
-    logger = _trt_logger()
+    Precision lives in the ONNX (FP32, FP16 tensors, or Q/DQ pairs): no weak-typing API is used,
+    so the same code builds on TensorRT 10.3, TensorRT 11 and TensorRT-RTX.
+    """
+    trt = import_trt(flavour)
+    logger = _trt_logger(trt)
     logger.errors = []  # report this build's errors, not an earlier one's
-    notes: dict[str, Any] = {}
-    quantized = onnx_precision(onnx_file) == "int8"
-    if config.precision == "int8" and not quantized:
-        msg = f"precision int8 needs a Q/DQ ONNX (explicit quantization) and {onnx_file.name} has no Q/DQ nodes; run python -m quantize first"
+    found = onnx_precision(onnx_file)
+    if found != config.precision:
+        fix = {"int8": "the QDQ ONNX of the quantize stage", "fp16": "the FP16 ONNX (export stage engine)", "fp32": "the simplified ONNX"}[config.precision]
+        msg = f"{onnx_file.name} is a {found} ONNX and a strongly typed engine takes its precision from the ONNX; build precision {config.precision} from {fix}"
         raise UsageError(msg)
-    if quantized and config.precision != "int8":
-        msg = f"{onnx_file.name} is quantized (Q/DQ); build it with precision int8"
-        raise UsageError(msg)
-    float_tensors = plan_tensors(plan, onnx_file) if plan else {}
+    notes: dict[str, Any] = {"builder": f"{trt.__name__} {trt.__version__}", "typing": "strongly typed: precision from the ONNX tensors"}
 
     builder = trt.Builder(logger)
-    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if quantized else 0
-    network = builder.create_network(flags)  # TensorRT 10: explicit batch is the only mode
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_file)):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors)) or _last_errors()
-        msg = f"TensorRT {trt.__version__} cannot parse {onnx_file.name}: {errors}; simplify or re-export the ONNX (python -m export)"
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors)) or _last_errors(trt)
+        msg = f"{trt.__name__} {trt.__version__} cannot parse {onnx_file.name}: {errors}; simplify or re-export the ONNX (python -m export)"
         raise DataError(msg)
     if network.num_inputs != 1:
         msg = f"{onnx_file.name} has {network.num_inputs} inputs; runtimes builds single-image models with one NCHW input"
@@ -301,23 +354,9 @@ def _build_engine(onnx_file: Path, config: BuildConfig, plan: dict | None) -> tu
 
     bconf = builder.create_builder_config()
     bconf.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, config.workspace_mb << 20)
-    if quantized:
-        notes["typing"] = (
-            "strongly typed (Q/DQ placement sets the INT8 layers; the rest runs in the ONNX's float type)"
-        )
-        if plan:
-            notes["plan_enforcement"] = (
-                "the Q/DQ placement; layer precisions cannot be set in a strongly typed network"
-            )
-    else:
-        if config.precision == "fp16":
-            if not hasattr(trt.BuilderFlag, "FP16"):
-                msg = f"TensorRT {trt.__version__} has no BuilderFlag.FP16 (removed in TensorRT 11); use TensorRT 10 or an FP16 ONNX"
-                raise MissingRequirement(msg)
-            bconf.set_flag(trt.BuilderFlag.FP16)
-        if float_tensors:
-            notes.update(_pin_float_layers(network, bconf, float_tensors, plan["float_precision"]))
-
+    if hasattr(trt.BuilderFlag, "TF32"):
+        bconf.clear_flag(trt.BuilderFlag.TF32)  # on by default: "fp32" layers would run TF32 on Ampere+
+        notes["tf32"] = "off"
     shapes = dynamic_profile(tuple(tensor.shape), config)
     if shapes is not None:
         profile = builder.create_optimization_profile()
@@ -326,8 +365,8 @@ def _build_engine(onnx_file: Path, config: BuildConfig, plan: dict | None) -> tu
         notes["profile"] = {k: list(s) for k, s in zip(("min", "opt", "max"), shapes, strict=False)}
 
     if config.dla_core is not None:
-        if builder.num_DLA_cores == 0:
-            msg = "dla_core was given but this GPU has no DLA cores (DLA exists on Jetson Xavier/Orin); drop dla_core"
+        if trt.__name__ == "tensorrt_rtx" or builder.num_DLA_cores == 0:
+            msg = "dla_core was given but this builder/device has no DLA cores (DLA exists on Jetson Xavier/Orin with TensorRT); drop dla_core"
             raise MissingRequirement(msg)
         if config.dla_core >= builder.num_DLA_cores:
             msg = f"dla_core {config.dla_core} does not exist; this device has {builder.num_DLA_cores} DLA core(s)"
@@ -340,64 +379,13 @@ def _build_engine(onnx_file: Path, config: BuildConfig, plan: dict | None) -> tu
         bconf.set_flag(trt.BuilderFlag.GPU_FALLBACK)
         notes["dla"] = {"core": config.dla_core, "gpu_fallback": True}
 
-    cache_file = config.timing_cache
-    if cache_file is not None:
-        data = cache_file.read_bytes() if cache_file.is_file() else b""
-        cache = bconf.create_timing_cache(data)
-        if cache is None or not bconf.set_timing_cache(cache, False):  # another TensorRT or GPU: start afresh
-            log.warning("timing cache %s does not match this TensorRT/GPU; starting a new one", cache_file)
-            cache = bconf.create_timing_cache(b"")
-            bconf.set_timing_cache(cache, False)
-        notes["timing_cache"] = str(cache_file)
-
     start = time.perf_counter()
     serialized = builder.build_serialized_network(network, bconf)
     if serialized is None:
-        msg = f"TensorRT {trt.__version__} could not build {onnx_file.name}: {_last_errors()}"
+        msg = f"{trt.__name__} {trt.__version__} could not build {onnx_file.name}: {_last_errors(trt)}"
         raise MissingRequirement(msg)
     notes["build_s"] = round(time.perf_counter() - start, 3)
-    if cache_file is not None:
-        from common.atomic import atomic_path
-
-        with atomic_path(cache_file) as tmp:
-            tmp.write_bytes(bytes(bconf.get_timing_cache().serialize()))
     return bytes(serialized), notes
-
-
-def _pin_float_layers(
-    network: Any, bconf: Any, float_tensors: dict[str, list[str]], precision: str
-) -> dict[str, Any]:
-    """Set layer precision and output types for the plan's float nodes; report what matched."""
-    import tensorrt as trt
-
-    dtype = trt.float32 if precision == "fp32" else trt.float16
-    floats = (trt.float32, trt.float16)
-    names = set(float_tensors)
-    matched: set[str] = set()
-    pinned = 0
-    for i in range(network.num_layers):
-        layer = network.get_layer(i)
-        outputs = [layer.get_output(j) for j in range(layer.num_outputs)]
-        produced = {o.name for o in outputs}
-        hits = {n for n, outs in float_tensors.items() if n == layer.name or produced & set(outs)}
-        if not hits:
-            continue
-        if not all(o.dtype in floats for o in outputs):  # shape/index tensors keep their integer type
-            continue
-        layer.precision = dtype
-        for j in range(layer.num_outputs):
-            layer.set_output_type(j, dtype)
-        matched |= hits
-        pinned += 1
-    bconf.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-    unmatched = sorted(names - matched)
-    if unmatched:
-        log.warning(
-            "precision plan: %d float node(s) matched no TensorRT layer (folded or fused): %s",
-            len(unmatched),
-            unmatched[:5],
-        )
-    return {"plan_layers_pinned": pinned, "plan_float_precision": precision, "plan_unmatched": unmatched}
 
 
 _TORCH_DTYPES: dict[str, str] = {
@@ -422,23 +410,23 @@ def _torch_dtype(trt_dtype: Any) -> Any:
 class TensorRTRunner(Runner):
     backend = "tensorrt"
 
-    def __init__(self, path: Path, device: str, sidecar: dict | None) -> None:
-        import tensorrt as trt
+    def __init__(self, path: Path, device: str, sidecar: dict | None, flavour: str = DEFAULT_FLAVOUR) -> None:
         import torch
 
+        trt = import_trt(flavour)
+        self._trt = trt
         self._side = sidecar or {}
         super().__init__(device=device, precision=self._side.get("precision", "unknown"), source=str(path))
         self._device = torch.device(device)
-        _trt_logger().errors = []
-        self._runtime = trt.Runtime(_trt_logger())
-        dla = (self._side.get("fields") or {}).get("dla_core")
-        if dla is not None:
-            self._runtime.DLA_core = int(dla)
-        self._engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
+        _trt_logger(trt).errors = []
+        with torch.cuda.device(self._device):  # the runtime and engine live on the selected GPU
+            self._runtime = trt.Runtime(_trt_logger(trt))
+            dla = (self._side.get("fields") or {}).get("dla_core")
+            if dla is not None:
+                self._runtime.DLA_core = int(dla)
+            self._engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
         if self._engine is None:
-            msg = (
-                f"TensorRT {trt.__version__} cannot deserialize {path}: {_last_errors()}; rebuild the engine"
-            )
+            msg = f"{trt.__name__} {trt.__version__} cannot deserialize {path}: {_last_errors(trt)}; rebuild the engine"
             raise UsageError(msg)
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
@@ -483,7 +471,7 @@ class TensorRTRunner(Runner):
                 outs[name] = torch.empty(shape, dtype=self._dtypes[name], device=self._device)
                 self._context.set_tensor_address(name, outs[name].data_ptr())
             if not self._context.execute_async_v3(self._stream.cuda_stream):
-                msg = f"TensorRT execution failed: {_last_errors()}"
+                msg = f"TensorRT execution failed: {_last_errors(self._trt)}"
                 raise MissingRequirement(msg)
             result = outs[self._outputs[0]].float().cpu()  # copies on this stream, then waits for it
         self._stream.synchronize()
@@ -496,12 +484,12 @@ class TensorRTRunner(Runner):
         self._stream = None
 
     def _describe(self) -> dict[str, Any]:
-        import tensorrt as trt
         import torch
 
+        trt = self._trt
         fields = self._side.get("fields") or {}
         return {
-            "versions": {"tensorrt": trt.__version__, "torch": torch.__version__, "cuda": torch.version.cuda},
+            "versions": {trt.__name__: trt.__version__, "torch": torch.__version__, "cuda": torch.version.cuda},
             "gpu": torch.cuda.get_device_name(self._device),
             "compute_capability": "{}.{}".format(*torch.cuda.get_device_capability(self._device)),
             "engine_key": self._side.get("key"),
@@ -518,36 +506,20 @@ class TensorRTBackend(Backend):
     suffixes = (".engine", ".plan", ".trt")
     options = OPTIONS
 
-    def is_available(self) -> tuple[bool, str]:
+    def is_available(self, flavour: str = DEFAULT_FLAVOUR) -> tuple[bool, str]:
+        """Whether engines can be built here (the builder imports); running also needs a GPU."""
         try:
-            import tensorrt as trt
-        except ImportError as err:
-            return False, (
-                f"tensorrt is not importable ({err}); install TensorRT 10 (pip install tensorrt from NVIDIA's index, "
-                "or JetPack on Jetson)"
-            )
-        except Exception as err:  # e.g. OSError: a shared library of TensorRT is missing
-            return (
-                False,
-                f"tensorrt fails to import ({type(err).__name__}: {err}); check the TensorRT libraries",
-            )
-        version = getattr(trt, "__version__", "?")
-        if not version.split(".")[0].isdigit() or int(version.split(".")[0]) < 10:
-            return False, f"tensorrt {version} is too old; this backend uses the TensorRT 10 API"
-        if not hasattr(trt, "Builder"):
-            return False, f"tensorrt {version} is the lean runtime (no Builder); install the full TensorRT 10"
-        import torch
+            trt = import_trt(flavour)
+        except MissingRequirement as err:
+            return False, str(err)
+        run = "run: yes (CUDA GPU)" if gpu_present() else "run: no (needs a CUDA GPU; none here)"
+        if trt.__name__ == "tensorrt" and not gpu_present():
+            return False, f"tensorrt {trt.__version__}: build needs the target GPU and none is here; {run}"
+        return True, f"{trt.__name__} {trt.__version__}: build: yes; {run}"
 
-        if not torch.cuda.is_available():
-            return False, (
-                f"tensorrt {version} is here but torch.cuda.is_available() is False (torch {torch.__version__}, "
-                f"CUDA build {torch.version.cuda}); buffers are torch CUDA tensors: install a CUDA torch and a GPU driver"
-            )
-        ident = runtime_identity()
-        return (
-            True,
-            f"tensorrt {version}; {ident['gpu_name']} (compute {ident['compute_capability']}); torch CUDA {torch.version.cuda}",
-        )
+    def flavours(self) -> dict[str, tuple[bool, str]]:
+        """is_available() of each flavour, for `python -m runtimes list`."""
+        return {name: self.is_available(name) for name in FLAVOUR_NAMES}
 
     def build(self, model_file: Path, config: BuildConfig, out_dir: Path) -> Artifact:
         """``out_dir/<key>.engine`` (+ ``.engine.json``), reused when its sidecar matches."""
@@ -558,9 +530,9 @@ class TensorRTBackend(Backend):
         if config.threads is not None:
             msg = "threads sets OpenVINO's build-time compile check; a TensorRT build cannot use it: drop it"
             raise UsageError(msg)
-        plan = read_plan(config.plan)
-        self.require()
-        fields = engine_fields(model_file, config, runtime_identity())
+        read_plan(config.plan)  # a malformed plan fails here; its sha256 is part of the key
+        flavour = config.flavour or DEFAULT_FLAVOUR
+        fields = engine_fields(model_file, config, runtime_identity(flavour=flavour))
         path, problems = cached_engine(Path(out_dir), fields)
         if not problems:
             side = read_sidecar(path) or {}
@@ -570,12 +542,14 @@ class TensorRTBackend(Backend):
             )
         if path.is_file():
             log.warning("rebuilding %s: %s", path.name, "; ".join(problems))
-        data, notes = _build_engine(model_file, config, plan)
+        data, notes = _build_engine(model_file, config, flavour)
         meta = {
             "key": path.stem,
             "fields": fields,
             "onnx": str(model_file),
             "plan": str(config.plan) if config.plan else None,
+            "flavour": flavour,
+            "compute_capabilities": fields["compute_capability"],
             "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             **notes,
         }
@@ -596,18 +570,21 @@ class TensorRTBackend(Backend):
         if not device.startswith("cuda"):
             msg = f"TensorRT runs on a CUDA GPU: pass device 'cuda' or 'cuda:N', got {device!r}"
             raise UsageError(msg)
-        self.require()
         side = read_sidecar(path)
+        flavour = (side or {}).get("flavour") or DEFAULT_FLAVOUR
+        if not gpu_present(device):
+            msg = f"engine {path.name} needs a CUDA GPU to run and torch sees none here; run it on the target (python -m bench --target desktop-gpu)"
+            raise MissingRequirement(msg)
         if side is None:
             log.warning("%s has no sidecar JSON: cannot check its TensorRT version and GPU", path)
         else:
             problems = sidecar_mismatches(
-                side, runtime_identity(device), sha256_file(path), keys=RUNTIME_FIELDS
+                side, runtime_identity(device, flavour), sha256_file(path), keys=RUNTIME_FIELDS
             )
             if problems:
                 msg = f"engine {path.name} cannot run here: {'; '.join(problems)}; rebuild it on this machine (python -m export)"
                 raise UsageError(msg)
-        return TensorRTRunner(path, device, side)
+        return TensorRTRunner(path, device, side, flavour)
 
 
 BACKEND = TensorRTBackend()

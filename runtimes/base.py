@@ -59,7 +59,7 @@ class BuildConfig:
         threads: CPU threads for the build-time compile check (OpenVINO).
         workspace_mb: TensorRT builder workspace.
         dla_core: build for this DLA core (Jetson), with GPU fallback.
-        timing_cache: TensorRT timing cache file, read if present and written after the build.
+        flavour: TensorRT flavour, rtx | tensorrt (None: rtx).
         torch_fallback: returns the torch module, for OpenVINO when its ONNX frontend fails.
     """
 
@@ -70,7 +70,7 @@ class BuildConfig:
     threads: int | None = None
     workspace_mb: int = 2048
     dla_core: int | None = None
-    timing_cache: Path | None = None
+    flavour: str | None = None  # TensorRT: rtx (TensorRT for RTX, builds without a GPU) | tensorrt
     torch_fallback: Callable[[], torch.nn.Module] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -92,7 +92,10 @@ class BuildConfig:
         if self.dla_core is not None and (not isinstance(self.dla_core, int) or self.dla_core < 0):
             msg = f"dla_core must be a DLA core index (0 or 1 on Jetson Orin), got {self.dla_core!r}"
             raise UsageError(msg)
-        for name in ("plan", "timing_cache"):
+        if self.flavour not in (None, "rtx", "tensorrt"):
+            msg = f"unknown TensorRT flavour {self.flavour!r}; choose rtx or tensorrt"
+            raise UsageError(msg)
+        for name in ("plan",):
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, Path(value))
@@ -206,8 +209,11 @@ def onnx_precision(path: str | Path) -> str:
         "MatMulInteger",
     }:
         return "int8"
+    half = onnx.TensorProto.FLOAT16
     inputs = model.graph.input
-    if inputs and inputs[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16:
+    if inputs and inputs[0].type.tensor_type.elem_type == half:
+        return "fp16"
+    if any(t.data_type == half for t in model.graph.initializer):  # FP16 weights behind FP32 I/O
         return "fp16"
     return "fp32"
 

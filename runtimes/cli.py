@@ -54,8 +54,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "list":
         from runtimes import availability
 
+        from runtimes import get_backend
+
         for name, (ok, reason) in availability().items():
-            print(f"{name:12s} {'yes' if ok else 'no ':3s}  {reason}")
+            if name == "tensorrt":  # two flavours, each with what it can do here (build / run)
+                for flavour, (fok, freason) in get_backend(name).flavours().items():
+                    label = f"tensorrt[{flavour}]"
+                    print(f"{label:18s} {'yes' if fok else 'no ':3s}  {freason}")
+                continue
+            print(f"{name:18s} {'yes' if ok else 'no ':3s}  {reason}")
         return 0
     from runtimes.enhance import enhance
 

@@ -32,11 +32,37 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Real tegrastats lines: AGX Orin (issue 6 format), Orin Nano (jetson_stats#624), TX2-era without
 # units (FindHao/tx-utils#3), and a line whose last rail lost its unit (a tegrastats parser README).
+# AGX Orin prints no total input rail (no VDD_IN): its power is the sum of the rails it does print.
 ORIN_AGX = (
     "11-22-2026 10:00:00 RAM 3012/30536MB (lfb 7x4MB) SWAP 0/15268MB (cached 0MB) "
     "CPU [2%@729,1%@729,0%@729,0%@729,off,off,off,off,off,off,off,off] EMC_FREQ 0%@2133 GR3D_FREQ 0%@[0,0] "
     "VIC_FREQ 729 APE 174 CPU@44.5C Tboard@34C SOC2@41.062C Tdiode@36C SOC0@41.5C GPU@-256C tj@44.5C "
-    "VDD_GPU_SOC 3172mW/3172mW VDD_CPU_CV 396mW/396mW VIN_SYS_5V0 2426mW/2426mW VDD_IN 5967mW/5967mW"
+    "VDD_GPU_SOC 3172mW/3172mW VDD_CPU_CV 396mW/396mW VIN_SYS_5V0 2426mW/2426mW"
+)
+# One idle line per Orin board in the current L4T 36 format: AGX Orin (four rails, no total),
+# Orin Nano and Orin NX (VDD_IN is the total module input beside two sub-rails).
+ORIN_AGX_IDLE = (
+    "12-01-2026 10:00:00 RAM 3208/30536MB (lfb 6692x4MB) SWAP 0/15268MB (cached 0MB) "
+    "CPU [0%@729,0%@729,0%@729,0%@729,0%@729,0%@729,0%@729,0%@729] EMC_FREQ 0%@2133 GR3D_FREQ 0%@[0,0] "
+    "VIC_FREQ 729 APE 174 CPU@48.937C tboard@36C SOC2@45.25C tdiode@37.5C SOC0@45.156C GPU@44.5C "
+    "tj@48.937C SOC1@45.437C VDD_GPU_SOC 2390mW/2390mW VDD_CPU_CV 398mW/398mW VIN_SYS_5V0 2420mW/2420mW "
+    "VDDQ_VDD2_1V8AO 302mW/302mW"
+)
+AGX_SUM_SOURCE = (
+    "sum of rails VDD_GPU_SOC+VDD_CPU_CV+VIN_SYS_5V0+VDDQ_VDD2_1V8AO (board prints no total input rail)"
+)
+ORIN_NANO_IDLE = (
+    "12-01-2026 10:00:00 RAM 2000/7620MB (lfb 10x4MB) SWAP 0/3810MB (cached 0MB) "
+    "CPU [2%@1510,1%@1510,0%@1510,0%@1510,0%@1510,0%@1510] EMC_FREQ 0%@2133 GR3D_FREQ 0%@[624] "
+    "NVDEC off NVJPG off VIC off OFA off APE 200 cpu@48.5C soc2@47.9C soc0@48.2C gpu@48.6C tj@48.6C "
+    "soc1@48.1C VDD_IN 4954mW/4954mW VDD_CPU_GPU_CV 491mW/491mW VDD_SOC 1473mW/1473mW"
+)
+ORIN_NX_IDLE = (
+    "12-01-2026 10:00:00 RAM 2890/15656MB (lfb 3037x4MB) SWAP 0/7828MB (cached 0MB) "
+    "CPU [1%@1420,0%@1420,0%@1420,0%@1420,0%@1420,0%@1420,0%@1420,0%@1420] EMC_FREQ 0%@3199 "
+    "GR3D_FREQ 0%@[918] NVDEC off NVJPG off NVJPG1 off VIC off OFA off NVDLA0 off NVDLA1 off PVA0_FREQ off "
+    "APE 200 cpu@47.5C soc2@45.9C soc0@46.4C gpu@45.8C tj@47.5C soc1@46.1C "
+    "VDD_IN 5627mW/5627mW VDD_CPU_GPU_CV 1026mW/1026mW VDD_SOC 1562mW/1562mW"
 )
 ORIN_NANO = (
     "05-15-2025 18:30:28 RAM 6982/7620MB (lfb 5x1MB) SWAP 2640/16384MB (cached 202MB) "
@@ -169,11 +195,47 @@ def test_host_info_reads_versions_without_importing_runtimes():
 
 
 def test_parse_orin_agx_line():
+    """AGX Orin prints no VDD_IN: power is the sum of its rails, and the sample says so."""
     sample = parse_tegrastats_line(ORIN_AGX, t=1.0)
     assert (sample.ram_used_mb, sample.ram_total_mb, sample.swap_used_mb) == (3012, 30536, 0)
-    assert sample.power_in_mw == 5967
-    assert set(sample.rails_mw) == {"VDD_GPU_SOC", "VDD_CPU_CV", "VIN_SYS_5V0", "VDD_IN"}
+    assert set(sample.rails_mw) == {"VDD_GPU_SOC", "VDD_CPU_CV", "VIN_SYS_5V0"}
     assert sample.rails_mw["VDD_CPU_CV"] == (396, 396)
+    assert sample.power_in_mw == 3172 + 396 + 2426
+    assert sample.power_source == (
+        "sum of rails VDD_GPU_SOC+VDD_CPU_CV+VIN_SYS_5V0 (board prints no total input rail)"
+    )
+
+
+def test_parse_orin_agx_idle_line_sums_all_four_rails():
+    sample = parse_tegrastats_line(ORIN_AGX_IDLE)
+    assert (sample.ram_used_mb, sample.ram_total_mb) == (3208, 30536)
+    # temperatures (CPU@48.937C, GPU@44.5C, SOC0@...) and APE / VIC_FREQ are not rails
+    assert list(sample.rails_mw) == ["VDD_GPU_SOC", "VDD_CPU_CV", "VIN_SYS_5V0", "VDDQ_VDD2_1V8AO"]
+    assert sample.rails_mw["VDDQ_VDD2_1V8AO"] == (302, 302)
+    assert sample.power_in_mw == 5510  # 2390 + 398 + 2420 + 302
+    assert sample.power_source == AGX_SUM_SOURCE
+
+
+@pytest.mark.parametrize(
+    ("line", "ram", "total_mw"),
+    [(ORIN_NANO_IDLE, (2000, 7620), 4954), (ORIN_NX_IDLE, (2890, 15656), 5627)],
+    ids=["orin-nano", "orin-nx"],
+)
+def test_parse_orin_nano_and_nx_idle_lines_use_vdd_in(line, ram, total_mw):
+    """VDD_IN is the total module input there: the sub-rails beside it are not added on top."""
+    sample = parse_tegrastats_line(line)
+    assert (sample.ram_used_mb, sample.ram_total_mb) == ram
+    assert list(sample.rails_mw) == ["VDD_IN", "VDD_CPU_GPU_CV", "VDD_SOC"]  # no temperatures, APE, GR3D
+    assert sample.power_in_mw == total_mw
+    assert sample.power_source == "VDD_IN"
+    summary = summarize_samples([parse_tegrastats_line(line, t=float(t)) for t in range(3)])
+    assert summary["power_mean_mw"] == total_mw and summary["power_source"] == "VDD_IN"
+
+
+def test_parse_line_without_rails_has_no_power():
+    sample = parse_tegrastats_line("RAM 2000/7620MB (lfb 10x4MB) SWAP 0/3810MB (cached 0MB) cpu@48.5C")
+    assert sample.rails_mw == {} and sample.power_in_mw is None and sample.power_source is None
+    assert summarize_samples([sample])["power_source"] is None
 
 
 def test_parse_orin_nano_tx2_and_truncated_lines():
@@ -191,7 +253,7 @@ def test_parse_orin_nano_tx2_and_truncated_lines():
 def test_parse_nvmap_and_summary_window():
     assert parse_nvmap_mb(MEMINFO) == pytest.approx(805068 / 1024)
     assert parse_nvmap_mb("MemTotal: 1 kB\n") is None  # Thor / desktop: no NvMap field
-    samples = [parse_tegrastats_line(ORIN_AGX, t=float(t)) for t in range(5)]
+    samples = [parse_tegrastats_line(ORIN_NANO, t=float(t)) for t in range(5)]
     for i, sample in enumerate(samples):
         sample.rails_mw["VDD_IN"] = (1000.0 * (i + 1), 0.0)
         sample.ram_used_mb = 3000.0 + 10 * i
@@ -200,6 +262,40 @@ def test_parse_nvmap_and_summary_window():
     assert window["samples"] == 3 and window["power_mean_mw"] == pytest.approx(3000.0)
     assert window["ram_peak_mb"] == 3030.0 and window["ram_baseline_mb"] == 3000.0
     assert summarize_samples(samples)["nvmap_peak_mb"] == 104.0
+    assert window["power_source"] == "VDD_IN"
+
+
+def test_summary_of_agx_orin_samples_sums_rails():
+    samples = [parse_tegrastats_line(ORIN_AGX_IDLE, t=float(t)) for t in range(5)]
+    window = summarize_samples(samples, start=1.0, end=3.0)
+    assert window["power_samples"] == 3 and window["power_mean_mw"] == pytest.approx(5510.0)
+    assert window["power_source"] == AGX_SUM_SOURCE
+
+
+def test_worker_energy_per_frame_on_agx_orin_is_measured():
+    """_add_tegrastats on AGX Orin lines: mJ/frame from the rail sum, and the row says where from."""
+    from bench.worker import _add_tegrastats
+
+    samples = [parse_tegrastats_line(ORIN_AGX_IDLE, t=float(t)) for t in range(6)]
+    result: dict = {"rss_peak_mb": 100.0}
+    notes: list[str] = []
+    _add_tegrastats(result, samples, 1.0, 4.0, 10, notes)
+    assert result["power_mean_mw"] == pytest.approx(5510.0)
+    assert result["energy_mj_per_frame"] == pytest.approx(5510.0 * 3.0 / 10)  # mW x s / frames = mJ
+    assert result["power_source"] == AGX_SUM_SOURCE
+    assert not any("not measured" in n or "VDD_IN" in n for n in notes)
+    assert any(AGX_SUM_SOURCE in n for n in notes)
+
+
+def test_worker_energy_per_frame_on_orin_nano_uses_vdd_in():
+    from bench.worker import _add_tegrastats
+
+    samples = [parse_tegrastats_line(ORIN_NANO_IDLE, t=float(t)) for t in range(6)]
+    result: dict = {"rss_peak_mb": 100.0}
+    notes: list[str] = []
+    _add_tegrastats(result, samples, 1.0, 4.0, 10, notes)
+    assert result["energy_mj_per_frame"] == pytest.approx(4954.0 * 3.0 / 10)
+    assert result["power_source"] == "VDD_IN" and notes == []
 
 
 def test_tegrastats_sampler_runs_and_parses_a_subprocess(tmp_path):
@@ -338,6 +434,7 @@ def test_worker_jetson_power_and_memory_from_tegrastats(tmp_path, monkeypatch):
     result = run_worker(spec)
     window = result["tegrastats"]["timed_window"]
     assert window["power_samples"] >= 3 and window["power_mean_mw"] == pytest.approx(4000.0)
+    assert result["power_source"] == "VDD_IN"
     # 4000 mW over the timed window, shared by 6 frames: mW x s = mJ
     assert result["energy_mj_per_frame"] == pytest.approx(4000.0 * result["timed_total_s"] / 6, rel=0.3)
     assert result["energy_mj_per_frame"] >= 4000.0 * 0.03 * 0.9
