@@ -23,7 +23,6 @@ without it.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path

@@ -52,9 +52,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "list":
-        from runtimes import availability
-
-        from runtimes import get_backend
+        from runtimes import availability, get_backend
 
         for name, (ok, reason) in availability().items():
             if name == "tensorrt":  # two flavours, each with what it can do here (build / run)

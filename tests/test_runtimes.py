@@ -61,6 +61,8 @@ def _available(name: str) -> runtimes.Backend:
     ok, reason = backend.is_available()
     if not ok:
         pytest.skip(f"{name} not available: {reason}")
+    if name == "tensorrt" and not torch.cuda.is_available():
+        pytest.skip("TensorRT engines build here (tests/test_tensorrt_*.py) but running one needs a CUDA GPU")
     return backend
 
 
@@ -283,9 +285,15 @@ def test_openvino_tinydce_720p_bug(tmp_path: Path) -> None:
     model = models.get_model("tinydce")
     onnx_file = export_onnx(model, (1, 3, H, W), tmp_path / "tinydce_dyn.onnx", dynamic=True)
     shape = (1, 3, 720, 1280)
-    artifact = ov.build(
-        onnx_file, BuildConfig(input_shape=shape, torch_fallback=lambda: model), tmp_path / "ir"
-    )
+    try:
+        artifact = ov.build(
+            onnx_file, BuildConfig(input_shape=shape, torch_fallback=lambda: model), tmp_path / "ir"
+        )
+    except MissingRequirement as err:  # seen on AMD Zen 3 (AVX2): the torch-frontend IR fails as well
+        text = str(err)
+        assert "No suitable implementations found" in text and "torch fallback fails too" in text, text
+        assert "\n" not in text and not list((tmp_path / "ir").glob("*.xml"))  # one line, nothing left
+        return
     reason = artifact.meta.get("fallback")
     if reason is None:
         if not _has_avx512():
