@@ -155,5 +155,8 @@ def test_bad_requests_exit_2_with_one_line(
 def test_list_prints_every_backend(capsys) -> None:
     assert cli.main(["list"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in lines] == ["torch", "onnxruntime", "openvino", "tensorrt"]
+    names = [line.split()[0] for line in lines]
+    assert names == ["torch", "onnxruntime", "openvino", "tensorrt[rtx]", "tensorrt[tensorrt]"]
     assert lines[0].split()[1] == "yes"
+    rtx = lines[3]  # both TensorRT flavours, each with what it can do here
+    assert rtx.split()[1] == "yes" and "build: yes" in rtx and "run:" in rtx
