@@ -77,7 +77,7 @@ class BuildEngine(Stage):
         from runtimes.base import BuildConfig
 
         backend = get_backend("tensorrt")
-        flavour = (ctx.target.options or {}).get("builder") or "rtx"
+        flavour = _flavour(ctx)
         available, reason = backend.is_available(flavour)
         if not available:
             note = (
@@ -146,42 +146,44 @@ class BuildEngine(Stage):
     def _fp16_onnx(self, ctx: Context) -> FileRecord | None:
         """The FP16 ONNX (plan's float nodes kept FP32), gated on the budget in ONNX Runtime."""
         from common.atomic import atomic_path
+        from export.fp16 import convert_to_fp16
+        from export.verify import verify_onnx, within_budget
         from runtimes.backend_tensorrt import read_plan
 
         plan = ctx.records.get("plan")
         keep = read_plan(ctx.model_dir / plan.path)["float_nodes"] if plan else []
         name = f"{ctx.spec.name}.fp16.onnx"
+        budget = ctx.target.budget
         try:
-            with atomic_path(ctx.model_dir / name) as tmp:
-                info, fid = self._fp16_checked(ctx, tmp, keep)
-        except _Discard:
+            with atomic_path(ctx.model_dir / name) as tmp:  # an exception leaves no file behind
+                info = convert_to_fp16(ctx.model_dir / ctx.records["simplified"].path, tmp, keep)
+                fid = verify_onnx(tmp, ctx.frames(), ctx.references())
+                if not within_budget(fid, budget.psnr_mean_db, budget.psnr_min_db):
+                    raise _MissedBudget
+        except _MissedBudget:
+            psnr = fid["psnr_db"]
+            note = f"fp16 engine not built: the FP16 ONNX misses the budget in ONNX Runtime ({psnr['mean']}/{psnr['min']} dB)"
+            ctx.notes.append(note)
+            log.warning(note)
             return None
         fid["numerics"] = "ONNX Runtime on this CPU running the FP16 ONNX"
         notes = [f"FP16 with FP32 I/O; {len(info['fp32_nodes'])} plan node(s) kept FP32"]
         return FileRecord(name, self.name, "fp16", "fp16_onnx", fidelity=fid, notes=notes).fill_digest(ctx.model_dir)
 
-    def _fp16_checked(self, ctx: Context, tmp, keep: list[str]):
-        from export.fp16 import convert_to_fp16
-        from export.verify import verify_onnx
 
-        budget = ctx.target.budget
-        info = convert_to_fp16(ctx.model_dir / ctx.records["simplified"].path, tmp, keep)
-        fid = verify_onnx(tmp, ctx.frames(), ctx.references())
-        psnr = fid["psnr_db"]
-        if fid["nonfinite"] or psnr["mean"] < budget.psnr_mean_db or psnr["min"] < budget.psnr_min_db:
-            note = f"fp16 engine not built: the FP16 ONNX misses the budget in ONNX Runtime ({psnr['mean']}/{psnr['min']} dB)"
-            ctx.notes.append(note)
-            log.warning(note)
-            raise _Discard
-        return info, fid
-
-
-class _Discard(Exception):
-    """The FP16 ONNX missed the budget: leave no file, build no fp16 engine."""
+class _MissedBudget(Exception):
+    """Raised inside atomic_path so that a failed FP16 ONNX is not kept."""
 
 
 def _rel(ctx: Context, path) -> str:
     return path.resolve().relative_to(ctx.model_dir.resolve()).as_posix()
+
+
+def _flavour(ctx: Context) -> str:
+    """The target's TensorRT builder (option ``builder``), else the backend's default."""
+    from runtimes.backend_tensorrt import DEFAULT_FLAVOUR
+
+    return (ctx.target.options or {}).get("builder") or DEFAULT_FLAVOUR
 
 
 def _trt_identity(ctx: Context) -> str:
@@ -189,7 +191,7 @@ def _trt_identity(ctx: Context) -> str:
     from common.errors import LowlightError
     from runtimes.backend_tensorrt import import_trt
 
-    flavour = (ctx.target.options or {}).get("builder") or "rtx"
+    flavour = _flavour(ctx)
     try:
         trt = import_trt(flavour)
     except LowlightError as err:

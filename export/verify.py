@@ -66,6 +66,12 @@ def require(result: dict, stage: str, min_psnr_db: float | None = None, what: st
         raise CheckFailed(msg)
 
 
+def within_budget(result: dict, psnr_mean_db: float, psnr_min_db: float) -> bool:
+    """Whether a fidelity result is finite and meets a mean/min PSNR budget."""
+    psnr = result["psnr_db"]
+    return not result["nonfinite"] and psnr["mean"] >= psnr_mean_db and psnr["min"] >= psnr_min_db
+
+
 def other_resolutions(resolution: tuple[int, int], multiple: int) -> list[tuple[int, int]]:
     """Two further sizes, multiples of the model's size multiple, to prove a dynamic export."""
     h, w = resolution
