@@ -1,6 +1,6 @@
 import sys
 
 from bench.cli import main
-from common.cli import run_main
+from lowlight_edge.console import run_main
 
 sys.exit(run_main(main))

@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from common.errors import UsageError
+    from lowlight_edge.errors import UsageError
 
     if args.iterations is not None and args.iterations < 1:
         msg = f"--iterations must be at least 1, got {args.iterations}"

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from common.errors import CheckFailed, MissingRequirement
+from lowlight_edge.errors import CheckFailed, MissingRequirement
 
 TOLERANCE = 0.20
 _MEDIAN_RE = re.compile(r"Median:\s*([0-9.]+)\s*(ms|us|µs|s)\b")

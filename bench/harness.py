@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.targets import Target
+from lowlight_edge.targets import Target
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +43,12 @@ class BenchRequest:
 
 def run_bench(request: BenchRequest) -> tuple[list[dict], list[str]]:
     """Measure and write results.{json,md,png}; returns (rows, budget failures)."""
-    import models as zoo
     from bench.host import check_host, host_info
     from bench.report import budget_failures, write_results
     from bench.roofline import measure_host_limits
-    from bench.targets import get_target
-    from common.errors import UsageError
+    from lowlight_edge import zoo
+    from lowlight_edge.errors import UsageError
+    from lowlight_edge.targets import get_target
 
     target = get_target(request.target, request.targets_file)
     check_host(target)  # one line and exit 2 before anything is written
@@ -87,12 +87,12 @@ def run_bench(request: BenchRequest) -> tuple[list[dict], list[str]]:
 def bench_model(name, target: Target, threads: int, precisions, request: BenchRequest, work: Path, limits, host, bar) -> list[dict]:
     import torch
 
-    import models as zoo
     from bench.roofline import bytes_moved, count_flops, roofline_fraction, roofline_ms
     from bench.worker import run_in_subprocess
     from export.config import ExportRequest
     from export.pipeline import export
-    from quantize.calibration import eval_frames
+    from lowlight_edge import zoo
+    from lowlight_edge.datasets import eval_frames
 
     spec = zoo.get_spec(name)
     resolution = target.resolution_for(name, raw=spec.input_kind == "raw_bayer")
@@ -189,7 +189,7 @@ def artifact_job(manifest: dict, target: Target, precision: str, folder: Path):
 def crosscheck_row(xml: Path, threads: int, shape, p50: float, target: Target) -> dict:
     """Our p50 against OpenVINO's benchmark_app on the same IR, threads, hint and shape."""
     from bench.crosscheck import benchmark_app_p50, compare
-    from common.errors import LowlightError
+    from lowlight_edge.errors import LowlightError
 
     precision = target.load_options().get("precision")
     try:

@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from common.errors import MissingRequirement
+from lowlight_edge.errors import MissingRequirement
 
 if TYPE_CHECKING:
-    from bench.targets import Target
+    from lowlight_edge.targets import Target
 
 VERSION_PACKAGES = ("torch", "onnx", "onnxruntime", "openvino", "nncf", "numpy")
 TENSORRT_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-lean", "tensorrt_lean")

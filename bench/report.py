@@ -16,8 +16,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from common.atomic import write_json
-from common.errors import MissingRequirement
+from lowlight_edge.atomic import write_json
+from lowlight_edge.errors import MissingRequirement
 
 # The keys every row carries, in this order (issue 6); extras such as artifact, notes, error,
 # energy_mj_per_frame or flops follow them.

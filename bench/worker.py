@@ -12,7 +12,7 @@ as .npy stacks, then runs ``python -m bench.worker SPEC.json OUT.json`` through
 4. reads peak memory right after the timed runs, before anything is kept for fidelity:
    the process's peak RSS (VmHWM) on the CPU, GPU memory (NVML / cudaMemGetInfo) for a cuda device, and on a Jetson
    the tegrastats RAM/NvMap peak and input power (VDD_IN, or the sum of rails on AGX Orin) -> mJ per frame;
-5. runs each frame once more and compares the outputs with the references (bench.metrics).
+5. runs each frame once more and compares the outputs with the references (lowlight_edge.metrics).
 
 With ``tile`` in the spec every call above (cold start, warm-up, timed, fidelity) processes the
 whole frame in overlapping tiles, so latency is per full frame and memory is bounded by the tile.
@@ -36,10 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from bench.metrics import fps, latency_stats, summarize_fidelity
-from common.atomic import atomic_path, write_json
-from common.errors import DataError, LowlightError
-from common.memory import peak_rss_mb
+from lowlight_edge.atomic import atomic_path, write_json
+from lowlight_edge.errors import DataError, LowlightError
+from lowlight_edge.memory import peak_rss_mb
+from lowlight_edge.metrics import fps, latency_stats, summarize_fidelity
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SPEC_KEYS = (

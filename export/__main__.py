@@ -1,6 +1,6 @@
 import sys
 
-from common.cli import run_main
 from export.cli import main
+from lowlight_edge.console import run_main
 
 sys.exit(run_main(main))

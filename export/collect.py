@@ -10,9 +10,9 @@ import json
 import sys
 from pathlib import Path
 
-from common.atomic import write_json
-from common.errors import CheckFailed, DataError
-from common.hashing import sha256_file
+from lowlight_edge.atomic import write_json
+from lowlight_edge.errors import CheckFailed, DataError
+from lowlight_edge.hashing import sha256_file
 
 
 def collect(root: Path) -> Path:
@@ -97,6 +97,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from common.cli import run_main
+    from lowlight_edge.console import run_main
 
     sys.exit(run_main(main))

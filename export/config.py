@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.errors import UsageError
+from lowlight_edge.errors import UsageError
 
 STAGES = ("onnx", "simplify", "quantize", "engine")
 DEFAULT_OPSET = 20  # what torch 2.13's dynamo exporter emits natively

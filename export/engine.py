@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from export.stages import Context, FileRecord, Stage
+from export.core import Context, FileRecord, Stage
 from export.verify import fidelity, require, run_frames
 
 log = logging.getLogger(__name__)
@@ -145,9 +145,9 @@ class BuildEngine(Stage):
 
     def _fp16_onnx(self, ctx: Context) -> FileRecord | None:
         """The FP16 ONNX (plan's float nodes kept FP32), gated on the budget in ONNX Runtime."""
-        from common.atomic import atomic_path
         from export.fp16 import convert_to_fp16
         from export.verify import verify_onnx, within_budget
+        from lowlight_edge.atomic import atomic_path
         from runtimes.backend_tensorrt import read_plan
 
         plan = ctx.records.get("plan")
@@ -188,7 +188,7 @@ def _flavour(ctx: Context) -> str:
 
 def _trt_identity(ctx: Context) -> str:
     """The builder flavour and version (part of the key: another TensorRT rebuilds)."""
-    from common.errors import LowlightError
+    from lowlight_edge.errors import LowlightError
     from runtimes.backend_tensorrt import import_trt
 
     flavour = _flavour(ctx)

@@ -8,11 +8,11 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
-from common.atomic import write_json
-from common.hashing import sha256_bytes
+from lowlight_edge.atomic import write_json
+from lowlight_edge.hashing import sha256_bytes
 
 TOOLS = ("torch", "onnx", "onnxscript", "onnxsim", "onnxruntime", "openvino", "nncf", "numpy")
-_PACKAGES = ("models", "export", "quantize", "runtimes", "common")
+_PACKAGES = ("lowlight_edge", "export", "quantize", "runtimes")
 
 
 @lru_cache(maxsize=1)

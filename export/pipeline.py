@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 
 from export.config import STAGES, ExportRequest
-from export.stages import Context, FileRecord, Stage
+from export.core import Context, FileRecord, Stage
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +27,8 @@ def stages_for(until: str) -> list[Stage]:
 
 
 def export(request: ExportRequest, progress: bool = True) -> Path:
-    """Run the pipeline; returns the manifest path. Raises common.errors.* on user errors."""
-    from bench.targets import get_target
+    """Run the pipeline; returns the manifest path. Raises lowlight_edge.errors.* on user errors."""
+    from lowlight_edge.targets import get_target
 
     request.validate()
     target = get_target(request.target, request.targets_file)

@@ -6,10 +6,10 @@ built-in check is switched off (check_n=0) rather than run twice.
 
 from __future__ import annotations
 
-from common.atomic import atomic_path
-from common.errors import CheckFailed
-from export.stages import Context, FileRecord, Stage
+from export.core import Context, FileRecord, Stage
 from export.verify import verify_onnx_stage
+from lowlight_edge.atomic import atomic_path
+from lowlight_edge.errors import CheckFailed
 
 
 class SimplifyOnnx(Stage):

@@ -13,10 +13,10 @@ import io
 import logging
 from pathlib import Path
 
-from common.atomic import atomic_path
-from common.errors import UsageError
-from export.stages import Context, FileRecord, Stage
+from export.core import Context, FileRecord, Stage
 from export.verify import verify_onnx_stage
+from lowlight_edge.atomic import atomic_path
+from lowlight_edge.errors import UsageError
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from common.errors import CheckFailed
+from lowlight_edge.errors import CheckFailed
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +20,7 @@ FP32_MIN_PSNR_DB = 60.0  # a float stage must reproduce PyTorch to this (issue: 
 
 def fidelity(outputs: list[np.ndarray], references: list[np.ndarray]) -> dict:
     """PSNR (mean, min), max abs error and NaN/Inf count of outputs against references."""
-    from bench.metrics import psnr
+    from lowlight_edge.metrics import psnr
 
     psnrs, max_err, nonfinite = [], 0.0, 0
     for out, ref in zip(outputs, references, strict=True):

@@ -1,6 +1,6 @@
 import sys
 
-from common.cli import run_main
+from lowlight_edge.console import run_main
 from quantize.cli import main
 
 sys.exit(run_main(main))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.raw import srgb_to_linear
+from lowlight_edge.raw import srgb_to_linear
 
 # Mean sRGB levels drawn log-uniformly: from a night street (0.01) to dim indoor light (0.2).
 DARKEST_MEAN = 0.01
@@ -24,7 +24,7 @@ READ_NOISE = 1e-3  # standard deviation, linear units
 
 
 def linear_to_srgb(linear: np.ndarray) -> np.ndarray:
-    """The sRGB transfer function (IEC 61966-2-1), inverse of common.raw.srgb_to_linear."""
+    """The sRGB transfer function (IEC 61966-2-1), inverse of lowlight_edge.raw.srgb_to_linear."""
     linear = np.clip(linear, 0.0, 1.0)
     return np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * np.power(linear, 1 / 2.4) - 0.055).astype(np.float32)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from common.errors import ConfigError
+from lowlight_edge.errors import ConfigError
 
 
 @dataclass
@@ -43,7 +43,7 @@ class PrecisionPlan:
 def save_plan(plan: PrecisionPlan, path: str | Path) -> None:
     import yaml
 
-    from common.atomic import write_text
+    from lowlight_edge.atomic import write_text
 
     header = (
         f"# Precision plan for {plan.model} on {plan.target}: {plan.decision}.\n"

@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from export.stages import Context, FileRecord
+from export.core import Context, FileRecord
 from export.verify import fidelity
 from quantize import ptq
 from quantize.plan import PrecisionPlan

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.atomic import atomic_path
-from common.errors import CheckFailed
-from export.stages import Context, FileRecord
+from export.core import Context, FileRecord
 from export.verify import verify_onnx, within_budget
+from lowlight_edge.atomic import atomic_path
+from lowlight_edge.errors import CheckFailed
 from quantize.plan import PrecisionPlan
 from quantize.presets import preset_for
 
@@ -61,7 +61,7 @@ def write_qdq_onnx(ctx: Context, plan: PrecisionPlan, budget: dict) -> list[File
     import nncf
     import onnx
 
-    from quantize.calibration import load_calibration
+    from lowlight_edge.datasets import load_calibration
     from quantize.ptq import quiet_nncf
 
     quiet_nncf()

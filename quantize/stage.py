@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from common.errors import UsageError
-from export.stages import Context, FileRecord, Stage
+from export.core import Context, FileRecord, Stage
 from export.verify import fidelity
+from lowlight_edge.errors import UsageError
 from quantize import ptq
+from quantize.crops import quantize_from_crops
 from quantize.plan import FloatNode, PrecisionPlan, save_plan
 from quantize.presets import preset_for
-from quantize.reduced import quantize_from_crops
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def load_split(ctx: Context, resolution: tuple[int, int] | None = None):
     """Calibration frames and held-out validation frames (with FP32 references), disjoint."""
     import torch
 
-    from quantize.calibration import load_calibration
+    from lowlight_edge.datasets import load_calibration
 
     size = calibration_size(ctx)
     calib = load_calibration(
@@ -151,7 +151,7 @@ def fp32_compiled_for_timing(ctx: Context):
 
 def full_size_calibration(ctx: Context, size: int | None = None) -> list[np.ndarray]:
     """Calibration frames at the deployment size (no validation split: the plan is already chosen)."""
-    from quantize.calibration import load_calibration
+    from lowlight_edge.datasets import load_calibration
 
     calib = load_calibration(
         ctx.request.calib_folder,
@@ -332,7 +332,7 @@ def write_outputs(ctx: Context, plan: PrecisionPlan, int8_model) -> list[FileRec
     if ctx.target.runtime == "openvino":
         records += save_int8_ir(ctx, int8_model, plan)
     elif ctx.target.runtime == "tensorrt":
-        from common.errors import CheckFailed
+        from lowlight_edge.errors import CheckFailed
         from quantize.qdq import write_qdq_onnx
 
         try:
@@ -348,7 +348,7 @@ def write_outputs(ctx: Context, plan: PrecisionPlan, int8_model) -> list[FileRec
 def save_int8_ir(ctx: Context, int8_model, plan: PrecisionPlan) -> list[FileRecord]:
     import openvino as ov
 
-    from common.atomic import atomic_dir
+    from lowlight_edge.atomic import atomic_dir
 
     folder = ctx.model_dir / "openvino" / "int8"
     with atomic_dir(folder) as tmp:

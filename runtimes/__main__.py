@@ -2,7 +2,7 @@
 
 import sys
 
-from common.cli import run_main
+from lowlight_edge.console import run_main
 from runtimes import cli
 
 sys.exit(run_main(cli.main))

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from common.errors import DataError, MissingRequirement, UsageError
+from lowlight_edge.errors import DataError, MissingRequirement, UsageError
 from runtimes.base import Backend, Runner, artifact_path, check_options, onnx_precision, read_sidecar
 
 OPTIONS = ("threads", "providers")

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from common.errors import DataError, MissingRequirement, UsageError
+from lowlight_edge.errors import DataError, MissingRequirement, UsageError
 from runtimes.base import (
     Artifact,
     Backend,
@@ -230,7 +230,7 @@ class OpenVinoBackend(Backend):
         self.require()
         import openvino as ov
 
-        from common.hashing import sha256_file
+        from lowlight_edge.hashing import sha256_file
 
         model_file = Path(model_file)
         if not model_file.is_file() or model_file.suffix.lower() != ".onnx":

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from common.errors import ConfigError, DataError, MissingRequirement, UsageError
+from lowlight_edge.errors import ConfigError, DataError, MissingRequirement, UsageError
 from runtimes.base import (
     Artifact,
     Backend,
@@ -110,7 +110,7 @@ def engine_fields(onnx_file: Path, config: BuildConfig, identity: dict[str, Any]
 
     ``identity`` is the TensorRT version and GPU ({"tensorrt", "gpu_name", "compute_capability"}).
     """
-    from common.hashing import sha256_file
+    from lowlight_edge.hashing import sha256_file
 
     missing = [k for k in RUNTIME_FIELDS if k not in identity]
     if missing:
@@ -129,7 +129,7 @@ def engine_fields(onnx_file: Path, config: BuildConfig, identity: dict[str, Any]
 
 def engine_key(fields: dict[str, Any]) -> str:
     """24 hex digits of the sha256 of ``fields`` (sorted JSON): the engine's file name."""
-    from common.hashing import hash_dict
+    from lowlight_edge.hashing import hash_dict
 
     return hash_dict(fields, length=24)
 
@@ -167,7 +167,7 @@ def sidecar_mismatches(
 
 def cached_engine(out_dir: Path, fields: dict[str, Any]) -> tuple[Path, list[str]]:
     """(engine path for ``fields``, reasons it cannot be reused); no reasons = a usable cache hit."""
-    from common.hashing import sha256_file
+    from lowlight_edge.hashing import sha256_file
 
     path = Path(out_dir) / f"{engine_key(fields)}.engine"
     if not path.is_file():
@@ -181,8 +181,8 @@ def cached_engine(out_dir: Path, fields: dict[str, Any]) -> tuple[Path, list[str
 
 def write_engine(path: Path, data: bytes, meta: dict[str, Any], precision: str) -> Artifact:
     """Write the engine bytes (plain, loadable by trtexec) and then its sidecar, atomically each."""
-    from common.atomic import atomic_path
-    from common.hashing import sha256_bytes
+    from lowlight_edge.atomic import atomic_path
+    from lowlight_edge.hashing import sha256_bytes
 
     path = Path(path)
     sidecar_path(path).unlink(missing_ok=True)  # a crash in between leaves no sidecar, never a wrong one
@@ -561,7 +561,7 @@ class TensorRTBackend(Backend):
 
         An engine without a sidecar (e.g. from trtexec) loads with a warning, unchecked.
         """
-        from common.hashing import sha256_file
+        from lowlight_edge.hashing import sha256_file
 
         check_options(options, OPTIONS, self.name)
         path = artifact_path(artifact, self.name)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from common.errors import MissingRequirement, UsageError
+from lowlight_edge.errors import MissingRequirement, UsageError
 from runtimes.base import Backend, Runner
 
 OPTIONS = ("threads", "precision", "compile")
@@ -26,11 +26,11 @@ def _resolve(artifact: Any) -> tuple[Any, str, Any]:
     if isinstance(artifact, torch.nn.Module):
         return artifact, type(artifact).__name__, None
     if isinstance(artifact, str):
-        import models
+        from lowlight_edge import zoo
 
         name, _, weights = artifact.partition(":")
-        spec = models.get_spec(name)
-        module = models.get_model(name, weights=weights or "default")
+        spec = zoo.get_spec(name)
+        module = zoo.get_model(name, weights=weights or "default")
         return module, artifact, spec
     msg = f"torch backend loads an nn.Module or a zoo name like 'tinydce' or 'tinydce:default', got {type(artifact).__name__}"
     raise UsageError(msg)

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from common.errors import DataError, MissingRequirement, UsageError
-from common.images import IMAGE_SUFFIXES
+from lowlight_edge.errors import DataError, MissingRequirement, UsageError
+from lowlight_edge.images import IMAGE_SUFFIXES
 from runtimes import tiling
 from runtimes.tiling import owned_ranges as _owned  # noqa: F401 (tests import it from here)
 from runtimes.tiling import tile_starts
@@ -155,16 +155,16 @@ def _read(path: Path, contract: InputContract, amp: float | None, say: Callable[
     raw = path.suffix.lower() in RAW_SUFFIXES
     if raw:
         try:
-            from common.raw import read_raw
+            from lowlight_edge.raw import read_raw
         except ImportError as err:
-            msg = f"reading RAW files needs common.raw ({err}); install the project with its [raw] extra"
+            msg = f"reading RAW files needs lowlight_edge.raw ({err}); install the project with its [raw] extra"
             raise MissingRequirement(msg) from err
         plane, info = read_raw(path, amp=amp)
         for note in info.get("notes", []):
             say(f"{path.name}: {note}")
         image = plane[..., None].astype(np.float32)
     else:
-        from common.images import read_rgb
+        from lowlight_edge.images import read_rgb
 
         image = read_rgb(path)
     channels = contract.channels or (1 if contract.input_kind == "raw_bayer" else None)
@@ -189,7 +189,7 @@ def enhance_image(
     say: Callable[[str], None],
 ) -> np.ndarray:
     """Enhanced HxWx3 float32 for one HxWxC image, tiling/resizing/cropping as the contract needs."""
-    from common.images import from_nchw, to_nchw
+    from lowlight_edge.images import from_nchw, to_nchw
 
     height, width = image.shape[:2]
     raw = image.shape[2] == 1
@@ -263,7 +263,7 @@ def enhance(
         overlap: tile overlap in px; None picks min(32, tile side / 4).
         say: where progress lines go (stdout by default).
     """
-    from common.images import write_png
+    from lowlight_edge.images import write_png
     from runtimes import backend_for, get_backend
 
     if mode is not None and mode not in MODES:
@@ -272,9 +272,9 @@ def enhance(
     name = backend or backend_for(artifact)
     found: dict[str, Any] = {}
     if name == "torch" and not Path(artifact).is_file():
-        import models
+        from lowlight_edge import zoo
 
-        spec = models.get_spec(str(artifact).partition(":")[0])
+        spec = zoo.get_spec(str(artifact).partition(":")[0])
         found = {"size_multiple": spec.size_multiple, "input_kind": spec.input_kind}
         target: Any = str(artifact)
     else:

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from common.errors import UsageError
+from lowlight_edge.errors import UsageError
 
 # Overlap in px at which tiled and full-frame outputs agree to >= 50 dB (measured, see above).
 DEFAULT_OVERLAP: dict[str, int] = {"llpacknet": 128}
@@ -133,7 +133,7 @@ def run_tiled(
 
 def seam_psnr(full: np.ndarray, tiled: np.ndarray) -> float:
     """PSNR (dB, data range 1, capped at 99) of a tiled output against the full-frame one."""
-    from bench.metrics import psnr
+    from lowlight_edge.metrics import psnr
 
     return psnr(tiled, full)
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from common.errors import CheckFailed
 from export.collect import collect, verify
+from lowlight_edge.errors import CheckFailed
 
 
 @pytest.fixture
@@ -19,9 +19,9 @@ def artifacts(request: pytest.FixtureRequest) -> Path:
 
 
 def test_manifest_complete(artifacts: Path) -> None:
-    import models
+    from lowlight_edge import zoo
 
-    everything = models.list_models()
+    everything = zoo.list_models()
     manifest = verify(artifacts, expected_models={"x86-cpu": everything, "desktop-gpu": everything})
     stages = {f["stage"] for f in manifest["files"]}
     assert {"onnx", "simplify", "engine"} <= stages

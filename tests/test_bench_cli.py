@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main as bench_main
-from common.cli import run_main
+from lowlight_edge.console import run_main
 
 TINY_TARGET = """
 version: 1

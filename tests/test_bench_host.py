@@ -25,8 +25,8 @@ from bench.host import (
     parse_tegrastats_line,
     summarize_samples,
 )
-from bench.targets import Target, get_target
-from common.errors import MissingRequirement
+from lowlight_edge.errors import MissingRequirement
+from lowlight_edge.targets import Target, get_target
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -457,11 +457,11 @@ def _tinydce_ready() -> str:
 def test_worker_subprocess_tinydce(tmp_path):
     import torch
 
-    import models
     from bench.worker import run_in_subprocess
+    from lowlight_edge import zoo
 
     frames = np.random.default_rng(1).uniform(0, 0.3, (2, 3, 32, 48)).astype(np.float32)
-    module = models.get_model("tinydce")
+    module = zoo.get_model("tinydce")
     with torch.inference_mode():
         refs = np.concatenate([module(torch.from_numpy(f[None])).numpy() for f in frames])
     np.save(tmp_path / "frames.npy", frames)
@@ -485,10 +485,10 @@ def test_worker_subprocess_tinydce(tmp_path):
 
 
 def test_peak_rss_of_a_child_is_its_own():
-    from common.memory import peak_rss_mb
+    from lowlight_edge.memory import peak_rss_mb
 
     ballast = np.ones(64 * 2**20, np.float32)  # 256 MB held by this (parent) process
-    code = "from common.memory import peak_rss_mb; print(peak_rss_mb())"
+    code = "from lowlight_edge.memory import peak_rss_mb; print(peak_rss_mb())"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert peak_rss_mb() > 256

@@ -8,7 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from bench.metrics import (
+from bench.report import ROW_KEYS, budget_failures, fill_speedups, render_markdown, write_results
+from bench.roofline import bytes_moved, count_flops, measure_host_limits, roofline_fraction, roofline_ms
+from lowlight_edge.metrics import (
     PSNR_CAP_DB,
     fps,
     gaussian_window_1d,
@@ -19,8 +21,6 @@ from bench.metrics import (
     ssim,
     summarize_fidelity,
 )
-from bench.report import ROW_KEYS, budget_failures, fill_speedups, render_markdown, write_results
-from bench.roofline import bytes_moved, count_flops, measure_host_limits, roofline_fraction, roofline_ms
 
 BUDGET = {"psnr_mean_db": 40.0, "psnr_min_db": 38.0}
 

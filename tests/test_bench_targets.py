@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.targets import Budget, Target, get_target, load_targets, parse_resolution
-from common.errors import ConfigError, UsageError
+from lowlight_edge.errors import ConfigError, UsageError
+from lowlight_edge.targets import Budget, Target, get_target, load_targets, parse_resolution
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -106,25 +106,25 @@ def test_load_options_hold_threads_and_leave_out_bench_and_build_keys():
 
 
 def test_lowmem_target_runs_llpacknet_tiled_within_its_memory_limit():
-    import models
+    from lowlight_edge import zoo
     from runtimes.tiling import ACTIVATION_BYTES_PER_PX, DEFAULT_OVERLAP
 
     lowmem = get_target("x86-cpu-lowmem")
     assert not {"tile", "max_memory_mb"} & set(lowmem.load_options())  # bench-only, never given to load()
-    th, tw, overlap = lowmem.tiling_for(models.get_spec("llpacknet"), (2848, 4256))
+    th, tw, overlap = lowmem.tiling_for(zoo.get_spec("llpacknet"), (2848, 4256))
     assert (th, tw) != (2848, 4256) and th % 16 == 0 and tw % 16 == 0
     assert th * tw * ACTIVATION_BYTES_PER_PX["llpacknet"] <= lowmem.options["max_memory_mb"] * 2**20
     assert overlap == DEFAULT_OVERLAP["llpacknet"]
-    assert get_target("x86-cpu").tiling_for(models.get_spec("llpacknet"), (2848, 4256)) is None
+    assert get_target("x86-cpu").tiling_for(zoo.get_spec("llpacknet"), (2848, 4256)) is None
 
 
 def test_tile_option_is_checked_when_loaded_and_against_the_model(tmp_path):
-    import models
+    from lowlight_edge import zoo
 
     def with_option(option: str) -> str:
         return VALID.replace("      hint: LATENCY\n", f"      hint: LATENCY\n      {option}\n")
 
-    spec = models.get_spec("llpacknet")
+    spec = zoo.get_spec("llpacknet")
     target = load_targets(write(tmp_path, with_option("tile: 256x384")))["cpu-test"]
     assert target.tiling_for(spec, (512, 768)) == (256, 384, 128)
     assert target.tiling_for(spec, (256, 384)) is None  # the tile is the frame: nothing to tile
@@ -277,8 +277,8 @@ def test_missing_required_key_and_bad_yaml(tmp_path):
 
 def test_importing_bench_loads_no_runtime():
     code = (
-        "import sys; import bench, bench.targets, bench.host, bench.metrics, bench.roofline, bench.report, "
-        "bench.worker, bench.crosscheck; bench.targets.load_targets(); "
+        "import sys; import bench, lowlight_edge.targets, bench.host, lowlight_edge.metrics, bench.roofline, bench.report, "
+        "bench.worker, bench.crosscheck; lowlight_edge.targets.load_targets(); "
         "print(sorted(m for m in ('openvino', 'tensorrt', 'nncf', 'onnxruntime', 'torch', 'matplotlib') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)

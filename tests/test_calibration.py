@@ -13,10 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common import raw as R
-from common.errors import DataError, UsageError
-from common.images import fit, list_images, read_rgb
-from quantize.calibration import (
+from lowlight_edge import raw as R
+from lowlight_edge.datasets import (
     CalibrationSet,
     check_not_eval,
     eval_frames,
@@ -24,6 +22,8 @@ from quantize.calibration import (
     load_calibration,
     to_nncf_dataset,
 )
+from lowlight_edge.errors import DataError, UsageError
+from lowlight_edge.images import fit, list_images, read_rgb
 
 RES = (64, 96)
 
@@ -145,7 +145,7 @@ def test_small_and_unreadable_images_are_skipped(
         load_calibration(folder, RGB, RES, size=4)
     shutil.copy(first, folder / "c_good.jpg")
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="quantize.calibration"):
+    with caplog.at_level(logging.WARNING, logger="lowlight_edge.datasets"):
         calib = load_calibration(folder, RGB, RES, size=4)
     assert [p.name for p in calib.files] == ["c_good.jpg"]
     assert any("skipped 2 unusable" in n for n in calib.notes)
@@ -183,7 +183,7 @@ def test_nncf_dataset_yields_the_arrays(rgb_set: CalibrationSet) -> None:
 
 def test_import_pulls_in_no_heavy_backend() -> None:
     code = (
-        "import sys, common.raw, quantize.calibration; "
+        "import sys, lowlight_edge.raw, lowlight_edge.datasets; "
         "bad = [m for m in ('nncf', 'openvino', 'tensorrt', 'rawpy', 'torch') if m in sys.modules]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from common.cli import run_main
-from common.images import quantize_8bit, read_rgb
+from lowlight_edge.console import run_main
+from lowlight_edge.images import quantize_8bit, read_rgb
 from runtimes import BuildConfig, cli, get_backend
 from runtimes.enhance import _owned, run_tiled, tile_starts
 
@@ -25,9 +25,9 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def tinydce() -> torch.nn.Module:
-    import models
+    from lowlight_edge import zoo
 
-    return models.get_model("tinydce")
+    return zoo.get_model("tinydce")
 
 
 @pytest.fixture(scope="module")
@@ -104,9 +104,9 @@ def test_enhance_resize_mode_with_onnxruntime(artifacts, image_path: Path, tmp_p
 def test_enhance_dynamic_artifact_crops_to_the_manifest_multiple(
     image_path: Path, tmp_path: Path, capsys
 ) -> None:
-    import models
+    from lowlight_edge import zoo
 
-    model = models.get_model("zero_dce_pp")
+    model = zoo.get_model("zero_dce_pp")
     art = tmp_path / "artifact"
     art.mkdir()
     onnx_file = art / "model.onnx"

@@ -8,10 +8,10 @@ from pathlib import Path
 import onnx
 import pytest
 
-from common.errors import CheckFailed, UsageError
 from export.cli import main as export_main
 from export.config import ExportRequest
 from export.pipeline import export
+from lowlight_edge.errors import CheckFailed, UsageError
 
 
 def run(tmp_path: Path, model: str, resolution, until: str = "simplify", **kw) -> dict:
@@ -38,7 +38,7 @@ def test_manifest_records_every_file_with_fidelity(tmp_path: Path) -> None:
 def test_stage_peak_is_the_stages_own() -> None:
     import numpy as np
 
-    from common.memory import peak_rss_mb, reset_peak_rss
+    from lowlight_edge.memory import peak_rss_mb, reset_peak_rss
 
     ballast = np.ones(64 * 2**20, np.float32)  # 256 MB, then freed
     del ballast
@@ -83,7 +83,7 @@ def test_zero_dce_pp_dynamic_is_verified_at_other_sizes(tmp_path: Path) -> None:
 
 
 def test_size_multiple_is_refused_clearly(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from common.cli import run_main
+    from lowlight_edge.console import run_main
 
     code = run_main(export_main, ["zero_dce_pp", "--resolution", "50x70", "--out", str(tmp_path), "--quiet"])
     err = capsys.readouterr().err
@@ -92,7 +92,7 @@ def test_size_multiple_is_refused_clearly(tmp_path: Path, capsys: pytest.Capture
 
 
 def test_unknown_model_suggests(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from common.cli import run_main
+    from lowlight_edge.console import run_main
 
     assert run_main(export_main, ["iat_studnet", "--out", str(tmp_path)]) == 2
     assert "iat_student" in capsys.readouterr().err
@@ -119,9 +119,9 @@ def test_iat_dynamic_batch_is_correct() -> None:
     import numpy as np
     import torch
 
-    import models
+    from lowlight_edge import zoo
 
-    model = models.get_model("iat")
+    model = zoo.get_model("iat")
     a, b = torch.rand(1, 3, 32, 48), torch.rand(1, 3, 32, 48) * 0.2
     with torch.inference_mode():
         both = model(torch.cat([a, b]))

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common.images import fit, list_images, read_rgb, to_nchw
-from common.raw import srgb_to_linear
+from lowlight_edge.images import fit, list_images, read_rgb, to_nchw
+from lowlight_edge.raw import srgb_to_linear
 from quantize import exposure
 
 

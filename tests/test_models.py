@@ -14,11 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import models
-import models.weights as zoo_weights
-from common.errors import UsageError, WeightsError
-from common.images import from_nchw, quantize_8bit, read_rgb, to_nchw
-from models.iat_student import ExactAdaptiveAvgPool2d
+import lowlight_edge.zoo.weights as zoo_weights
+from lowlight_edge import zoo
+from lowlight_edge.errors import UsageError, WeightsError
+from lowlight_edge.images import from_nchw, quantize_8bit, read_rgb, to_nchw
+from lowlight_edge.zoo.iat_student import ExactAdaptiveAvgPool2d
 
 # docs/models.md sections 1-2: deployed parameter counts (LLPackNet after folding weight norm)
 PARAMS = {
@@ -58,17 +58,17 @@ def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_list_models_is_the_six_in_order() -> None:
-    assert models.list_models() == ["iat", "iat_student", "zero_dce_pp", "tinydce", "sgz", "llpacknet"]
+    assert zoo.list_models() == ["iat", "iat_student", "zero_dce_pp", "tinydce", "sgz", "llpacknet"]
 
 
 def test_unknown_model_suggests_the_close_name() -> None:
     with pytest.raises(UsageError, match="did you mean 'iat_student'"):
-        models.get_spec("iat_studnet")
+        zoo.get_spec("iat_studnet")
 
 
-@pytest.mark.parametrize("name", models.list_models())
+@pytest.mark.parametrize("name", zoo.list_models())
 def test_spec_schema(name: str) -> None:
-    spec = models.get_spec(name)
+    spec = zoo.get_spec(name)
     assert spec.name == name and spec.title and spec.paper and spec.license and spec.reference
     h, w = spec.default_resolution
     assert h % spec.size_multiple == 0 and w % spec.size_multiple == 0
@@ -91,22 +91,22 @@ def test_spec_schema(name: str) -> None:
 
 def test_spec_details_that_later_stages_rely_on() -> None:
     for name in ("zero_dce_pp", "sgz"):
-        spec = models.get_spec(name)
+        spec = zoo.get_spec(name)
         assert (spec.scale_factor, spec.size_multiple, spec.default_resolution) == (12, 12, (396, 600))
         assert any("396" in note for note in spec.notes)
         with pytest.raises(UsageError, match="multiples of 12"):
             spec.check_resolution(400, 600)
-    assert models.get_spec("tinydce").scale_factor == 1
-    llp = models.get_spec("llpacknet")
+    assert zoo.get_spec("tinydce").scale_factor == 1
+    llp = zoo.get_spec("llpacknet")
     assert (llp.size_multiple, llp.default_resolution, llp.input_kind) == (16, (2848, 4256), "raw_bayer")
-    assert set(models.get_spec("iat").weights) == {"lol_v2", "lol_v1", "exposure"}
-    assert models.get_spec("iat").weights["lol_v2"].trained_range == (-1.0, 1.0)
+    assert set(zoo.get_spec("iat").weights) == {"lol_v2", "lol_v1", "exposure"}
+    assert zoo.get_spec("iat").weights["lol_v2"].trained_range == (-1.0, 1.0)
 
 
-@pytest.mark.parametrize("name", models.list_models())
+@pytest.mark.parametrize("name", zoo.list_models())
 def test_param_counts_match_the_docs(name: str) -> None:
-    model = models.get_model(name, weights=None)
-    assert sum(p.numel() for p in model.parameters()) == PARAMS[name] == models.get_spec(name).params
+    model = zoo.get_model(name, weights=None)
+    assert sum(p.numel() for p in model.parameters()) == PARAMS[name] == zoo.get_spec(name).params
 
 
 def test_llpacknet_checkpoint_holds_the_unfolded_count(shared: Path) -> None:
@@ -118,12 +118,12 @@ def test_llpacknet_checkpoint_holds_the_unfolded_count(shared: Path) -> None:
 # ---------------------------------------------------------------- every shipped checkpoint
 
 
-@pytest.mark.parametrize("name", models.list_models())
+@pytest.mark.parametrize("name", zoo.list_models())
 def test_default_checkpoint_loads_strictly_and_runs(name: str) -> None:
-    model = models.get_model(name)
+    model = zoo.get_model(name)
     assert not model.training
-    info = models.weights_info(name)
-    entry = models.get_spec(name).weights[models.get_spec(name).default_weights]
+    info = zoo.weights_info(name)
+    entry = zoo.get_spec(name).weights[zoo.get_spec(name).default_weights]
     assert set(info) == {"name", "path", "sha256", "license", "url"}
     assert (info["name"], info["sha256"], Path(info["path"]).name) == (entry.name, entry.sha256, entry.file)
     x = small_input(name, batch=2)
@@ -136,35 +136,35 @@ def test_default_checkpoint_loads_strictly_and_runs(name: str) -> None:
 
 @pytest.mark.parametrize("weights", ["lol_v1", "exposure"])
 def test_iat_other_weights_take_unit_range_input(weights: str) -> None:
-    model = models.get_model("iat", weights)
-    assert model.normalize is False and models.weights_info("iat", weights)["name"] == weights
+    model = zoo.get_model("iat", weights)
+    assert model.normalize is False and zoo.weights_info("iat", weights)["name"] == weights
     gamma_base = model.global_net.gamma_base
     if weights == "exposure":
         assert float(gamma_base) == 1.0 and not gamma_base.requires_grad
     with torch.no_grad():
         y = model(small_input("iat"))
     assert torch.isfinite(y).all() and 0 <= y.min() and y.max() <= 1
-    assert models.get_model("iat").normalize is True  # lol_v2 (default) was trained on [-1, 1]
+    assert zoo.get_model("iat").normalize is True  # lol_v2 (default) was trained on [-1, 1]
 
 
 @pytest.mark.parametrize("name", ["iat", "tinydce"])
 def test_random_init_is_reproducible(name: str) -> None:
     x = small_input(name)
     with torch.no_grad():
-        a, b = models.get_model(name, None)(x), models.get_model(name, None)(x)
+        a, b = zoo.get_model(name, None)(x), zoo.get_model(name, None)(x)
     assert torch.equal(a, b)
-    info = models.weights_info(name, None)
+    info = zoo.weights_info(name, None)
     assert info["name"] == "random" and info["sha256"] is None
 
 
 def test_user_file_is_loaded_and_hashed(shared: Path, tmp_path: Path) -> None:
     path = tmp_path / "my_tiny.pth"
     shutil.copy(shared / "weights" / "tinydce.pth", path)
-    info = models.weights_info("tinydce", str(path))
-    assert info["name"] == "file" and info["sha256"] == models.get_spec("tinydce").weights["default"].sha256
+    info = zoo.weights_info("tinydce", str(path))
+    assert info["name"] == "file" and info["sha256"] == zoo.get_spec("tinydce").weights["default"].sha256
     x = small_input("tinydce")
     with torch.no_grad():
-        assert torch.equal(models.get_model("tinydce", path)(x), models.get_model("tinydce")(x))
+        assert torch.equal(zoo.get_model("tinydce", path)(x), zoo.get_model("tinydce")(x))
 
 
 # ---------------------------------------------------------------- the authors' golden outputs
@@ -177,7 +177,7 @@ def test_user_file_is_loaded_and_hashed(shared: Path, tmp_path: Path) -> None:
 def test_golden_outputs_within_one_level(shared: Path, name: str, golden: str, gamma: float) -> None:
     folder = shared / "data" / "golden"
     x = torch.from_numpy(to_nchw(read_rgb(folder / "low_demo.png")))
-    model = models.get_model(name)
+    model = zoo.get_model(name)
     with torch.no_grad():
         stages = model.stages(x)
         assert torch.equal(stages["img_high"], model(x))
@@ -215,7 +215,7 @@ def test_batch_of_two_equals_each_alone(shared: Path, name: str) -> None:
     a = read_rgb(shared / "data" / "golden" / "low_demo.png")[100:164, 200:296]
     b = read_rgb(shared / "data" / "eval" / "sice_101_3.png")[:64, :96]
     x = torch.from_numpy(np.concatenate([to_nchw(a), to_nchw(b)]))
-    model = models.get_model(name)
+    model = zoo.get_model(name)
     with torch.no_grad():
         both = model.stages(x)
         alone = torch.cat([model(x[:1]), model(x[1:])])
@@ -289,7 +289,7 @@ def test_llpacknet_folded_and_permuted_equals_reference(shared: Path) -> None:
         warnings.simplefilter("ignore")  # weight_norm is deprecated, but it is what the authors used
         ref = ReferenceLLPackNet().eval()
     ref.load_state_dict(state, strict=True)
-    ours = models.get_model("llpacknet")
+    ours = zoo.get_model("llpacknet")
     x = small_input("llpacknet", batch=2, seed=3)[..., :48]  # 64x48: H != W catches axis mix-ups
     with torch.no_grad():
         expected, got = ref(x), ours(x)
@@ -302,7 +302,7 @@ def test_llpacknet_exports_without_6d_tensors(tmp_path: Path) -> None:
     import onnx
     import onnxruntime as ort
 
-    model = models.get_model("llpacknet", None)
+    model = zoo.get_model("llpacknet", None)
     path = tmp_path / "llp.onnx"
     x = small_input("llpacknet")
     with warnings.catch_warnings():
@@ -331,7 +331,7 @@ def test_iat_student_exports_with_dynamic_hw(tmp_path: Path) -> None:
     import onnx
     import onnxruntime as ort
 
-    model = models.get_model("iat_student")
+    model = zoo.get_model("iat_student")
     path = tmp_path / "student.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -347,7 +347,7 @@ def test_iat_student_exports_with_dynamic_hw(tmp_path: Path) -> None:
     ops = [node.op_type for node in onnx.load(str(path)).graph.node]
     assert ops.count("Gather") <= 16 and ops.count("CumSum") == 2
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    assert models.get_spec("iat_student").dynamic_hw
+    assert zoo.get_spec("iat_student").dynamic_hw
     for hw in ((100, 70), (64, 128)):
         x = torch.rand(1, 3, *hw, generator=torch.Generator().manual_seed(1)) * 0.3
         with torch.no_grad():
@@ -370,7 +370,7 @@ def test_renamed_key_is_refused_with_names(shared: Path, tmp_path: Path) -> None
     path = tmp_path / "renamed.pth"
     torch.save(state, path)
     with pytest.raises(WeightsError) as excinfo:
-        models.get_model("tinydce", path)
+        zoo.get_model("tinydce", path)
     text = _one_line_error(excinfo)
     assert "1 missing: e_conv1.depth_conv.weight" in text and "1 unexpected: e_conv1.dw.weight" in text
 
@@ -379,7 +379,7 @@ def test_other_models_checkpoint_is_refused(shared: Path) -> None:
     with pytest.raises(
         WeightsError, match="not a tinydce checkpoint .16 unexpected: e_conv4.*10 wrong shape"
     ) as excinfo:
-        models.get_model("tinydce", shared / "weights" / "zero_dce_pp.pth")
+        zoo.get_model("tinydce", shared / "weights" / "zero_dce_pp.pth")
     _one_line_error(excinfo)
 
 
@@ -388,7 +388,7 @@ def test_llpacknet_with_wrong_keys_is_refused(shared: Path, tmp_path: Path) -> N
     del state["final.2.0.bias"]
     torch.save({"model": state}, tmp_path / "llp.pth")
     with pytest.raises(WeightsError, match="1 missing: final.2.0.bias") as excinfo:
-        models.get_model("llpacknet", tmp_path / "llp.pth")
+        zoo.get_model("llpacknet", tmp_path / "llp.pth")
     _one_line_error(excinfo)
 
 
@@ -396,7 +396,7 @@ def test_truncated_checkpoint_is_refused(shared: Path, tmp_path: Path) -> None:
     path = tmp_path / "truncated.pth"
     path.write_bytes((shared / "weights" / "tinydce.pth").read_bytes()[:3000])
     with pytest.raises(WeightsError, match="truncated or corrupt") as excinfo:
-        models.get_model("tinydce", path)
+        zoo.get_model("tinydce", path)
     _one_line_error(excinfo)
 
 
@@ -413,7 +413,7 @@ def test_pickle_that_would_run_code_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "evil.pth"
     torch.save({"e_conv1.depth_conv.weight": _Exploit(marker)}, path)
     with pytest.raises(WeightsError, match="refusing to load") as excinfo:
-        models.get_model("tinydce", path)
+        zoo.get_model("tinydce", path)
     _one_line_error(excinfo)
     assert not marker.exists()
 
@@ -422,17 +422,17 @@ def test_modified_registered_file_fails_the_sha256(shared: Path, offline: Path) 
     data = bytearray((shared / "weights" / "tinydce.pth").read_bytes())
     data[-100] ^= 0xFF
     (offline / "tinydce.pth").write_bytes(bytes(data))
-    expected = models.get_spec("tinydce").weights["default"].sha256
+    expected = zoo.get_spec("tinydce").weights["default"].sha256
     with pytest.raises(WeightsError) as excinfo:
-        models.get_model("tinydce")
+        zoo.get_model("tinydce")
     text = _one_line_error(excinfo)
     assert expected in text and zoo_weights.sha256_file(offline / "tinydce.pth") in text
 
 
 def test_missing_file_offline_names_file_url_and_fixes(offline: Path) -> None:
-    entry = models.get_spec("sgz").weights["default"]
+    entry = zoo.get_spec("sgz").weights["default"]
     with pytest.raises(WeightsError) as excinfo:
-        models.get_model("sgz")
+        zoo.get_model("sgz")
     text = _one_line_error(excinfo)
     for part in (entry.file, entry.url, "LOWLIGHT_EDGE_WEIGHTS", "--weights PATH"):
         assert part in text
@@ -452,33 +452,33 @@ def test_download_is_verified_then_cached(
     cached = zoo_weights.cache_dir() / "tinydce.pth"
     served = good[:-10] + b"0123456789"  # a corrupted transfer is rejected and leaves nothing behind
     with pytest.raises(WeightsError, match="expected"):
-        models.get_model("tinydce")
+        zoo.get_model("tinydce")
     assert not cached.exists() and list(cached.parent.iterdir()) == []
     served = good
-    models.get_model("tinydce")
-    assert cached.read_bytes() == good and models.weights_info("tinydce")["path"] == str(cached)
-    assert urls == [models.get_spec("tinydce").weights["default"].url] * 2  # the cache is used afterwards
+    zoo.get_model("tinydce")
+    assert cached.read_bytes() == good and zoo.weights_info("tinydce")["path"] == str(cached)
+    assert urls == [zoo.get_spec("tinydce").weights["default"].url] * 2  # the cache is used afterwards
 
 
 def test_llpacknet_without_its_file_warns_and_runs_random(offline: Path) -> None:
     with pytest.warns(UserWarning, match="RANDOM weights"):
-        info = models.weights_info("llpacknet")
+        info = zoo.weights_info("llpacknet")
     assert info["name"] == "random" and info["sha256"] is None
     with pytest.warns(UserWarning):
-        model = models.get_model("llpacknet")
+        model = zoo.get_model("llpacknet")
     with torch.no_grad():
         assert torch.isfinite(model(small_input("llpacknet"))).all()
     with pytest.raises(WeightsError, match="llpacknet_synthetic.pth.*LOWLIGHT_EDGE_WEIGHTS"):
-        models.get_model("llpacknet", "synthetic")  # asked for by name: no silent fallback
+        zoo.get_model("llpacknet", "synthetic")  # asked for by name: no silent fallback
 
 
 def test_unknown_weights_name_suggests() -> None:
     with pytest.raises(WeightsError, match="did you mean 'lol_v2'"):
-        models.get_model("iat", "lol_v3")
+        zoo.get_model("iat", "lol_v3")
 
 
 def test_zero_dce_family_resampling_matches_the_authors_formula() -> None:
-    model = models.get_model("zero_dce_pp")
+    model = zoo.get_model("zero_dce_pp")
     x = small_input("zero_dce_pp")
     with torch.no_grad():
         stages = model.stages(x)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from common.errors import ConfigError, DataError
 from export.config import ExportRequest
 from export.pipeline import export
+from lowlight_edge.errors import ConfigError, DataError
 from quantize.plan import FloatNode, PrecisionPlan, load_plan, save_plan
 
 
@@ -83,10 +83,10 @@ def test_self_distillation_lowers_the_error() -> None:
     import numpy as np
     import torch
 
-    import models
+    from lowlight_edge import zoo
     from quantize.qat import finetune  # sets NNCF's extension-build timeout before nncf.torch loads
 
-    teacher = models.get_model("tinydce")
+    teacher = zoo.get_model("tinydce")
     rng = np.random.default_rng(0)
     frames = [rng.random((1, 3, 32, 48), dtype=np.float32) * 0.3 for _ in range(4)]
     student = nncf.quantize(copy.deepcopy(teacher), nncf.Dataset([torch.from_numpy(f) for f in frames]), subset_size=4)
@@ -146,7 +146,7 @@ def test_qat_trains_the_ptq_plan_and_reports_both_sides(tmp_path: Path) -> None:
 
 
 def test_qat_seconds_must_be_positive(tmp_path: Path) -> None:
-    from common.errors import UsageError
+    from lowlight_edge.errors import UsageError
 
     with pytest.raises(UsageError, match="--qat-seconds"):
         ExportRequest(model="tinydce", method="qat", qat_seconds=0).validate()

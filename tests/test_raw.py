@@ -1,4 +1,4 @@
-"""common/raw.py: synthetic RAW, the amplification estimator, CFA handling and reading real DNG files.
+"""lowlight_edge/raw.py: synthetic RAW, the amplification estimator, CFA handling and reading real DNG files.
 
 There is no camera RAW file in this project, so the rawpy path is tested on real DNG files that
 the tests write with Pillow (a TIFF with the DNG and CFA tags, read back by LibRaw through rawpy).
@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common import raw as R
-from common.errors import DataError, MissingRequirement, UsageError
-from common.images import fit, list_images, read_rgb
+from lowlight_edge import raw as R
+from lowlight_edge.errors import DataError, MissingRequirement, UsageError
+from lowlight_edge.images import fit, list_images, read_rgb
 
 H, W = 64, 96
 CODE = {"R": 0, "G": 1, "B": 2}

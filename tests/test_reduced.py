@@ -6,14 +6,14 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.targets import get_target
 from export.config import ExportRequest
+from export.core import Context
 from export.simplify import SimplifyOnnx
-from export.stages import Context
 from export.to_onnx import ExportOnnx
+from lowlight_edge.targets import get_target
 from quantize import ptq
+from quantize.crops import CROPS_PER_FRAME, align_names, crops
 from quantize.presets import preset_for
-from quantize.reduced import CROPS_PER_FRAME, align_names, crops
 
 
 def test_crops_are_seeded_in_bounds_and_on_the_size_multiple() -> None:
@@ -39,7 +39,7 @@ def test_names_align_by_position_and_op_only() -> None:
 def test_ranges_from_crops_hold_on_the_full_frame(tmp_path: Path) -> None:
     import openvino as ov
 
-    from quantize.reduced import quantize_from_crops
+    from quantize.crops import quantize_from_crops
 
     request = ExportRequest(model="tinydce", resolution=(96, 144), out=tmp_path, verify_images=2, calib_size=4)
     ctx = Context(request, get_target("x86-cpu", None))

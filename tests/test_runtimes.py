@@ -17,8 +17,8 @@ import pytest
 import torch
 
 import runtimes
-from common.errors import MissingRequirement, UsageError
-from common.images import fit, read_rgb, to_nchw
+from lowlight_edge.errors import MissingRequirement, UsageError
+from lowlight_edge.images import fit, read_rgb, to_nchw
 from runtimes import BACKENDS, BuildConfig, get_backend
 
 H, W = 48, 72  # a multiple of 12 (Zero-DCE++) that keeps CI fast
@@ -46,12 +46,12 @@ def image(eval_dir: Path) -> np.ndarray:
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[torch.nn.Module, Path]]:
     """Each contract model and its static 1x3xHxW ONNX export."""
-    import models
+    from lowlight_edge import zoo
 
     out = tmp_path_factory.mktemp("onnx")
     exported = {}
     for name in CONTRACT_MODELS:
-        model = models.get_model(name)
+        model = zoo.get_model(name)
         exported[name] = (model, export_onnx(model, (1, 3, H, W), out / f"{name}.onnx"))
     return exported
 
@@ -212,10 +212,10 @@ def test_openvino_build_writes_ir_and_sidecar(zoo, tmp_path: Path) -> None:
 
 @pytest.mark.openvino
 def test_openvino_dynamic_profile(tmp_path: Path, image: np.ndarray) -> None:
-    import models
+    from lowlight_edge import zoo
 
     ov = _available("openvino")
-    model = models.get_model("tinydce")
+    model = zoo.get_model("tinydce")
     onnx_file = export_onnx(model, (1, 3, H, W), tmp_path / "dyn.onnx", dynamic=True)
     profile = {"min": (1, 3, 16, 16), "opt": (1, 3, H, W), "max": (1, 3, 256, 256)}
     artifact = ov.build(onnx_file, BuildConfig(profile=profile), tmp_path / "ir")
@@ -279,10 +279,10 @@ def test_openvino_tinydce_720p_bug(tmp_path: Path) -> None:
     on the ISA. While the bug exists the build must take the torch fallback and say why; when an
     AVX2-only CPU compiles the ONNX directly, the bug is fixed and this test says so.
     """
-    import models
+    from lowlight_edge import zoo
 
     ov = _available("openvino")
-    model = models.get_model("tinydce")
+    model = zoo.get_model("tinydce")
     onnx_file = export_onnx(model, (1, 3, H, W), tmp_path / "tinydce_dyn.onnx", dynamic=True)
     shape = (1, 3, 720, 1280)
     try:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from common.errors import ConfigError, MissingRequirement, UsageError
+from lowlight_edge.errors import ConfigError, MissingRequirement, UsageError
 from runtimes import BuildConfig, get_backend
 from runtimes import backend_tensorrt as trt_backend
 from runtimes.backend_tensorrt import (
@@ -34,11 +34,11 @@ IDENTITY = {"tensorrt": "10.3.0", "gpu_name": "Orin", "compute_capability": "8.7
 
 @pytest.fixture(scope="module")
 def onnx_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import models
+    from lowlight_edge import zoo
 
     path = tmp_path_factory.mktemp("trt") / "tinydce.onnx"
     torch.onnx.export(
-        models.get_model("tinydce"), (torch.rand(1, 3, H, W),), str(path), dynamo=True, verbose=False
+        zoo.get_model("tinydce"), (torch.rand(1, 3, H, W),), str(path), dynamo=True, verbose=False
     )
     return path
 
@@ -259,13 +259,13 @@ def test_engine_builds_for_real_and_caches(precision: str, onnx_file: Path, plan
 
 
 def test_dynamic_engine_needs_a_profile(tmp_path: Path) -> None:
-    import models
+    from lowlight_edge import zoo
 
     path = tmp_path / "dyn.onnx"
     h = torch.export.Dim("h", min=16, max=512)
     w = torch.export.Dim("w", min=16, max=512)
     torch.onnx.export(
-        models.get_model("tinydce"), (torch.rand(1, 3, H, W),), str(path), dynamo=True, verbose=False,
+        zoo.get_model("tinydce"), (torch.rand(1, 3, H, W),), str(path), dynamo=True, verbose=False,
         dynamic_shapes=({2: h, 3: w},),
     )
     backend = get_backend("tensorrt")

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-import models
-from bench.metrics import psnr
-from common.errors import UsageError
-from quantize.calibration import eval_frames
+from lowlight_edge import zoo
+from lowlight_edge.datasets import eval_frames
+from lowlight_edge.errors import UsageError
+from lowlight_edge.metrics import psnr
 from runtimes.tiling import (
     ACTIVATION_BYTES_PER_PX,
     DEFAULT_OVERLAP,
@@ -28,8 +28,8 @@ FULL = (2848, 4256)
 @pytest.fixture(scope="module")
 def llpacknet(eval_dir: Path):
     """(run, frame, full-frame output) for the shipped LLPackNet on one synthetic RAW eval frame."""
-    spec = models.get_spec("llpacknet")
-    net = models.get_model("llpacknet")
+    spec = zoo.get_spec("llpacknet")
+    net = zoo.get_model("llpacknet")
     frame = eval_frames(eval_dir, spec, FRAME, size=1)[0]
 
     def run(x: np.ndarray) -> np.ndarray:
@@ -50,7 +50,7 @@ def test_tiled_llpacknet_matches_the_full_frame_with_the_default_overlap(llpackn
 
 
 def test_plan_covers_the_frame_once_on_the_16_px_grid() -> None:
-    spec = models.get_spec("llpacknet")
+    spec = zoo.get_spec("llpacknet")
     cases = [(*FRAME, *TILE, 128), (*FULL, *tile_for_memory(spec, *FULL, 64), 128), (*FULL, 1024, 1536, 96)]
     for height, width, th, tw, overlap in cases:
         tiles = plan_tiles(height, width, th, tw, overlap, 16)
@@ -80,7 +80,7 @@ def test_plan_refuses_tiles_off_the_grid_or_larger_than_the_frame() -> None:
 
 
 def test_tile_for_memory_grows_with_the_limit_and_refuses_too_little() -> None:
-    spec = models.get_spec("llpacknet")
+    spec = zoo.get_spec("llpacknet")
     per_px = ACTIVATION_BYTES_PER_PX["llpacknet"]
     areas = []
     for limit in (4, 8, 16, 32, 64, 128, 256, 512, 768):
@@ -93,7 +93,7 @@ def test_tile_for_memory_grows_with_the_limit_and_refuses_too_little() -> None:
     with pytest.raises(UsageError, match="too small for llpacknet.*raise max_memory_mb to at least 4"):
         tile_for_memory(spec, *FULL, 3)
     with pytest.raises(UsageError, match="no memory estimate for model 'tinydce'"):
-        tile_for_memory(models.get_spec("tinydce"), 400, 600, 64)
+        tile_for_memory(zoo.get_spec("tinydce"), 400, 600, 64)
 
 
 def test_bench_worker_runs_each_frame_tiled(llpacknet, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import logging
 
 import numpy as np
 
-from export.stages import Context
+from export.core import Context
 from quantize import ptq
 from quantize.presets import Preset
 

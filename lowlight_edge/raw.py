@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from common.errors import DataError, MissingRequirement, UsageError
+from lowlight_edge.errors import DataError, MissingRequirement, UsageError
 
 RAW_SUFFIXES = (".dng", ".arw", ".nef")
 BAYER_PATTERNS = ("RGGB", "BGGR", "GRBG", "GBRG")
@@ -188,12 +188,12 @@ def crop_to_multiple(bayer: np.ndarray, multiple: int = SIZE_MULTIPLE) -> tuple[
 
 
 def fit_bayer(bayer: np.ndarray, height: int, width: int) -> np.ndarray:
-    """``common.images.fit`` for an RGGB plane: resize and crop each CFA site, never mixing colours.
+    """``lowlight_edge.images.fit`` for an RGGB plane: resize and crop each CFA site, never mixing colours.
 
     The plane is packed into its four H/2 x W/2 sites, each is cover-resized and centre-cropped
     to height/2 x width/2, and the result is unpacked, so the output is still RGGB.
     """
-    from common.images import fit
+    from lowlight_edge.images import fit
 
     h, w = bayer.shape
     if h % 2 or w % 2 or height % 2 or width % 2:
@@ -268,7 +268,7 @@ def unprocess_mosaic(rgb: np.ndarray) -> np.ndarray:
     """
     rgb = np.asarray(rgb, dtype=np.float32)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
-        msg = f"synthetic RAW needs an HxWx3 RGB image, got shape {rgb.shape}; read it with common.images.read_rgb"
+        msg = f"synthetic RAW needs an HxWx3 RGB image, got shape {rgb.shape}; read it with lowlight_edge.images.read_rgb"
         raise UsageError(msg)
     h, w = rgb.shape[:2]
     if h % 2 or w % 2 or h == 0 or w == 0:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models._api import ModelSpec, Weights, register
+from lowlight_edge.zoo._api import ModelSpec, Weights, register
 
 REPO, COMMIT = "MohitLamba94/LLPackNet", "42f0f2cd6a51613cbbea49146f65ff07546075cb"
 PLANES = ("RDBr", "RDBg1", "RDBg2", "RDBb")  # RGGB: R, G1, G2, B after the 2x pack
@@ -145,7 +145,7 @@ def deployed_state(checkpoint: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
 
 def load_state(model: LLPackNet, checkpoint: dict[str, torch.Tensor]) -> None:
     """Check an authors'-layout state dict strictly, then fold and permute it into ``model``."""
-    from models.weights import check_keys
+    from lowlight_edge.zoo.weights import check_keys
 
     check_keys(checkpoint_layout(), checkpoint, "llpacknet")
     model.load_state_dict(deployed_state(checkpoint), strict=True)

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import torch
 
-from common.atomic import atomic_path
-from common.errors import WeightsError
-from common.hashing import sha256_file
-from models._api import ModelSpec, Weights
+from lowlight_edge.atomic import atomic_path
+from lowlight_edge.errors import WeightsError
+from lowlight_edge.hashing import sha256_file
+from lowlight_edge.zoo._api import ModelSpec, Weights
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def resolve(spec: ModelSpec, weights: str | os.PathLike | None = "default") -> R
         return Resolved(name, path, entry.sha256, entry.license, entry.url, entry)
     path = Path(choice).expanduser()
     if not path.is_file():
-        from common.cli import suggest
+        from lowlight_edge.console import suggest
 
         names = ["default", *spec.weights]
         msg = (

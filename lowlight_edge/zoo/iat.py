@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models._api import UPSTREAM, ModelSpec, Weights, register
+from lowlight_edge.zoo._api import UPSTREAM, ModelSpec, Weights, register
 
 REPO, COMMIT = "cuiziteng/Illumination-Adaptive-Transformer", "c76472265247f47cea57649af28b15018bb64cb1"
 LICENSE = "Apache-2.0"

@@ -6,9 +6,9 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from common.errors import LowlightError
+from lowlight_edge.errors import LowlightError
 
-PACKAGES = ("common", "models", "export", "quantize", "runtimes", "bench")
+PACKAGES = ("lowlight_edge", "export", "quantize", "runtimes", "bench")
 
 
 def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models._api import UPSTREAM, ModelSpec, Weights, register
-from models.iat import apply_color_gamma
+from lowlight_edge.zoo._api import UPSTREAM, ModelSpec, Weights, register
+from lowlight_edge.zoo.iat import apply_color_gamma
 
 REPO, COMMIT = "gibsonlee01/IAT_Student", "336702c84913c9d23f390661646de847310636c8"
 LICENSE = "Apache-2.0"

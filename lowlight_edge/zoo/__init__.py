@@ -1,6 +1,6 @@
 """The model zoo: six low-light enhancement networks, their weights and their input contracts.
 
-    >>> from models import list_models, get_spec, get_model
+    >>> from lowlight_edge.zoo import list_models, get_spec, get_model
     >>> model = get_model("iat")              # eval mode, RGB [0,1] in, enhanced RGB [0,1] out
     >>> get_spec("zero_dce_pp").size_multiple
     12
@@ -15,10 +15,10 @@ import os
 
 import torch
 
-from common.errors import UsageError, WeightsError
-from models import dce, iat, iat_student, llpacknet  # noqa: F401  (importing registers the models)
-from models._api import REGISTRY, ModelSpec, Weights
-from models.weights import check_keys, load_checkpoint, resolve
+from lowlight_edge.errors import UsageError, WeightsError
+from lowlight_edge.zoo import dce, iat, iat_student, llpacknet  # noqa: F401  (importing registers the models)
+from lowlight_edge.zoo._api import REGISTRY, ModelSpec, Weights
+from lowlight_edge.zoo.weights import check_keys, load_checkpoint, resolve
 
 ORDER = ("iat", "iat_student", "zero_dce_pp", "tinydce", "sgz", "llpacknet")
 
@@ -33,7 +33,7 @@ def list_models() -> list[str]:
 def get_spec(name: str) -> ModelSpec:
     """The input contract of ``name``; UsageError with a suggestion for an unknown name."""
     if name not in REGISTRY:
-        from common.cli import suggest
+        from lowlight_edge.console import suggest
 
         msg = (
             f"unknown model {name!r}{suggest(name, list_models())}; choose one of {', '.join(list_models())}"

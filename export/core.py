@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from common.atomic import write_json
-from common.hashing import hash_dict, sha256_file
-from common.memory import peak_rss_mb, reset_peak_rss
 from export.config import ExportRequest
+from lowlight_edge.atomic import write_json
+from lowlight_edge.hashing import hash_dict, sha256_file
+from lowlight_edge.memory import peak_rss_mb, reset_peak_rss
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +54,12 @@ class Context:
     """
 
     def __init__(self, request: ExportRequest, target: Any) -> None:
-        import models
+        from lowlight_edge import zoo
 
         self.request = request
         self.target = target
-        self.spec = models.get_spec(request.model)
-        self.weights = models.weights_info(request.model, request.weights)
+        self.spec = zoo.get_spec(request.model)
+        self.weights = zoo.weights_info(request.model, request.weights)
         self.resolution = request.resolution or self._target_resolution() or self.spec.default_resolution
         self.spec.check_resolution(*self.resolution)
         self.model_dir = Path(request.out) / target.name / request.model
@@ -82,15 +82,15 @@ class Context:
 
     @cached_property
     def module(self):
-        import models
+        from lowlight_edge import zoo
 
-        return models.get_model(self.request.model, self.request.weights)
+        return zoo.get_model(self.request.model, self.request.weights)
 
     def frames(self, resolution: tuple[int, int] | None = None) -> list[np.ndarray]:
         """Real eval images (RAW models: synthetic Bayer from them) at a resolution, as NCHW."""
         resolution = resolution or self.resolution
         if resolution not in self._frames:
-            from quantize.calibration import eval_frames
+            from lowlight_edge.datasets import eval_frames
 
             self._frames[resolution] = eval_frames(
                 self.request.eval_folder, self.spec, resolution, size=self.request.verify_images, seed=0

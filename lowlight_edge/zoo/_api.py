@@ -60,7 +60,7 @@ class ModelSpec:
 
     def check_resolution(self, height: int, width: int) -> None:
         """Raise UsageError unless HxW is positive and a multiple of size_multiple."""
-        from common.errors import UsageError
+        from lowlight_edge.errors import UsageError
 
         m = self.size_multiple
         if height <= 0 or width <= 0 or height % m or width % m:

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.errors import ConfigError, UsageError
+from lowlight_edge.errors import ConfigError, UsageError
 
-DEFAULT_PATH = Path(__file__).resolve().parents[1] / "targets.yaml"
+DEFAULT_PATH = Path(__file__).resolve().with_name("targets.yaml")  # packaged; the repository root links to it
 
 RUNTIMES = ("openvino", "onnxruntime", "tensorrt", "torch")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -248,7 +248,7 @@ def load_targets(path: str | Path | None = None) -> dict[str, Target]:
 
 def get_target(name: str, path: str | Path | None = None) -> Target:
     """The target called ``name``; an unknown name is a UsageError with a suggestion."""
-    from common.cli import suggest
+    from lowlight_edge.console import suggest
 
     targets = load_targets(path)
     if name not in targets:
@@ -288,7 +288,7 @@ class _Parser:
 
     def mapping(self, node: Any, what: str, allowed: tuple[str, ...] | None) -> dict[str, tuple[Any, Any]]:
         """key -> (key_node, value_node), rejecting non-mappings, duplicates and unknown keys."""
-        from common.cli import suggest
+        from lowlight_edge.console import suggest
 
         if not isinstance(node, self._yaml.MappingNode):
             raise self.fail(
@@ -327,7 +327,7 @@ class _Parser:
         return value
 
     def str_list(self, node: Any, what: str, choices: tuple[str, ...]) -> tuple[str, ...]:
-        from common.cli import suggest
+        from lowlight_edge.console import suggest
 
         if not isinstance(node, self._yaml.SequenceNode) or not node.value:
             raise self.fail(
@@ -375,7 +375,7 @@ class _Parser:
         def value(key: str) -> Any:
             return keys[key][1]
 
-        from common.cli import suggest
+        from lowlight_edge.console import suggest
 
         runtime = self.typed(value("runtime"), f"{what} runtime", (str,), "a runtime name")
         if runtime not in RUNTIMES:

@@ -8,8 +8,8 @@ calibration is the commonest silent failure), so a calibration set here is
   every preprocessing parameter, which becomes part of engine and calibration-cache keys;
 - in the deployed module's input range: RGB in [0, 1] (mapped onto ``spec.value_range`` when a
   model declares another one), or, for RAW models, the amplified RGGB plane that
-  ``common.raw.synthesize_raw`` makes from the image (real .dng/.arw/.nef files are read with
-  ``common.raw.read_raw``).
+  ``lowlight_edge.raw.synthesize_raw`` makes from the image (real .dng/.arw/.nef files are read with
+  ``lowlight_edge.raw.read_raw``).
 
 ``eval_frames`` applies the same preprocessing to the eval images, with RAW seeds distinct from
 calibration, for export verification and the bench.
@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from common.errors import DataError, UsageError
-from common.hashing import hash_dict, sha256_file
-from common.images import IMAGE_SUFFIXES, fit, list_images, read_rgb, to_nchw
-from common.raw import (
+from lowlight_edge.errors import DataError, UsageError
+from lowlight_edge.hashing import hash_dict, sha256_file
+from lowlight_edge.images import IMAGE_SUFFIXES, fit, list_images, read_rgb, to_nchw
+from lowlight_edge.raw import (
     RATIO_RANGE,
     RAW_SUFFIXES,
     SYNTH_BLACK,
@@ -349,7 +349,7 @@ def to_nncf_dataset(calib: CalibrationSet, transform_fn: Callable[[np.ndarray], 
     try:
         import nncf
     except ImportError as err:
-        from common.errors import MissingRequirement
+        from lowlight_edge.errors import MissingRequirement
 
         msg = "INT8 calibration needs nncf, which is not installed; pip install nncf"
         raise MissingRequirement(msg) from err

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models._api import UPSTREAM, ModelSpec, Weights, register
+from lowlight_edge.zoo._api import UPSTREAM, ModelSpec, Weights, register
 
 
 class DSConv(nn.Module):
