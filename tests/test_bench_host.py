@@ -445,8 +445,8 @@ def test_worker_jetson_power_and_memory_from_tegrastats(tmp_path, monkeypatch):
 
 
 def _tinydce_ready() -> str:
-    if not _has_torch_backend() or not (REPO / "models" / "dce.py").is_file():
-        return "models/ or runtimes/backend_torch.py not written yet"
+    if not _has_torch_backend() or not (REPO / "lowlight_edge" / "zoo" / "dce.py").is_file():
+        return "lowlight_edge/zoo/ or runtimes/backend_torch.py not written yet"
     weights = Path(os.environ.get("LOWLIGHT_EDGE_WEIGHTS", "")) / "tinydce.pth"
     if not weights.is_file():
         return f"no TinyDCE checkpoint at {weights}"
