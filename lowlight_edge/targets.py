@@ -8,14 +8,17 @@ ConfigError naming the file and the line (taken from PyYAML's node marks via ``y
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from lowlight_edge.console import suggest
 from lowlight_edge.errors import ConfigError, UsageError
+from runtimes.tiling import default_overlap, plan_tiles, tile_for_memory
 
 DEFAULT_PATH = Path(__file__).resolve().with_name("targets.yaml")  # packaged; the repository root links to it
 
@@ -147,8 +150,6 @@ class Target:
         ``max_memory_mb``, with the model's measured overlap; None when neither option is set or
         the whole frame fits. A tile that does not suit the model is a ConfigError.
         """
-        from runtimes.tiling import default_overlap, plan_tiles, tile_for_memory
-
         if "tile" not in self.options and "max_memory_mb" not in self.options:
             return None
         key = "tile" if "tile" in self.options else "max_memory_mb"
@@ -179,56 +180,13 @@ class Target:
             opts["threads"] = self.resolved_threads()
         return opts
 
-    def build_options(self) -> dict[str, Any]:
-        """Options the export pipeline applies when it builds this target's artifacts."""
-        return {k: v for k, v in self.options.items() if k in BUILD_OPTIONS}
-
-    def with_overrides(
-        self,
-        *,
-        warmup: int | None = None,
-        iterations: int | None = None,
-        threads: int | None = None,
-        precisions: tuple[str, ...] | list[str] | None = None,
-    ) -> Target:
-        """A copy with the user's explicit command-line choices; each is validated like the file."""
-        changes: dict[str, Any] = {}
-        if warmup is not None:
-            if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-                msg = f"--warmup must be an integer >= 0, got {warmup!r}"
-                raise UsageError(msg)
-            changes["warmup"] = warmup
-        if iterations is not None:
-            if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-                msg = f"--iterations must be an integer >= 1, got {iterations!r}"
-                raise UsageError(msg)
-            changes["iterations"] = iterations
-        if threads is not None:
-            if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-                msg = f"--threads must be an integer >= 1, got {threads!r}"
-                raise UsageError(msg)
-            changes["threads"] = threads
-        if precisions is not None:
-            allowed = RUNTIME_PRECISIONS[self.runtime]
-            bad = [p for p in precisions if p not in allowed]
-            if bad or not precisions:
-                msg = (
-                    f"--precision {','.join(bad) or '(none)'} is not available for target {self.name!r} "
-                    f"({self.runtime}); choose from {', '.join(allowed)}"
-                )
-                raise UsageError(msg)
-            changes["precisions"] = tuple(precisions)
-        return dataclasses.replace(self, **changes)
-
 
 # --------------------------------------------------------------------------------------------
 # Loading
 
 
 def load_targets(path: str | Path | None = None) -> dict[str, Target]:
-    """Read and validate targets.yaml (default: the one at the repository root)."""
-    import yaml
-
+    """Read and validate a targets file (default: DEFAULT_PATH, the targets.yaml packaged with lowlight_edge)."""
     path = Path(path) if path is not None else DEFAULT_PATH
     try:
         text = path.read_text()
@@ -248,8 +206,6 @@ def load_targets(path: str | Path | None = None) -> dict[str, Target]:
 
 def get_target(name: str, path: str | Path | None = None) -> Target:
     """The target called ``name``; an unknown name is a UsageError with a suggestion."""
-    from lowlight_edge.console import suggest
-
     targets = load_targets(path)
     if name not in targets:
         msg = f"unknown target {name!r}{suggest(name, list(targets))}; choose one of {', '.join(targets)}"
@@ -257,11 +213,16 @@ def get_target(name: str, path: str | Path | None = None) -> Target:
     return targets[name]
 
 
-def parse_resolution(text: str) -> tuple[int, int] | None:
-    """'400x600' -> (400, 600); None when the text is not a positive HxW pair."""
-    parts = text.strip().lower().split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
-        return None
+def parse_resolution(text: str) -> tuple[int, int]:
+    """'400x600' -> (400, 600), case and spaces ignored; anything else is a UsageError naming the text.
+
+    The one parser of "HxW" strings: --resolution on every command line, and the resolutions and
+    tile option of targets.yaml (whose loader turns the error into a ConfigError with the line).
+    """
+    parts = str(text).lower().replace(" ", "").split("x")
+    if len(parts) != 2 or not all(p.isascii() and p.isdigit() and int(p) > 0 for p in parts):
+        msg = f"resolution {text!r} is not of the form HxW with positive integers, e.g. 400x600"
+        raise UsageError(msg)
     return int(parts[0]), int(parts[1])
 
 
@@ -269,10 +230,7 @@ class _Parser:
     """Walks the composed YAML node tree, so every complaint can name its line."""
 
     def __init__(self, path: Path) -> None:
-        import yaml
-
         self.path = path
-        self._yaml = yaml
         self._constructor = yaml.constructor.SafeConstructor()
 
     # -- helpers ---------------------------------------------------------------------------
@@ -282,15 +240,13 @@ class _Parser:
         return ConfigError(f"{self.path}:{line}: {problem}; {fix}")
 
     def scalar(self, node: Any) -> Any:
-        if not isinstance(node, self._yaml.ScalarNode):
+        if not isinstance(node, yaml.ScalarNode):
             return _NOT_SCALAR
         return self._constructor.construct_object(node, deep=True)
 
     def mapping(self, node: Any, what: str, allowed: tuple[str, ...] | None) -> dict[str, tuple[Any, Any]]:
         """key -> (key_node, value_node), rejecting non-mappings, duplicates and unknown keys."""
-        from lowlight_edge.console import suggest
-
-        if not isinstance(node, self._yaml.MappingNode):
+        if not isinstance(node, yaml.MappingNode):
             raise self.fail(
                 node, f"{what} must be a mapping of `key: value` lines", "indent its keys under it"
             )
@@ -327,9 +283,7 @@ class _Parser:
         return value
 
     def str_list(self, node: Any, what: str, choices: tuple[str, ...]) -> tuple[str, ...]:
-        from lowlight_edge.console import suggest
-
-        if not isinstance(node, self._yaml.SequenceNode) or not node.value:
+        if not isinstance(node, yaml.SequenceNode) or not node.value:
             raise self.fail(
                 node, f"{what} must be a non-empty list", f"write it as [{', '.join(choices[:2])}]"
             )
@@ -351,7 +305,7 @@ class _Parser:
 
     def parse(self, root: Any) -> dict[str, Target]:
         if root is None:
-            msg = f"{self.path}: the file is empty; add a `targets:` mapping (see the repository's targets.yaml)"
+            msg = f"{self.path}: the file is empty; add a `targets:` mapping (see the packaged lowlight_edge/targets.yaml)"
             raise ConfigError(msg)
         top = self.mapping(root, "the top level", _TOP_KEYS)
         if "version" in top:
@@ -374,8 +328,6 @@ class _Parser:
 
         def value(key: str) -> Any:
             return keys[key][1]
-
-        from lowlight_edge.console import suggest
 
         runtime = self.typed(value("runtime"), f"{what} runtime", (str,), "a runtime name")
         if runtime not in RUNTIMES:
@@ -444,13 +396,14 @@ class _Parser:
             text = self.typed(
                 value_node, f"{what} resolution of {model}", (str,), 'a "HxW" string such as 400x600'
             )
-            parsed = parse_resolution(text)
-            if parsed is None:
+            try:
+                parsed = parse_resolution(text)
+            except UsageError:
                 raise self.fail(
                     value_node,
                     f"{what} resolution of {model} is {text!r}, not HxW",
                     "write it as HxW with positive integers, e.g. 400x600",
-                )
+                ) from None
             out[model] = parsed
         return out
 
@@ -484,8 +437,11 @@ def _option_problem(key: str, value: Any) -> str:
         return "use one of " + ", ".join(str(c) for c in choices[key])
     if key == "dla_core" and value is not None and value < 0:
         return "use 0, 1 or null for the GPU"
-    if key == "tile" and parse_resolution(value) is None:
-        return "write it as HxW with positive integers, e.g. 1024x1536"
+    if key == "tile":
+        try:
+            parse_resolution(value)
+        except UsageError:
+            return "write it as HxW with positive integers, e.g. 1024x1536"
     if key in ("workspace_mb", "tegrastats_interval_ms", "max_memory_mb") and value is not None and value < 1:
         return "use a positive integer"
     return ""
