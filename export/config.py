@@ -7,30 +7,49 @@ their inputs and a bad option fails before any work starts.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from lowlight_edge.errors import UsageError
+from lowlight_edge.errors import DataError, UsageError
+from lowlight_edge.targets import parse_resolution
+
+__all__ = ["DEFAULT_OPSET", "STAGES", "ExportRequest", "default_data_dir", "parse_resolution", "require_data_dir"]
 
 STAGES = ("onnx", "simplify", "quantize", "engine")
 DEFAULT_OPSET = 20  # what torch 2.13's dynamo exporter emits natively
+DATA_ENV = "LOWLIGHT_EDGE_DATA"
 
 
-def parse_resolution(text: str) -> tuple[int, int]:
-    """'400x600' -> (400, 600); anything else is a UsageError naming the expected form."""
-    parts = text.lower().replace(" ", "").split("x")
-    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        msg = f"resolution {text!r} is not of the form HxW, e.g. 400x600"
-        raise UsageError(msg)
-    return int(parts[0]), int(parts[1])
+def default_data_dir() -> Path | None:
+    """The folder holding eval/ and calib/ when no --eval/--calib is given, or None.
 
-
-def default_data_dir() -> Path:
-    """$LOWLIGHT_EDGE_DATA, else ../shared/data beside the repository."""
-    env = os.environ.get("LOWLIGHT_EDGE_DATA")
+    $LOWLIGHT_EDGE_DATA; else, when running from a source checkout (pyproject.toml beside the
+    packages), ``../shared/data`` beside the repository; else None: an installed wheel has no
+    repository, and a folder next to site-packages would be a guess.
+    """
+    env = os.environ.get(DATA_ENV)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "shared" / "data"
+    root = Path(__file__).resolve().parents[1]  # the folder that holds the export package
+    if (root / "pyproject.toml").is_file():
+        return root.parent / "shared" / "data"
+    return None
+
+
+def require_data_dir(what: str, option: str = "") -> Path:
+    """default_data_dir(), or a one-line DataError (exit 2): ``what`` has no folder, and the fix.
+
+    ``option`` names the command-line alternative to the variable, e.g. "pass --eval DIR".
+    """
+    folder = default_data_dir()
+    if folder is None:
+        alternative = f", or {option}" if option else ""
+        msg = (
+            f"no folder of {what}: {DATA_ENV} is not set and this is not a source checkout; "
+            f"set {DATA_ENV} to a folder with eval/ and calib/{alternative}"
+        )
+        raise DataError(msg)
+    return folder
 
 
 @dataclass(frozen=True)
@@ -41,7 +60,7 @@ class ExportRequest:
     dynamic: bool = False
     opset: int = DEFAULT_OPSET
     target: str = "x86-cpu"
-    targets_file: Path | None = None  # None: the repository's targets.yaml
+    targets_file: Path | None = None  # None: lowlight_edge.targets.DEFAULT_PATH, the packaged targets.yaml
     until: str = "engine"
     out: Path = Path("artifacts")
     eval_dir: Path | None = None  # real images for verification; None: default_data_dir()/eval
@@ -52,7 +71,6 @@ class ExportRequest:
     method: str = "ptq"  # ptq | qat
     qat_seconds: float = 240.0  # QAT fine-tuning wall-clock budget
     budget_db: float | None = None  # None: the target's budget
-    extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
         if self.until not in STAGES:
@@ -73,11 +91,24 @@ class ExportRequest:
         if self.calib_size is not None and self.calib_size < 1:
             msg = f"--calib-size must be at least 1, got {self.calib_size}"
             raise UsageError(msg)
+        self.image_folders()  # last, so a bad option is named first; all before any file is written
+
+    def image_folders(self) -> dict[str, Path]:
+        """The image folders this request reads: eval always, calib when it runs the quantize stage.
+
+        A DataError (exit 2) when one of them was not given and there is no default data folder.
+        """
+        folders = {"eval": self.eval_folder}
+        if STAGES.index(self.until) >= STAGES.index("quantize"):
+            folders["calib"] = self.calib_folder
+        return folders
 
     @property
     def eval_folder(self) -> Path:
-        return self.eval_dir or default_data_dir() / "eval"
+        """--eval, else <data folder>/eval; a DataError when there is neither."""
+        return self.eval_dir or require_data_dir("eval images", "pass --eval DIR") / "eval"
 
     @property
     def calib_folder(self) -> Path:
-        return self.calib_dir or default_data_dir() / "calib"
+        """--calib, else <data folder>/calib; a DataError when there is neither."""
+        return self.calib_dir or require_data_dir("calibration images", "pass --calib DIR") / "calib"
