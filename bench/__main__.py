@@ -1,6 +1,5 @@
 import sys
 
-from bench.cli import main
-from lowlight_edge.console import run_main
+from bench.cli import run
 
-sys.exit(run_main(main))
+sys.exit(run())

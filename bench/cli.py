@@ -1,4 +1,4 @@
-"""`python -m bench --target NAME ...`: argument parsing only; the work is bench.harness.run_bench()."""
+"""`lowlight-bench` / `python -m bench --target NAME ...`: argument parsing only; the work is bench.harness.run_bench()."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.harness import BenchRequest
+from bench.harness import BenchRequest, run_bench
+from export.cli import add_target_arguments
+from export.config import require_data_dir
+from lowlight_edge.console import MODELS, parser_for, run_main
+from lowlight_edge.errors import UsageError
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -15,14 +19,13 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench",
+    parser = parser_for(
+        "bench",
         description="Latency, memory and PSNR drift vs PyTorch FP32 for every model on a target "
-        "from targets.yaml; each row in its own process, with a PyTorch eager row measured alongside.",
+        "from the targets file; each row in its own process, with a PyTorch eager row measured alongside.",
     )
-    parser.add_argument("--target", default="x86-cpu", help="target from targets.yaml (default x86-cpu)")
-    parser.add_argument("--targets", type=Path, help="targets file (default: the repository's targets.yaml)")
-    parser.add_argument("--models", type=_names, help="comma-separated models (default: the whole zoo)")
+    add_target_arguments(parser)
+    parser.add_argument("--models", type=_names, help=f"comma-separated models (default: the whole zoo: {MODELS})")
     parser.add_argument("--precision", type=_names, help="comma-separated precisions (default: the target's)")
     parser.add_argument("--images", type=Path, help="real images to run and measure drift on")
     parser.add_argument("--iterations", type=int, help="timed runs per row (default: the target's)")
@@ -38,17 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from lowlight_edge.errors import UsageError
-
     if args.iterations is not None and args.iterations < 1:
         msg = f"--iterations must be at least 1, got {args.iterations}"
         raise UsageError(msg)
-    from bench.harness import run_bench
-
+    # The artifacts are built (or reused) with the data folder's calib/ images, and measured on
+    # its eval/ unless --images is given: no folder is a one-line error before anything is written.
+    require_data_dir("calibration images (the bench builds INT8 artifacts with them)")
     rows, failures = run_bench(
         BenchRequest(
             target=args.target,
-            targets_file=args.targets,
+            targets_file=args.targets_file,
             models=args.models,
             precisions=args.precision,
             images=args.images,
@@ -67,3 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for failure in failures:
         print(f"over budget: {failure}", file=sys.stderr)
     return 1 if failures or errors else 0
+
+
+def run() -> int:
+    """The `lowlight-bench` console script and `python -m bench`: main() with the exit codes."""
+    return run_main(main)

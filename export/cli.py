@@ -1,4 +1,4 @@
-"""`python -m export MODEL ...`: argument parsing only; the work is export.pipeline.export()."""
+"""`lowlight-export MODEL ...` / `python -m export MODEL ...`: argument parsing only; the work is export.pipeline.export()."""
 
 from __future__ import annotations
 
@@ -7,21 +7,24 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from export.config import DEFAULT_OPSET, STAGES, ExportRequest, parse_resolution
+from export import pipeline
+from export.config import DEFAULT_OPSET, STAGES, ExportRequest
+from lowlight_edge.console import MODELS, parser_for, run_main
+from lowlight_edge.targets import parse_resolution
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m export",
+    parser = parser_for(
+        "export",
         description="Compile a zoo model: checkpoint -> ONNX -> simplified ONNX -> INT8 -> engine, "
         "verifying every stage against the PyTorch FP32 output on real images.",
     )
-    parser.add_argument("model", help="zoo model: iat, iat_student, zero_dce_pp, tinydce, sgz, llpacknet")
+    parser.add_argument("model", help=f"zoo model: {MODELS}")
     parser.add_argument("--weights", default="default", help="registered weights name, a .pth path, or 'none' (random)")
     parser.add_argument("--resolution", type=parse_resolution, help="HxW (default: the target's, else the model's)")
     parser.add_argument("--dynamic", action="store_true", help="dynamic H and W (verified at two other sizes)")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
-    parser.add_argument("--target", default="x86-cpu", help="target from targets.yaml (default x86-cpu)")
+    add_target_arguments(parser)
     parser.add_argument("--until", choices=STAGES, default="engine", help="last stage to run (default engine)")
     parser.add_argument("--out", type=Path, default=Path("artifacts"), help="output folder (default artifacts/)")
     parser.add_argument("--eval", dest="eval_dir", type=Path, help="real images for verification")
@@ -29,6 +32,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verify-images", type=int, default=4, help="eval images per verification (default 4)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+def add_target_arguments(parser: argparse.ArgumentParser) -> None:
+    """--target and --targets, shared by `lowlight-export`, `lowlight-quantize` and `lowlight-bench`."""
+    parser.add_argument("--target", default="x86-cpu", help="target from the targets file (default x86-cpu)")
+    parser.add_argument(
+        "--targets",
+        dest="targets_file",
+        type=Path,
+        metavar="PATH",
+        help="targets file (default: the targets.yaml packaged with lowlight_edge)",
+    )
 
 
 def add_int8_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,6 +74,7 @@ def request_from_args(args: argparse.Namespace) -> ExportRequest:
         dynamic=args.dynamic,
         opset=args.opset,
         target=args.target,
+        targets_file=args.targets_file,
         until=args.until,
         out=args.out,
         eval_dir=args.eval_dir,
@@ -74,11 +90,14 @@ def request_from_args(args: argparse.Namespace) -> ExportRequest:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from export.pipeline import export
-
-    manifest_path = export(request_from_args(args), progress=not args.quiet)
+    manifest_path = pipeline.export(request_from_args(args), progress=not args.quiet)
     print_summary(manifest_path)
     return 0
+
+
+def run() -> int:
+    """The `lowlight-export` console script and `python -m export`: main() with the exit codes."""
+    return run_main(main)
 
 
 def print_summary(manifest_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""`python -m export.collect DIR`: one MANIFEST.json over every artifact under DIR.
+"""`lowlight-collect DIR` / `python -m export.collect DIR`: one MANIFEST.json over every artifact under DIR.
 
 Per file: model, target, stage, precision, sha256, bytes, fidelity and the tool versions of the
 run that made it; bench results found under DIR are listed too. ``verify(DIR)`` re-checks it.
@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from lowlight_edge.atomic import write_json
+from lowlight_edge.console import parser_for, run_main
 from lowlight_edge.errors import CheckFailed, DataError
 from lowlight_edge.hashing import sha256_file
 
@@ -87,16 +89,18 @@ def verify(root: Path, expected_models: list[str] | dict[str, list[str]] | None 
     return manifest
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m export.collect ARTIFACTS_DIR", file=sys.stderr)
-        return 2
-    print(collect(Path(args[0])))
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = parser_for("export.collect", description="Write DIR/MANIFEST.json over every artifact under DIR.")
+    parser.add_argument("artifacts", metavar="ARTIFACTS_DIR", type=Path, help="the folder `--out` of the exports")
+    args = parser.parse_args(argv)
+    print(collect(args.artifacts))
     return 0
 
 
-if __name__ == "__main__":
-    from lowlight_edge.console import run_main
+def run() -> int:
+    """The `lowlight-collect` console script and `python -m export.collect`: main() with the exit codes."""
+    return run_main(main)
 
-    sys.exit(run_main(main))
+
+if __name__ == "__main__":
+    sys.exit(run())

@@ -1,14 +1,24 @@
-"""Runs a CLI main function and maps errors to the project's exit codes."""
+"""What every command line shares: exit codes, --version, the program name and model-list help.
+
+Each CLI's ``run()`` (the console script, and what ``python -m PKG`` calls) is
+``run_main(main)``, so ``lowlight-export`` and ``python -m export`` exit with the same codes:
+0 ok, 1 a check failed, 2 bad usage or a missing requirement, 130 interrupted.
+"""
 
 from __future__ import annotations
 
+import argparse
+import difflib
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
+from lowlight_edge import DISTRIBUTION, version
 from lowlight_edge.errors import LowlightError
 
 PACKAGES = ("lowlight_edge", "export", "quantize", "runtimes", "bench")
+MODELS = "{models}"  # placeholder in help texts, filled from the zoo's registry when help is printed
 
 
 def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
@@ -28,7 +38,50 @@ def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | 
 
 def suggest(name: str, choices: Sequence[str]) -> str:
     """' (did you mean X?)' when a close choice exists, else ''."""
-    import difflib
-
     close = difflib.get_close_matches(name, list(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def version_line() -> str:
+    """What ``--version`` prints: ``lowlight-edge <version>``."""
+    return f"{DISTRIBUTION} {version()}"
+
+
+def prog(module: str) -> str:
+    """The program name for usage lines: the console script's (lowlight-export) or ``python -m MODULE``."""
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return name if name.startswith("lowlight-") else f"python -m {module}"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: print version_line() and exit 0 (metadata is read only when asked)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace, values, option_string=None) -> None:
+        print(version_line())
+        parser.exit(0)
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Fills the MODELS placeholder of help texts with the zoo's registered names, in order.
+
+    The registry is filled by importing the model modules, which import torch (~2 s): only a
+    printed help pays for it, never ``--version`` or a normal run's argument parsing.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = super()._get_help_string(action)
+        if text and MODELS in text:
+            from lowlight_edge.zoo import list_models  # pulls in torch: only when help is printed
+
+            text = text.replace(MODELS, ", ".join(list_models()))
+        return text
+
+
+def parser_for(module: str, **kwargs) -> argparse.ArgumentParser:
+    """An ArgumentParser named after how it was run, with --version and the model-list help."""
+    parser = argparse.ArgumentParser(prog=prog(module), formatter_class=HelpFormatter, **kwargs)
+    parser.add_argument("--version", action=_VersionAction, help="print the lowlight-edge version and exit")
+    return parser

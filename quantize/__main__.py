@@ -1,6 +1,5 @@
 import sys
 
-from lowlight_edge.console import run_main
-from quantize.cli import main
+from quantize.cli import run
 
-sys.exit(run_main(main))
+sys.exit(run())

@@ -1,4 +1,4 @@
-"""`python -m quantize MODEL ...`: the pipeline up to its INT8 stage, with the plan printed."""
+"""`lowlight-quantize MODEL ...` / `python -m quantize MODEL ...`: the pipeline up to its INT8 stage, with the plan printed."""
 
 from __future__ import annotations
 
@@ -6,18 +6,21 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from export.cli import add_int8_arguments
-from export.config import ExportRequest, parse_resolution
+from export import pipeline
+from export.cli import add_int8_arguments, add_target_arguments, print_summary
+from export.config import ExportRequest
+from lowlight_edge.console import MODELS, parser_for, run_main
+from lowlight_edge.targets import parse_resolution
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m quantize",
+    parser = parser_for(
+        "quantize",
         description="INT8 with NNCF under an image-fidelity budget: searches which layers stay float, "
         "and ships float instead when INT8 misses the budget or is not faster.",
     )
-    parser.add_argument("model", help="zoo model: iat, iat_student, zero_dce_pp, tinydce, sgz, llpacknet")
-    parser.add_argument("--target", default="x86-cpu", help="target from targets.yaml (default x86-cpu)")
+    parser.add_argument("model", help=f"zoo model: {MODELS}")
+    add_target_arguments(parser)
     add_int8_arguments(parser)
     parser.add_argument("--resolution", type=parse_resolution, help="HxW (default: the target's, else the model's)")
     parser.add_argument("--weights", default="default", help="registered weights name or a .pth path")
@@ -30,14 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from export.cli import print_summary
-    from export.pipeline import export
-
     request = ExportRequest(
         model=args.model,
         weights=args.weights,
         resolution=args.resolution,
         target=args.target,
+        targets_file=args.targets_file,
         until="quantize",
         out=args.out,
         eval_dir=args.eval_dir,
@@ -49,9 +50,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         budget_db=args.budget_db,
         verify_images=args.verify_images,
     )
-    manifest = export(request, progress=not args.quiet)
+    manifest = pipeline.export(request, progress=not args.quiet)
     print_summary(manifest)
     plan = manifest.parent / "precision_plan.yaml"
     if plan.is_file():
         print(f"precision plan: {plan}")
     return 0
+
+
+def run() -> int:
+    """The `lowlight-quantize` console script and `python -m quantize`: main() with the exit codes."""
+    return run_main(main)

@@ -2,7 +2,6 @@
 
 import sys
 
-from lowlight_edge.console import run_main
-from runtimes import cli
+from runtimes.cli import run
 
-sys.exit(run_main(cli.main))
+sys.exit(run())

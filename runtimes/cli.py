@@ -1,9 +1,13 @@
-"""``python -m runtimes``: list the backends, or enhance images with a built artifact."""
+"""``lowlight-runtimes`` / ``python -m runtimes``: list the backends, or enhance images with a built artifact."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+
+from lowlight_edge.console import MODELS, HelpFormatter, parser_for, run_main
+from runtimes import BACKENDS, availability, get_backend
+from runtimes.enhance import MODES, enhance
 
 
 def _positive_int(text: str) -> int:
@@ -18,20 +22,20 @@ def _positive_int(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from runtimes import BACKENDS
-    from runtimes.enhance import MODES
-
-    parser = argparse.ArgumentParser(prog="python -m runtimes", description=__doc__)
+    parser = parser_for("runtimes", description="List the backends, or enhance images with a built artifact.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="each backend and whether it is available here (and why not)")
     enh = sub.add_parser(
         "enhance",
+        formatter_class=HelpFormatter,
         help="run a built artifact on images, folders or RAW files and write enhanced PNGs",
         description="Run ARTIFACT (.xml openvino, .onnx onnxruntime, .engine tensorrt; or a zoo name with "
         "--backend torch) on INPUT images and write OUT/<stem>.png. Static-shape artifacts tile larger "
         "images (or resize them with --mode resize) and say so.",
     )
-    enh.add_argument("artifact", help="built model file, or MODEL[:WEIGHTS] with --backend torch")
+    enh.add_argument(
+        "artifact", help=f"built model file, or MODEL[:WEIGHTS] with --backend torch (MODEL: {MODELS})"
+    )
     enh.add_argument(
         "inputs", nargs="+", metavar="INPUT", help="image files, folders, or RAW files (.dng/.arw/.nef/.cr2)"
     )
@@ -52,8 +56,6 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "list":
-        from runtimes import availability, get_backend
-
         for name, (ok, reason) in availability().items():
             if name == "tensorrt":  # two flavours, each with what it can do here (build / run)
                 for flavour, (fok, freason) in get_backend(name).flavours().items():
@@ -62,8 +64,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 continue
             print(f"{name:18s} {'yes' if ok else 'no ':3s}  {reason}")
         return 0
-    from runtimes.enhance import enhance
-
     enhance(
         args.artifact,
         args.inputs,
@@ -76,3 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         device=args.device,
     )
     return 0
+
+
+def run() -> int:
+    """The `lowlight-runtimes` console script and `python -m runtimes`: main() with the exit codes."""
+    return run_main(main)
