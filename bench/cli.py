@@ -10,8 +10,9 @@ from pathlib import Path
 from bench.harness import BenchRequest, run_bench
 from export.cli import add_target_arguments
 from export.config import require_data_dir
-from lowlight_edge.console import MODELS, parser_for, run_main
+from lowlight_edge.console import parser_for, run_main
 from lowlight_edge.errors import UsageError
+from lowlight_edge.zoo import list_models
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -25,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         "from the targets file; each row in its own process, with a PyTorch eager row measured alongside.",
     )
     add_target_arguments(parser)
-    parser.add_argument("--models", type=_names, help=f"comma-separated models (default: the whole zoo: {MODELS})")
+    parser.add_argument("--models", type=_names, help=f"comma-separated models (default: the whole zoo: {', '.join(list_models())})")
     parser.add_argument("--precision", type=_names, help="comma-separated precisions (default: the target's)")
     parser.add_argument("--images", type=Path, help="real images to run and measure drift on")
     parser.add_argument("--iterations", type=int, help="timed runs per row (default: the target's)")

@@ -18,7 +18,18 @@ from pathlib import Path
 
 import numpy as np
 
-from lowlight_edge.targets import Target
+from bench.crosscheck import benchmark_app_p50, compare
+from bench.host import check_host, host_info
+from bench.report import budget_failures, fill_speedups, write_results
+from bench.roofline import bytes_moved, count_flops, measure_host_limits, roofline_fraction, roofline_ms
+from bench.worker import run_in_subprocess
+from export.config import ExportRequest
+from export.pipeline import export
+from lowlight_edge import zoo
+from lowlight_edge.datasets import eval_frames
+from lowlight_edge.errors import LowlightError, UsageError
+from lowlight_edge.targets import Target, get_target
+from runtimes.tiling import target_tiling
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +39,7 @@ LARGE_FRAME_PIXELS = 4_000_000  # above this, fewer frames are held (LLPackNet's
 @dataclass(frozen=True)
 class BenchRequest:
     target: str = "x86-cpu"
-    targets_file: Path | None = None  # None: the repository's targets.yaml
+    targets_file: Path | None = None  # None: the packaged targets.yaml (the repository root links to it)
     models: tuple[str, ...] | None = None  # None: the whole zoo
     precisions: tuple[str, ...] | None = None  # None: the target's
     images: Path | None = None  # eval images; None: the default data folder
@@ -43,12 +54,6 @@ class BenchRequest:
 
 def run_bench(request: BenchRequest) -> tuple[list[dict], list[str]]:
     """Measure and write results.{json,md,png}; returns (rows, budget failures)."""
-    from bench.host import check_host, host_info
-    from bench.report import budget_failures, write_results
-    from bench.roofline import measure_host_limits
-    from lowlight_edge import zoo
-    from lowlight_edge.errors import UsageError
-    from lowlight_edge.targets import get_target
 
     target = get_target(request.target, request.targets_file)
     check_host(target)  # one line and exit 2 before anything is written
@@ -77,7 +82,6 @@ def run_bench(request: BenchRequest) -> tuple[list[dict], list[str]]:
         for name in names:
             rows += bench_model(name, target, threads, precisions, request, Path(work), limits, host, bar)
     bar.close()
-    from bench.report import fill_speedups
 
     fill_speedups(rows)
     write_results(rows, request.out, target.budget, title=f"lowlight-edge bench on {target.name}")
@@ -87,16 +91,10 @@ def run_bench(request: BenchRequest) -> tuple[list[dict], list[str]]:
 def bench_model(name, target: Target, threads: int, precisions, request: BenchRequest, work: Path, limits, host, bar) -> list[dict]:
     import torch
 
-    from bench.roofline import bytes_moved, count_flops, roofline_fraction, roofline_ms
-    from bench.worker import run_in_subprocess
-    from export.config import ExportRequest
-    from export.pipeline import export
-    from lowlight_edge import zoo
-    from lowlight_edge.datasets import eval_frames
 
     spec = zoo.get_spec(name)
     resolution = target.resolution_for(name, raw=spec.input_kind == "raw_bayer")
-    tiling = target.tiling_for(spec, resolution)  # memory-bounded: built at the tile size, frames run tiled
+    tiling = target_tiling(target, spec, resolution)  # memory-bounded: built at the tile size, frames run tiled
     bar.set_description(f"{name}: building artifacts")
     manifest_path = export(
         ExportRequest(
@@ -188,8 +186,6 @@ def artifact_job(manifest: dict, target: Target, precision: str, folder: Path):
 
 def crosscheck_row(xml: Path, threads: int, shape, p50: float, target: Target) -> dict:
     """Our p50 against OpenVINO's benchmark_app on the same IR, threads, hint and shape."""
-    from bench.crosscheck import benchmark_app_p50, compare
-    from lowlight_edge.errors import LowlightError
 
     precision = target.load_options().get("precision")
     try:

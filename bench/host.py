@@ -33,12 +33,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lowlight_edge.errors import MissingRequirement
+from lowlight_edge.versions import versions
 
 if TYPE_CHECKING:
     from lowlight_edge.targets import Target
 
-VERSION_PACKAGES = ("torch", "onnx", "onnxruntime", "openvino", "nncf", "numpy")
-TENSORRT_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-lean", "tensorrt_lean")
 FLAG_NAMES = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
 
 
@@ -196,24 +195,6 @@ def cpu_flags(cpuinfo: str | None = None) -> list[str]:
     return names
 
 
-def package_versions(names: Sequence[str] = VERSION_PACKAGES) -> dict[str, str | None]:
-    """Installed versions from package metadata (no import); None when not installed."""
-    versions: dict[str, str | None] = {}
-    for name in names:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    versions["tensorrt"] = None
-    for dist in TENSORRT_DISTRIBUTIONS:
-        try:
-            versions["tensorrt"] = importlib.metadata.version(dist)
-            break
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return versions
-
-
 def gpu_name() -> str | None:
     """Name and driver of GPU 0 from nvidia-smi, or the board model on a Jetson; None if neither."""
     smi = shutil.which("nvidia-smi")
@@ -241,7 +222,7 @@ def host_info(threads: int | None) -> dict[str, Any]:
     info: dict[str, Any] = {
         "cpu": cpu_model(),
         "threads": threads if threads is not None else cores,
-        "versions": {"python": platform.python_version(), **package_versions()},
+        "versions": versions(),
         "cores": cores,
         "physical_cores": _physical_cores(),
         "flags": cpu_flags(),

@@ -36,10 +36,13 @@ from typing import Any
 
 import numpy as np
 
+from bench.host import GpuMemorySampler, TegrastatsSampler, summarize_samples
 from lowlight_edge.atomic import atomic_path, write_json
 from lowlight_edge.errors import DataError, LowlightError
 from lowlight_edge.memory import peak_rss_mb
-from lowlight_edge.metrics import fps, latency_stats, summarize_fidelity
+from lowlight_edge.metrics import fidelity, fps, latency_stats
+from runtimes import get_backend  # lazy: importing bench must not load a runtime
+from runtimes.tiling import plan_tiles, run_tiled
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SPEC_KEYS = (
@@ -92,7 +95,6 @@ def _load_stack(path: str | Path, what: str) -> np.ndarray:
 def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Measure one row as described in the module docstring; returns a JSON-able dict."""
     _check_spec(spec)
-    from runtimes import get_backend  # lazy: importing bench must not load a runtime
 
     device = str(spec.get("device") or "cpu")
     options = dict(spec.get("options") or {})
@@ -107,12 +109,10 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     rss_baseline = rss_mb()
     gpu = None
     if spec.get("gpu_memory", device.startswith("cuda")):
-        from bench.host import GpuMemorySampler
 
         gpu = GpuMemorySampler(_device_index(device)).start()
     tegra = None
     if spec.get("tegrastats_interval_ms"):
-        from bench.host import TegrastatsSampler
 
         tegra = TegrastatsSampler(int(spec["tegrastats_interval_ms"])).start()
         if not tegra.wait_for_samples(1):  # the first sample is the before-load memory baseline
@@ -177,7 +177,6 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
         "notes": notes,
     }
     if spec.get("tile"):
-        from runtimes.tiling import plan_tiles
 
         th, tw, overlap, multiple = spec["tile"]
         tiles = len(plan_tiles(*frames.shape[2:], th, tw, overlap, multiple))
@@ -205,8 +204,9 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
         if reference.shape != outputs.shape:
             msg = f"runtime output shape {outputs.shape} differs from the reference {reference.shape}"
             raise DataError(msg)
-        fidelity = summarize_fidelity(outputs, reference)
-        result.update(fidelity)
+        measured = fidelity(outputs, reference)
+        measured.pop("images")  # the row's frames are counted elsewhere
+        result.update(measured)
     return result
 
 
@@ -214,7 +214,6 @@ def _tiled(runner: Any, tile: Sequence[int]) -> Any:
     """``runner`` taking whole frames: each call runs overlapping tiles and stitches them."""
     from functools import partial
 
-    from runtimes.tiling import run_tiled
 
     th, tw, overlap, multiple = tile
     return partial(run_tiled, runner, tile=(th, tw), overlap=overlap, multiple=multiple)
@@ -228,8 +227,6 @@ def _add_tegrastats(
     iterations: int,
     notes: list[str],
 ) -> None:
-    from bench.host import summarize_samples
-
     whole = summarize_samples(samples)
     window = summarize_samples(samples, start, end)
     nvmaps = [s.nvmap_mb for s in samples if s.nvmap_mb is not None]

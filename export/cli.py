@@ -9,8 +9,9 @@ from pathlib import Path
 
 from export import pipeline
 from export.config import DEFAULT_OPSET, STAGES, ExportRequest
-from lowlight_edge.console import MODELS, parser_for, run_main
+from lowlight_edge.console import parser_for, run_main
 from lowlight_edge.targets import parse_resolution
+from lowlight_edge.zoo import list_models
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compile a zoo model: checkpoint -> ONNX -> simplified ONNX -> INT8 -> engine, "
         "verifying every stage against the PyTorch FP32 output on real images.",
     )
-    parser.add_argument("model", help=f"zoo model: {MODELS}")
+    parser.add_argument("model", help=f"zoo model: {', '.join(list_models())}")
     parser.add_argument("--weights", default="default", help="registered weights name, a .pth path, or 'none' (random)")
     parser.add_argument("--resolution", type=parse_resolution, help="HxW (default: the target's, else the model's)")
     parser.add_argument("--dynamic", action="store_true", help="dynamic H and W (verified at two other sizes)")

@@ -18,8 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from export.config import ExportRequest
+from export.config import ExportRequest, parse_resolution
+from lowlight_edge import zoo
 from lowlight_edge.atomic import write_json
+from lowlight_edge.datasets import eval_frames
 from lowlight_edge.hashing import hash_dict, sha256_file
 from lowlight_edge.memory import peak_rss_mb, reset_peak_rss
 
@@ -54,8 +56,6 @@ class Context:
     """
 
     def __init__(self, request: ExportRequest, target: Any) -> None:
-        from lowlight_edge import zoo
-
         self.request = request
         self.target = target
         self.spec = zoo.get_spec(request.model)
@@ -68,8 +68,6 @@ class Context:
         self.stage_runs: dict[str, dict] = {}  # by stage name: seconds and peak RSS, or reused
 
     def _target_resolution(self) -> tuple[int, int] | None:
-        from export.config import parse_resolution
-
         table = getattr(self.target, "resolutions", None) or {}
         text = table.get(self.request.model) or (table.get("default") if self.spec.input_kind == "rgb" else None)
         if not text:
@@ -82,15 +80,12 @@ class Context:
 
     @cached_property
     def module(self):
-        from lowlight_edge import zoo
-
         return zoo.get_model(self.request.model, self.request.weights)
 
     def frames(self, resolution: tuple[int, int] | None = None) -> list[np.ndarray]:
         """Real eval images (RAW models: synthetic Bayer from them) at a resolution, as NCHW."""
         resolution = resolution or self.resolution
         if resolution not in self._frames:
-            from lowlight_edge.datasets import eval_frames
 
             self._frames[resolution] = eval_frames(
                 self.request.eval_folder, self.spec, resolution, size=self.request.verify_images, seed=0

@@ -12,7 +12,14 @@ from __future__ import annotations
 import logging
 
 from export.core import Context, FileRecord, Stage
-from export.verify import fidelity, require, run_frames
+from export.fp16 import convert_to_fp16
+from export.verify import measure, require, run_frames, verify_onnx, within_budget
+from lowlight_edge.atomic import atomic_path
+from lowlight_edge.plan import load_plan
+from lowlight_edge.versions import versions
+from runtimes import get_backend
+from runtimes.backend_tensorrt import DEFAULT_FLAVOUR, builder_version, gpu_present
+from runtimes.base import BuildConfig
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +28,6 @@ class BuildEngine(Stage):
     name = "engine"
 
     def key(self, ctx: Context) -> dict:
-        from export.manifest import versions
-
         inputs = {role: r.sha256 for role, r in sorted(ctx.records.items())}
         return {
             "stage": self.name,
@@ -45,9 +50,6 @@ class BuildEngine(Stage):
         return []
 
     def _openvino(self, ctx: Context) -> list[FileRecord]:
-        from runtimes import get_backend
-        from runtimes.base import BuildConfig
-
         backend = get_backend("openvino")
         source = ctx.model_dir / ctx.records["simplified"].path
         config = BuildConfig(
@@ -58,13 +60,14 @@ class BuildEngine(Stage):
         )
         artifact = backend.build(source, config, ctx.model_dir / "openvino" / "fp32")
         with backend.load(artifact.path, device="CPU", options={"threads": ctx.target.threads}) as runner:
-            fid = fidelity(run_frames(runner, ctx.frames()), ctx.references())
+            fid = measure(run_frames(runner, ctx.frames()), ctx.references())
         fid["runtime"] = "openvino"
         require(fid, self.name, what=" (OpenVINO FP32 IR)")
         notes = [f"{k}: {v}" for k, v in sorted(artifact.meta.items())]
         xml = FileRecord(_rel(ctx, artifact.path), self.name, "fp32", "ir_fp32", fidelity=fid, notes=notes)
         weights = FileRecord(_rel(ctx, artifact.path.with_suffix(".bin")), self.name, "fp32", "ir_fp32_bin")
-        return [xml.fill_digest(ctx.model_dir), weights.fill_digest(ctx.model_dir)]
+        sidecar = FileRecord(_rel(ctx, artifact.path) + ".json", self.name, "fp32", "ir_fp32_json")
+        return [r.fill_digest(ctx.model_dir) for r in (xml, weights, sidecar)]
 
     def _tensorrt(self, ctx: Context) -> list[FileRecord]:
         """One strongly typed engine per precision, built here (TensorRT-RTX needs no GPU).
@@ -73,8 +76,6 @@ class BuildEngine(Stage):
         ONNX of the quantize stage (when INT8 shipped). Without a GPU the engine is not run: its
         fidelity is the ONNX's in ONNX Runtime, and the record says so.
         """
-        from runtimes import get_backend
-        from runtimes.base import BuildConfig
 
         backend = get_backend("tensorrt")
         flavour = _flavour(ctx)
@@ -88,7 +89,6 @@ class BuildEngine(Stage):
             ctx.notes.append(note)
             log.warning(note)
             return []
-        from runtimes.backend_tensorrt import gpu_present
 
         plan = ctx.records.get("plan")
         shape, profile = self._shapes(ctx)
@@ -118,7 +118,7 @@ class BuildEngine(Stage):
             artifact = backend.build(ctx.model_dir / source.path, config, ctx.model_dir / "tensorrt")
             if gpu_present(ctx.target.device):
                 with backend.load(artifact.path, device=ctx.target.device) as runner:
-                    fid = fidelity(run_frames(runner, ctx.frames()), ctx.references())
+                    fid = measure(run_frames(runner, ctx.frames()), ctx.references())
                 fid["runtime"] = "tensorrt"
                 fid["numerics"] = "the engine on this GPU"
             else:
@@ -145,13 +145,8 @@ class BuildEngine(Stage):
 
     def _fp16_onnx(self, ctx: Context) -> FileRecord | None:
         """The FP16 ONNX (plan's float nodes kept FP32), gated on the budget in ONNX Runtime."""
-        from export.fp16 import convert_to_fp16
-        from export.verify import verify_onnx, within_budget
-        from lowlight_edge.atomic import atomic_path
-        from runtimes.backend_tensorrt import read_plan
-
         plan = ctx.records.get("plan")
-        keep = read_plan(ctx.model_dir / plan.path)["float_nodes"] if plan else []
+        keep = load_plan(ctx.model_dir / plan.path).float_names if plan else []
         name = f"{ctx.spec.name}.fp16.onnx"
         budget = ctx.target.budget
         try:
@@ -174,26 +169,15 @@ class BuildEngine(Stage):
 class _MissedBudget(Exception):
     """Raised inside atomic_path so that a failed FP16 ONNX is not kept."""
 
-
 def _rel(ctx: Context, path) -> str:
     return path.resolve().relative_to(ctx.model_dir.resolve()).as_posix()
 
 
 def _flavour(ctx: Context) -> str:
     """The target's TensorRT builder (option ``builder``), else the backend's default."""
-    from runtimes.backend_tensorrt import DEFAULT_FLAVOUR
-
     return (ctx.target.options or {}).get("builder") or DEFAULT_FLAVOUR
 
 
 def _trt_identity(ctx: Context) -> str:
     """The builder flavour and version (part of the key: another TensorRT rebuilds)."""
-    from lowlight_edge.errors import LowlightError
-    from runtimes.backend_tensorrt import import_trt
-
-    flavour = _flavour(ctx)
-    try:
-        trt = import_trt(flavour)
-    except LowlightError as err:
-        return f"{flavour} absent ({err})"
-    return f"{trt.__name__} {trt.__version__}"
+    return builder_version(_flavour(ctx))

@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-import platform
 from dataclasses import asdict
 from functools import lru_cache
-from importlib import metadata
 from pathlib import Path
 
 from lowlight_edge.atomic import write_json
 from lowlight_edge.hashing import sha256_bytes
+from lowlight_edge.versions import versions
 
-TOOLS = ("torch", "onnx", "onnxscript", "onnxsim", "onnxruntime", "openvino", "nncf", "numpy")
 _PACKAGES = ("lowlight_edge", "export", "quantize", "runtimes")
-
-
-@lru_cache(maxsize=1)
-def versions() -> dict[str, str]:
-    """Versions of python and the tools, read from package metadata (imports nothing heavy)."""
-    found = {"python": platform.python_version()}
-    for name in TOOLS:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = "absent"
-    return found
 
 
 @lru_cache(maxsize=1)

@@ -11,16 +11,18 @@ from pathlib import Path
 
 from export.config import STAGES, ExportRequest
 from export.core import Context, FileRecord, Stage
+from export.engine import BuildEngine
+from export.manifest import write_manifest
+from export.simplify import SimplifyOnnx
+from export.to_onnx import ExportOnnx
+from lowlight_edge.targets import get_target
+from quantize.stage import QuantizeStage
 
 log = logging.getLogger(__name__)
 
 
 def stages_for(until: str) -> list[Stage]:
     """The stage objects from the first up to ``until``, in order."""
-    from export.engine import BuildEngine
-    from export.simplify import SimplifyOnnx
-    from export.to_onnx import ExportOnnx
-    from quantize.stage import QuantizeStage
 
     chain: list[Stage] = [ExportOnnx(), SimplifyOnnx(), QuantizeStage(), BuildEngine()]
     return chain[: STAGES.index(until) + 1]
@@ -28,7 +30,6 @@ def stages_for(until: str) -> list[Stage]:
 
 def export(request: ExportRequest, progress: bool = True) -> Path:
     """Run the pipeline; returns the manifest path. Raises lowlight_edge.errors.* on user errors."""
-    from lowlight_edge.targets import get_target
 
     request.validate()
     target = get_target(request.target, request.targets_file)
@@ -44,7 +45,6 @@ def export(request: ExportRequest, progress: bool = True) -> Path:
         all_records.extend(records)
         bar.update(1)
     bar.close()
-    from export.manifest import write_manifest
 
     return write_manifest(ctx, all_records)
 

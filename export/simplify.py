@@ -10,14 +10,13 @@ from export.core import Context, FileRecord, Stage
 from export.verify import verify_onnx_stage
 from lowlight_edge.atomic import atomic_path
 from lowlight_edge.errors import CheckFailed
+from lowlight_edge.versions import versions
 
 
 class SimplifyOnnx(Stage):
     name = "simplify"
 
     def key(self, ctx: Context) -> dict:
-        from export.manifest import versions
-
         return {
             "stage": self.name,
             "input": ctx.records["onnx"].sha256,

@@ -14,9 +14,11 @@ import logging
 from pathlib import Path
 
 from export.core import Context, FileRecord, Stage
+from export.manifest import source_digest
 from export.verify import verify_onnx_stage
 from lowlight_edge.atomic import atomic_path
 from lowlight_edge.errors import UsageError
+from lowlight_edge.versions import versions
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +30,6 @@ class ExportOnnx(Stage):
     name = "onnx"
 
     def key(self, ctx: Context) -> dict:
-        from export.manifest import source_digest, versions
-
         req = ctx.request
         return {
             "stage": self.name,

@@ -11,33 +11,24 @@ from collections.abc import Callable
 
 import numpy as np
 
+import runtimes
 from lowlight_edge.errors import CheckFailed
+from lowlight_edge.metrics import fidelity
 
 log = logging.getLogger(__name__)
 
 FP32_MIN_PSNR_DB = 60.0  # a float stage must reproduce PyTorch to this (issue: >= 60 dB)
 
 
-def fidelity(outputs: list[np.ndarray], references: list[np.ndarray]) -> dict:
-    """PSNR (mean, min), max abs error and NaN/Inf count of outputs against references."""
-    from lowlight_edge.metrics import psnr
-
-    psnrs, max_err, nonfinite = [], 0.0, 0
-    for out, ref in zip(outputs, references, strict=True):
-        if out.shape != ref.shape:
-            msg = f"output shape {out.shape} differs from the PyTorch output shape {ref.shape}"
-            raise CheckFailed(msg)
-        bad = int(np.count_nonzero(~np.isfinite(out)))
-        nonfinite += bad
-        clipped = np.clip(np.nan_to_num(out, nan=0.0), 0.0, 1.0)
-        psnrs.append(0.0 if bad else float(psnr(clipped, np.clip(ref, 0.0, 1.0))))
-        max_err = max(max_err, float(np.max(np.abs(clipped - ref))))
-    return {
-        "images": len(outputs),
-        "psnr_db": {"mean": round(float(np.mean(psnrs)), 2), "min": round(float(np.min(psnrs)), 2)},
-        "max_abs_err": float(f"{max_err:.3g}"),
-        "nonfinite": nonfinite,
-    }
+def measure(outputs: list[np.ndarray], references: list[np.ndarray]) -> dict:
+    """metrics.fidelity as the manifest records it (rounded, no SSIM); a shape mismatch is CheckFailed."""
+    try:
+        result = fidelity(outputs, references, with_ssim=False, rounded=True)
+    except ValueError as err:
+        msg = f"{err} (the PyTorch output); re-export the model"
+        raise CheckFailed(msg) from err
+    del result["ssim"], result["psnr_per_image"]
+    return result
 
 
 def run_frames(runner: Callable[[np.ndarray], np.ndarray], frames: list[np.ndarray]) -> list[np.ndarray]:
@@ -46,10 +37,8 @@ def run_frames(runner: Callable[[np.ndarray], np.ndarray], frames: list[np.ndarr
 
 def verify_onnx(path, frames: list[np.ndarray], references: list[np.ndarray], threads: int | None = None) -> dict:
     """Fidelity of an ONNX file in ONNX Runtime (CPU) against the PyTorch references."""
-    from runtimes import get_backend
-
-    with get_backend("onnxruntime").load(path, device="cpu", options={"threads": threads}) as runner:
-        result = fidelity(run_frames(runner, frames), references)
+    with runtimes.get_backend("onnxruntime").load(path, device="cpu", options={"threads": threads}) as runner:
+        result = measure(run_frames(runner, frames), references)
     result["runtime"] = "onnxruntime"
     return result
 

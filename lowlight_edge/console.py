@@ -1,4 +1,4 @@
-"""What every command line shares: exit codes, --version, the program name and model-list help.
+"""What every command line shares: exit codes, --version and the program name.
 
 Each CLI's ``run()`` (the console script, and what ``python -m PKG`` calls) is
 ``run_main(main)``, so ``lowlight-export`` and ``python -m export`` exit with the same codes:
@@ -18,7 +18,6 @@ from lowlight_edge import DISTRIBUTION, version
 from lowlight_edge.errors import LowlightError
 
 PACKAGES = ("lowlight_edge", "export", "quantize", "runtimes", "bench")
-MODELS = "{models}"  # placeholder in help texts, filled from the zoo's registry when help is printed
 
 
 def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
@@ -64,24 +63,8 @@ class _VersionAction(argparse.Action):
         parser.exit(0)
 
 
-class HelpFormatter(argparse.HelpFormatter):
-    """Fills the MODELS placeholder of help texts with the zoo's registered names, in order.
-
-    The registry is filled by importing the model modules, which import torch (~2 s): only a
-    printed help pays for it, never ``--version`` or a normal run's argument parsing.
-    """
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        text = super()._get_help_string(action)
-        if text and MODELS in text:
-            from lowlight_edge.zoo import list_models  # pulls in torch: only when help is printed
-
-            text = text.replace(MODELS, ", ".join(list_models()))
-        return text
-
-
 def parser_for(module: str, **kwargs) -> argparse.ArgumentParser:
-    """An ArgumentParser named after how it was run, with --version and the model-list help."""
-    parser = argparse.ArgumentParser(prog=prog(module), formatter_class=HelpFormatter, **kwargs)
+    """An ArgumentParser named after how it was run, with --version."""
+    parser = argparse.ArgumentParser(prog=prog(module), **kwargs)
     parser.add_argument("--version", action=_VersionAction, help="print the lowlight-edge version and exit")
     return parser

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -338,19 +337,3 @@ def check_not_eval(calib_folder: str | Path, eval_folder: str | Path) -> None:
         first, twin = shared[0]
         msg = f"{len(shared)} calibration image(s) are also eval images (e.g. {first} = {twin}); {fix}"
         raise UsageError(msg)
-
-
-def to_nncf_dataset(calib: CalibrationSet, transform_fn: Callable[[np.ndarray], Any] | None = None) -> Any:
-    """``nncf.Dataset`` over the calibration arrays (nncf is imported here, not at module import).
-
-    ``transform_fn`` maps one 1xCxHxW array to what the backend's model takes (e.g. a
-    ``{input_name: array}`` dict for ONNX); None passes the arrays as they are.
-    """
-    try:
-        import nncf
-    except ImportError as err:
-        from lowlight_edge.errors import MissingRequirement
-
-        msg = "INT8 calibration needs nncf, which is not installed; pip install nncf"
-        raise MissingRequirement(msg) from err
-    return nncf.Dataset(calib.arrays, transform_fn)

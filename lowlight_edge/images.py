@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lowlight_edge.atomic import atomic_path
 from lowlight_edge.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -80,7 +81,6 @@ def write_png(path: str | Path, image: np.ndarray) -> None:
     """Write an HxWx3 float image in [0,1] as an 8-bit PNG, atomically."""
     from PIL import Image
 
-    from lowlight_edge.atomic import atomic_path
 
     with atomic_path(path) as tmp:
         Image.fromarray(quantize_8bit(image)).save(tmp, format="PNG")

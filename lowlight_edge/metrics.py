@@ -133,22 +133,31 @@ def _as_images(batch: np.ndarray | Iterable[np.ndarray]) -> list[np.ndarray]:
     return images
 
 
-def summarize_fidelity(
-    outputs: np.ndarray | Iterable[np.ndarray], references: np.ndarray | Iterable[np.ndarray]
+def frame_psnr(out: np.ndarray, ref: np.ndarray) -> float:
+    """The per-frame fidelity rule: PSNR of out vs ref, both clipped to [0, 1] (what gets saved as
+    an image); 0 when out holds any NaN/Inf, so a broken frame can never pass a budget."""
+    if nonfinite_count(out):
+        return 0.0
+    return psnr(np.clip(np.asarray(out, np.float64), 0.0, 1.0), np.clip(np.asarray(ref, np.float64), 0.0, 1.0))
+
+
+def fidelity(
+    outputs: np.ndarray | Iterable[np.ndarray],
+    references: np.ndarray | Iterable[np.ndarray],
+    with_ssim: bool = True,
+    rounded: bool = False,
 ) -> dict[str, Any]:
     """Fidelity of a runtime's outputs against the FP32 PyTorch outputs of the same frames.
 
-    Returns the row keys psnr_db {mean, min}, ssim (mean), max_abs_err and nonfinite, plus
-    psnr_per_image. NaN/Inf are counted on the raw outputs; max_abs_err is over the raw finite
-    elements; PSNR and SSIM compare outputs clipped to [0, 1] (what gets saved as an image)
-    with the clipped references. An image holding any NaN/Inf scores PSNR 0 and SSIM 0, so a
-    broken frame can never pass a budget.
+    The one fidelity function of the project (stage verification, the INT8 search, the bench).
+    Returns images, psnr_db {mean, min} (frame_psnr per image), ssim (mean; None without
+    with_ssim or for images under 11 px), max_abs_err over the raw finite elements, nonfinite
+    (NaN/Inf count of the raw outputs) and psnr_per_image. ``rounded``: PSNR to 0.01 dB and
+    max_abs_err to 3 significant digits, as the manifest and plans record them.
     """
     outs, refs = _as_images(outputs), _as_images(references)
     if len(outs) != len(refs) or not outs:
-        msg = (
-            f"summarize_fidelity needs as many outputs as references (>= 1), got {len(outs)} and {len(refs)}"
-        )
+        msg = f"fidelity needs as many outputs as references (>= 1), got {len(outs)} and {len(refs)}"
         raise ValueError(msg)
     psnrs: list[float] = []
     ssims: list[float] = []
@@ -161,19 +170,21 @@ def summarize_fidelity(
         count = nonfinite_count(out)
         bad += count
         worst = max(worst, max_abs_err(out, ref))
-        if count:
-            psnrs.append(0.0)
+        psnrs.append(frame_psnr(out, ref))
+        if with_ssim and not count and min(out.shape[-2:]) >= 11:
+            ssims.append(ssim(np.clip(out.astype(np.float64), 0.0, 1.0), np.clip(ref.astype(np.float64), 0.0, 1.0)))
+        elif with_ssim and count:
             ssims.append(0.0)
-            continue
-        o = np.clip(out.astype(np.float64), 0.0, 1.0)
-        r = np.clip(ref.astype(np.float64), 0.0, 1.0)
-        psnrs.append(psnr(o, r))
-        ssims.append(ssim(o, r) if min(o.shape[-2:]) >= 11 else float("nan"))
-    ssim_values = [s for s in ssims if not math.isnan(s)]
-    return {
+    result: dict[str, Any] = {
+        "images": len(outs),
         "psnr_db": {"mean": float(np.mean(psnrs)), "min": float(np.min(psnrs))},
-        "ssim": float(np.mean(ssim_values)) if ssim_values else None,
+        "ssim": float(np.mean(ssims)) if ssims else None,
         "max_abs_err": worst,
         "nonfinite": bad,
         "psnr_per_image": psnrs,
     }
+    if rounded:
+        result["psnr_db"] = {k: round(v, 2) for k, v in result["psnr_db"].items()}
+        result["max_abs_err"] = float(f"{worst:.3g}")
+        result["psnr_per_image"] = [round(v, 2) for v in psnrs]
+    return result

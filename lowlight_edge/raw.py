@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from lowlight_edge.errors import DataError, MissingRequirement, UsageError
+from lowlight_edge.images import fit
 
 RAW_SUFFIXES = (".dng", ".arw", ".nef")
 BAYER_PATTERNS = ("RGGB", "BGGR", "GRBG", "GBRG")
@@ -193,7 +194,6 @@ def fit_bayer(bayer: np.ndarray, height: int, width: int) -> np.ndarray:
     The plane is packed into its four H/2 x W/2 sites, each is cover-resized and centre-cropped
     to height/2 x width/2, and the result is unpacked, so the output is still RGGB.
     """
-    from lowlight_edge.images import fit
 
     h, w = bayer.shape
     if h % 2 or w % 2 or height % 2 or width % 2:

@@ -18,7 +18,6 @@ import yaml
 
 from lowlight_edge.console import suggest
 from lowlight_edge.errors import ConfigError, UsageError
-from runtimes.tiling import default_overlap, plan_tiles, tile_for_memory
 
 DEFAULT_PATH = Path(__file__).resolve().with_name("targets.yaml")  # packaged; the repository root links to it
 
@@ -57,7 +56,7 @@ _RUNTIME_OPTIONS: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
 # every frame runs in overlapping tiles (runtimes.tiling), so the figures cover the whole frame.
 TILING_OPTIONS: dict[str, tuple[tuple[type, ...], str]] = {
     "tile": ((str,), '"HxW" tile size, multiples of the model\'s size multiple'),
-    "max_memory_mb": ((int,), "activation memory limit in MB; tiling.tile_for_memory picks the tile"),
+    "max_memory_mb": ((int,), "activation memory limit in MB; runtimes.tiling.tile_for_memory picks the tile"),
 }
 OPTION_KEYS = {runtime: {**keys, **TILING_OPTIONS} for runtime, keys in _RUNTIME_OPTIONS.items()}
 
@@ -142,31 +141,6 @@ class Target:
             return len(os.sched_getaffinity(0))
         except AttributeError:  # not Linux
             return os.cpu_count() or 1
-
-    def tiling_for(self, spec: Any, resolution: tuple[int, int]) -> tuple[int, int, int] | None:
-        """(tile_h, tile_w, overlap) when this target runs ``spec``'s model tiled at ``resolution``.
-
-        The ``tile`` option as given, or the tile ``runtimes.tiling.tile_for_memory`` picks for
-        ``max_memory_mb``, with the model's measured overlap; None when neither option is set or
-        the whole frame fits. A tile that does not suit the model is a ConfigError.
-        """
-        if "tile" not in self.options and "max_memory_mb" not in self.options:
-            return None
-        key = "tile" if "tile" in self.options else "max_memory_mb"
-        try:
-            if key == "tile":
-                tile = parse_resolution(self.options["tile"])
-            else:
-                tile = tile_for_memory(spec, *resolution, self.options["max_memory_mb"])
-            if tile == resolution:
-                return None
-            overlap = default_overlap(spec)
-            plan_tiles(*resolution, *tile, overlap, spec.size_multiple)  # refuses a tile that does not fit
-        except UsageError as err:
-            at = f"{resolution[0]}x{resolution[1]}"
-            msg = f"target {self.name!r} option {key} for {spec.name} at {at}: {err}"
-            raise ConfigError(msg) from err
-        return (*tile, overlap)
 
     def load_options(self) -> dict[str, Any]:
         """Options for ``Backend.load``: runtime options plus an explicit ``threads`` count.

@@ -9,8 +9,9 @@ from pathlib import Path
 from export import pipeline
 from export.cli import add_int8_arguments, add_target_arguments, print_summary
 from export.config import ExportRequest
-from lowlight_edge.console import MODELS, parser_for, run_main
+from lowlight_edge.console import parser_for, run_main
 from lowlight_edge.targets import parse_resolution
+from lowlight_edge.zoo import list_models
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="INT8 with NNCF under an image-fidelity budget: searches which layers stay float, "
         "and ships float instead when INT8 misses the budget or is not faster.",
     )
-    parser.add_argument("model", help=f"zoo model: {MODELS}")
+    parser.add_argument("model", help=f"zoo model: {', '.join(list_models())}")
     add_target_arguments(parser)
     add_int8_arguments(parser)
     parser.add_argument("--resolution", type=parse_resolution, help="HxW (default: the target's, else the model's)")

@@ -16,8 +16,10 @@ import logging
 import numpy as np
 
 from export.core import Context
+from lowlight_edge.plan import PrecisionPlan
 from quantize import ptq
-from quantize.presets import Preset
+from quantize.inputs import export_at, full_size_calibration, ov_model
+from runtimes.backend_openvino import BACKEND as openvino
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +73,12 @@ def graph_mapping(ctx: Context, dctx: Context) -> dict[str, str] | None:
     return mapping
 
 
-def quantize_from_crops(ctx: Context, float_names: list[str], preset: Preset, size: tuple[int, int]):
+def quantize_from_crops(ctx: Context, float_names: list[str], plan: PrecisionPlan, size: tuple[int, int]):
     """(the full-size INT8 OpenVINO model, what calibrated it), ranges from crops of ``size``; or None.
 
     None when the model's graph cannot take dynamic H/W or the two graphs do not align; the
     caller then calibrates at full size.
     """
-    from quantize.stage import export_at, full_size_calibration, ov_model
-
     if not ctx.spec.dynamic_hw:
         log.info("%s: calibrating at full size (%s)", ctx.spec.name, ctx.spec.dynamic_hw_reason)
         return None
@@ -91,7 +91,7 @@ def quantize_from_crops(ctx: Context, float_names: list[str], preset: Preset, si
     info = {"full_size_images": len(frames), "ranges_from": f"{len(frames) * CROPS_PER_FRAME} crops of {size[0]}x{size[1]}"}
     calib = crops(frames, size, ctx.spec.size_multiple)
     del frames
-    scope = ptq.ignored_scope([mapping[name] for name in float_names], preset)
-    int8 = ptq.quantize_ov(ov_model(dctx), calib, scope, preset)
-    int8.reshape({int8.inputs[0]: list(ctx.input_shape)})
+    scope = ptq.ignored_scope([mapping[name] for name in float_names], plan.float_op_types)
+    int8 = ptq.quantize_ov(ov_model(dctx), calib, scope, ctx.spec.preset)
+    openvino.reshape(int8, ctx.input_shape)
     return int8, info

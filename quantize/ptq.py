@@ -2,7 +2,7 @@
 
 The search, in order, stopping at the first plan that meets the budget on held-out
 calibration frames (never the eval images):
-1. the model's preset (quantize/presets.py): only convolutions INT8, known-fragile nodes float;
+1. the model's preset (the QuantPreset of its registry entry): only convolutions INT8, known-fragile nodes float;
 2. NNCF accuracy control from that preset, with a PSNR-vs-FP32 metric: it ranks the remaining
    INT8 layers by their effect on the metric and reverts them to float until the budget holds.
 The result is then checked on the eval images and timed against FP32 on this host: an INT8 model
@@ -19,30 +19,16 @@ from pathlib import Path
 
 import numpy as np
 
-from quantize.plan import FloatNode
-from quantize.presets import Preset
+from lowlight_edge.metrics import frame_psnr
+from lowlight_edge.plan import FloatNode
+from lowlight_edge.zoo._api import QuantPreset
+from runtimes.backend_openvino import openvino_types
+from runtimes.base import Runner
 
 log = logging.getLogger(__name__)
 
 PSNR_CAP_DB = 60.0  # FP32 vs itself scores this; accuracy control measures drops from it
 COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
-ONNX_TO_OV_TYPES = {
-    "Mul": ["Multiply"],
-    "Add": ["Add"],
-    "Sub": ["Subtract"],
-    "Div": ["Divide"],
-    "Pow": ["Power"],
-    "MatMul": ["MatMul"],
-    "Gemm": ["MatMul"],
-    "Tanh": ["Tanh"],
-    "Sigmoid": ["Sigmoid"],
-    "Clip": ["Clamp"],
-    "Resize": ["Interpolate"],
-    "CumSum": ["CumSum"],
-    "ReduceMean": ["ReduceMean"],
-    "AveragePool": ["AvgPool"],
-    "GlobalAveragePool": ["ReduceMean"],
-}
 
 
 @dataclass(frozen=True)
@@ -87,7 +73,7 @@ def first_compute_node(simplified_onnx: Path) -> str | None:
     return None
 
 
-def preset_float_nodes(nodes: list[NodeInfo], preset: Preset, first: str | None) -> list[FloatNode]:
+def preset_float_nodes(nodes: list[NodeInfo], preset: QuantPreset, first: str | None) -> list[FloatNode]:
     """Compute nodes that the preset keeps in float, each with its reason."""
     chosen: list[FloatNode] = []
     for node in nodes:
@@ -121,22 +107,12 @@ def execution_order(exported_onnx, simplified_onnx) -> list[tuple[str, str]]:
     return [(n.name, n.op_type) for n in graph.node if n.op_type in COMPUTE_OPS and n.name in kept]
 
 
-def ignored_scope(float_names: list[str], preset: Preset):
-    """NNCF IgnoredScope (OpenVINO names) for float compute nodes and non-quantized op types."""
+def ignored_scope(float_names: list[str], float_op_types: list[str]):
+    """NNCF IgnoredScope (OpenVINO names) for the plan's float nodes and float op types."""
     import nncf
 
     names = [n for name in float_names for n in (name, f"{name}/WithoutBiases")]
-    types = sorted(
-        {ov for onnx_op, ovs in ONNX_TO_OV_TYPES.items() if onnx_op not in preset.quantize_ops for ov in ovs}
-    )
-    return nncf.IgnoredScope(names=names, types=types, validate=False)
-
-
-def psnr_db(out: np.ndarray, ref: np.ndarray) -> float:
-    if not np.all(np.isfinite(out)):
-        return 0.0
-    mse = float(np.mean((np.clip(out, 0, 1) - np.clip(ref, 0, 1)) ** 2))
-    return PSNR_CAP_DB if mse <= 10 ** (-PSNR_CAP_DB / 10) else min(PSNR_CAP_DB, 10 * np.log10(1.0 / mse))
+    return nncf.IgnoredScope(names=names, types=openvino_types(float_op_types), validate=False)
 
 
 def score(psnrs: list[float], budget: dict) -> float:
@@ -145,9 +121,9 @@ def score(psnrs: list[float], budget: dict) -> float:
     return float(min(np.mean(psnrs), np.min(psnrs) + gap, PSNR_CAP_DB))
 
 
-def evaluate(compiled, frames: list[np.ndarray], refs: list[np.ndarray]) -> list[float]:
-    output = compiled.output(0)
-    return [psnr_db(compiled(f)[output], r) for f, r in zip(frames, refs, strict=True)]
+def evaluate(runner: Runner, frames: list[np.ndarray], refs: list[np.ndarray]) -> list[float]:
+    """PSNR of each frame's output against its FP32 reference (the one per-frame rule, metrics.frame_psnr)."""
+    return [frame_psnr(runner(f), r) for f, r in zip(frames, refs, strict=True)]
 
 
 def summary(psnrs: list[float]) -> dict:
@@ -158,17 +134,8 @@ def meets(psnrs: list[float], budget: dict) -> bool:
     return float(np.mean(psnrs)) >= budget["psnr_mean_db"] and float(np.min(psnrs)) >= budget["psnr_min_db"]
 
 
-def compile_cpu(model, threads: int | None):
-    import openvino as ov
-
-    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = threads
-    return ov.Core().compile_model(model, "CPU", config)
-
-
 def paired_latency_ms(a, b, frames: list[np.ndarray], seconds: float = 3.0, warmup: int = 2) -> tuple[float, float]:
-    """Median latency of two compiled models, timed alternately over varied frames.
+    """Median latency of two runners, timed alternately over varied frames.
 
     Alternating runs share the same background load, so their ratio holds on a noisy host even
     when the absolute figures do not. Runs for about ``seconds`` (at least 10 pairs).
@@ -181,9 +148,9 @@ def paired_latency_ms(a, b, frames: list[np.ndarray], seconds: float = 3.0, warm
     i = 0
     while i < 10 or (time.perf_counter() < deadline and i < 500):
         frame = frames[i % len(frames)]
-        for compiled, samples in ((a, times_a), (b, times_b)):
+        for runner, samples in ((a, times_a), (b, times_b)):
             start = time.perf_counter()
-            compiled(frame)
+            runner(frame)
             samples.append((time.perf_counter() - start) * 1e3)
         i += 1
     return float(np.median(times_a)), float(np.median(times_b))
@@ -196,7 +163,7 @@ def quiet_nncf() -> None:
     nncf.set_log_level(logging.WARNING)
 
 
-def quantize_ov(model, calib_arrays: list[np.ndarray], scope, preset: Preset):
+def quantize_ov(model, calib_arrays: list[np.ndarray], scope, preset: QuantPreset):
     import nncf
 
     quiet_nncf()
@@ -211,14 +178,14 @@ def quantize_ov(model, calib_arrays: list[np.ndarray], scope, preset: Preset):
     )
 
 
-def accuracy_control_ov(model, calib_arrays, val_frames, val_refs, scope, preset: Preset, budget: dict, max_iterations: int):
+def accuracy_control_ov(model, calib_arrays, val_frames, val_refs, scope, preset: QuantPreset, budget: dict, max_iterations: int):
     """NNCF accuracy control with our PSNR score; reverts ranked layers until the budget holds."""
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
     def validate(compiled, items) -> tuple[float, list[float]]:
         output = compiled.output(0)
-        psnrs = [psnr_db(compiled(frame)[output], ref) for frame, ref in items]
+        psnrs = [frame_psnr(compiled(frame)[output], ref) for frame, ref in items]
         return score(psnrs, budget), psnrs
 
     validation = nncf.Dataset(list(zip(val_frames, val_refs, strict=True)), lambda item: item[0])
@@ -236,33 +203,3 @@ def accuracy_control_ov(model, calib_arrays, val_frames, val_refs, scope, preset
             max_num_iterations=max_iterations, ranking_subset_size=len(val_frames)
         ),
     )
-
-
-LAYOUT_OPS = ("Reshape", "Transpose", "DepthToSpace", "SpaceToDepth", "Squeeze", "Unsqueeze", "Pad")
-
-
-def is_quantized_input(node) -> bool:
-    """True when a tensor reaches its consumer through FakeQuantize.
-
-    NNCF puts one FakeQuantize per Concat input (shared scales) rather than after the Concat,
-    and layout ops keep INT8 values INT8, so both are looked through.
-    """
-    kind = node.get_type_name()
-    if kind == "FakeQuantize":
-        return True
-    if kind == "Concat":
-        return all(is_quantized_input(v.get_node()) for v in node.input_values())
-    if kind in LAYOUT_OPS:
-        return is_quantized_input(node.input_value(0).get_node())
-    return False
-
-
-def float_compute_ops(int8_model) -> list[str]:
-    """ONNX names of the compute ops of an INT8 OpenVINO model whose activation input is not quantized."""
-    float_names = []
-    for op in int8_model.get_ordered_ops():
-        if op.get_type_name() not in ("Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData"):
-            continue
-        if not is_quantized_input(op.input_value(0).get_node()):
-            float_names.append(op.get_friendly_name().removesuffix("/WithoutBiases"))
-    return float_names

@@ -21,9 +21,13 @@ import time
 import numpy as np
 
 from export.core import Context, FileRecord
-from export.verify import fidelity
-from quantize import ptq
-from quantize.plan import PrecisionPlan
+from export.verify import measure, run_frames
+from lowlight_edge.plan import PrecisionPlan
+from quantize import exposure, ptq
+from quantize.inputs import load_split, search_resolution
+from quantize.outputs import write_outputs
+from quantize.search import decide, latency_vs_fp32, search
+from runtimes.backend_openvino import BACKEND as openvino
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +41,32 @@ TRAIN_VIEWS = 2  # re-exposed versions of each calibration frame in the training
 RANGE_INIT_PIXELS = 4_000_000
 QAT_LR = 1e-5  # NNCF's QAT guide: a few epochs at about 1e-5; 1e-4 wrecked the student's global head
 CHECK_EVERY = 20
-# NNCF torch op types that stay float, as the OpenVINO presets keep elementwise ops float.
-TORCH_ELEMENTWISE = ("mul", "add", "sub", "div", "pow", "tanh", "sigmoid", "clamp", "cumsum", "interpolate",
-                     "mean", "adaptive_avg_pool2d", "avg_pool2d")
-
-
+# NNCF torch op types of each ONNX op type of the plan (lowlight_edge.plan.QUANTIZABLE_OPS).
+TORCH_TYPES = {
+    "Conv": ("conv2d",),
+    "ConvTranspose": ("conv_transpose2d",),
+    "MatMul": ("matmul", "bmm", "linear"),
+    "Gemm": ("linear",),
+    "Mul": ("mul",),
+    "Add": ("add",),
+    "Sub": ("sub",),
+    "Div": ("div",),
+    "Pow": ("pow",),
+    "Tanh": ("tanh",),
+    "Sigmoid": ("sigmoid",),
+    "Clip": ("clamp",),
+    "Resize": ("interpolate",),
+    "CumSum": ("cumsum",),
+    "ReduceMean": ("mean",),
+    "AveragePool": ("avg_pool2d",),
+    "GlobalAveragePool": ("adaptive_avg_pool2d",),
+}
 TORCH_COMPUTE = {"Conv": ("conv2d", "conv_transpose2d"), "Gemm": ("linear",), "MatMul": ("matmul", "bmm", "linear")}
+
+
+def torch_types(onnx_ops: list[str]) -> list[str]:
+    """The NNCF torch op types of ONNX op types (the plan's float op types)."""
+    return sorted({t for op in onnx_ops for t in TORCH_TYPES[op]})
 
 
 def torch_float_names(plan: PrecisionPlan, onnx_compute: list[tuple[str, str]], model, example) -> list[str]:
@@ -114,9 +138,9 @@ def quantized_parameters(student) -> list:
 
 def finetune(
     student, teacher, frames: list[np.ndarray], val_frames: list[np.ndarray] | None = None,
-    seconds: float = 240.0, lr: float = QAT_LR, params: list | None = None,
+    seconds: float = 240.0, lr: float = QAT_LR, params: list | None = None, max_steps: int | None = None,
 ) -> dict:
-    """Adam on L1(student(x), teacher(x)) until the time budget is spent; keeps the best state.
+    """Adam on L1(student(x), teacher(x)) until the time budget (or max_steps) is spent; keeps the best state.
 
     The validation L1 is measured before the first step and every CHECK_EVERY steps; the state
     with the lowest one is restored at the end, so fine-tuning never returns a model worse than
@@ -140,7 +164,7 @@ def finetune(
     optimizer = torch.optim.Adam(params, lr=lr)
     steps, deadline = 0, time.monotonic() + seconds
     order = np.random.default_rng(0)
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and (max_steps is None or steps < max_steps):
         student.train()
         for module in student.modules():  # BatchNorm statistics stay frozen: too few images to re-estimate
             if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
@@ -179,9 +203,6 @@ def train_qat(ctx: Context, plan: PrecisionPlan, resolution: tuple[int, int]) ->
     import nncf
     import torch
 
-    from quantize import exposure
-    from quantize.stage import load_split
-
     train, val, _, _ = load_split(ctx, resolution)
     report: dict = {"resolution": f"{resolution[0]}x{resolution[1]}"}
     if ctx.spec.input_kind == "rgb":
@@ -201,7 +222,7 @@ def train_qat(ctx: Context, plan: PrecisionPlan, resolution: tuple[int, int]) ->
         nncf.Dataset([torch.from_numpy(a) for a in init]),
         preset=nncf.QuantizationPreset.PERFORMANCE,
         subset_size=len(init),
-        ignored_scope=nncf.IgnoredScope(names=float_names, types=list(TORCH_ELEMENTWISE), validate=False),
+        ignored_scope=nncf.IgnoredScope(names=float_names, types=torch_types(plan.float_op_types), validate=False),
     )
     trainable = quantized_parameters(student)
     report.update(finetune(student, teacher, train, val, seconds=ctx.request.qat_seconds, params=trainable))
@@ -217,46 +238,29 @@ def qat_stage(ctx: Context, budget: dict) -> list[FileRecord]:
     INT8 IR) is measured on the same eval images. QAT ships when it meets the budget, is faster
     than FP32 and is no worse than PTQ; otherwise the PTQ decision stands, with the QAT figures.
     """
-    import openvino as ov
-    import torch
-
-    from quantize.stage import (
-        cpu_timed,
-        decide,
-        fp32_compiled_for_timing,
-        run_ov,
-        search,
-        search_resolution,
-        write_outputs,
-    )
-
     ptq_plan, ptq_int8 = search(ctx, budget)
     if not ptq_plan.quantized_nodes:
         ptq_plan.reason += "; QAT not run: the PTQ search left no INT8 layer to train"
         return write_outputs(ctx, ptq_plan, ptq_int8)
     ptq.quiet_nncf()
-    plan = PrecisionPlan(ctx.spec.name, ctx.target.name, "fp32", "", budget, calibration=ptq_plan.calibration)
+    plan = PrecisionPlan(ctx.spec.name, ctx.target.name, "fp32", "", budget, quantize_ops=list(ptq_plan.quantize_ops),
+                         calibration=ptq_plan.calibration)
     plan.float_nodes, plan.quantized_nodes = list(ptq_plan.float_nodes), list(ptq_plan.quantized_nodes)
     plan.search = list(ptq_plan.search)
 
     student, training = train_qat(ctx, plan, search_resolution(ctx) or ctx.resolution)
-    with torch.no_grad():
-        int8 = ov.convert_model(student, example_input=torch.from_numpy(ctx.frames()[0]))
+    int8 = openvino.from_torch(student, ctx.frames()[0])
     del student
-    int8_compiled = ptq.compile_cpu(int8, ctx.target.threads)
-    after = fidelity(run_ov(int8_compiled, ctx.frames()), ctx.references())
-    after["runtime"] = "openvino"
+    int8_runner = openvino.runner(int8, ctx.target.threads)
+    after = {**measure(run_frames(int8_runner, ctx.frames()), ctx.references()), "runtime": "openvino"}
 
     before = ptq_plan.fidelity["eval"]["psnr_db"]
     gain = {k: round(after["psnr_db"][k] - before[k], 2) for k in ("mean", "min")}
     plan.search.append({"step": "qat (self-distillation) of the PTQ plan", **training, "eval_ptq": before,
                         "eval_qat": after["psnr_db"], "gain_db": gain})
     plan.fidelity = {**ptq_plan.fidelity, "eval_ptq": ptq_plan.fidelity["eval"], "eval": after}
-    if cpu_timed(ctx):
-        fp32_ms, int8_ms = ptq.paired_latency_ms(fp32_compiled_for_timing(ctx), int8_compiled, ctx.frames())
-        plan.latency_ms = {"fp32": round(fp32_ms, 2), "int8": round(int8_ms, 2), "int8_over_fp32": round(int8_ms / fp32_ms, 3)}
-    else:
-        plan.latency_ms = dict(ptq_plan.latency_ms)  # unmeasured for a GPU target, as PTQ's
+    plan.latency_ms = latency_vs_fp32(ctx, int8_runner)
+    int8_runner.close()
     decide(plan, budget, method="QAT INT8")
     gain_text = f"QAT {gain['mean']:+} dB mean, {gain['min']:+} dB min vs PTQ on the eval images"
     if plan.decision == "int8" and ptq_plan.decision == "int8" and gain["mean"] < 0:

@@ -16,11 +16,10 @@ import numpy as np
 from export.core import Context, FileRecord
 from export.verify import verify_onnx, within_budget
 from lowlight_edge.atomic import atomic_path
+from lowlight_edge.datasets import load_calibration
 from lowlight_edge.errors import CheckFailed
-from quantize.plan import PrecisionPlan
-from quantize.presets import preset_for
-
-NOT_QUANTIZED_OPS = ("Mul", "Add", "Sub", "Div", "Pow", "MatMul", "Gemm")
+from lowlight_edge.plan import PrecisionPlan
+from quantize.ptq import quiet_nncf
 
 
 def to_signed_int8(model) -> int:
@@ -61,11 +60,7 @@ def write_qdq_onnx(ctx: Context, plan: PrecisionPlan, budget: dict) -> list[File
     import nncf
     import onnx
 
-    from lowlight_edge.datasets import load_calibration
-    from quantize.ptq import quiet_nncf
-
     quiet_nncf()
-    preset = preset_for(ctx.spec.name)
     calib = load_calibration(
         ctx.request.calib_folder,
         ctx.spec,
@@ -74,8 +69,7 @@ def write_qdq_onnx(ctx: Context, plan: PrecisionPlan, budget: dict) -> list[File
         seed=0,
         max_mean=ctx.request.calib_max_mean,
     )
-    types = sorted({op for op in NOT_QUANTIZED_OPS if op not in preset.quantize_ops})
-    scope = nncf.IgnoredScope(names=plan.float_names, types=types, validate=False)
+    scope = nncf.IgnoredScope(names=plan.float_names, types=plan.float_op_types, validate=False)
     model = onnx.load(str(ctx.model_dir / ctx.records["simplified"].path))
     input_name = model.graph.input[0].name
     quantized = nncf.quantize(

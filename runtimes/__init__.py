@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+from lowlight_edge.console import suggest
 from lowlight_edge.errors import UsageError
 from runtimes.base import Artifact, Backend, BuildConfig, Runner
 
@@ -38,7 +39,6 @@ _CACHE: dict[str, Backend] = {}
 def get_backend(name: str) -> Backend:
     """The backend called ``name``; UsageError with a suggestion for an unknown name."""
     if name not in BACKENDS:
-        from lowlight_edge.console import suggest
 
         msg = f"unknown backend {name!r}{suggest(name, BACKENDS)}; choose one of {', '.join(BACKENDS)}"
         raise UsageError(msg)

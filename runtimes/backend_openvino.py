@@ -15,12 +15,14 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from lowlight_edge.errors import DataError, MissingRequirement, UsageError
+from lowlight_edge.hashing import sha256_file
 from runtimes.base import (
     Artifact,
     Backend,
@@ -129,35 +131,28 @@ def _is_quantized(model: Any) -> bool:
 class OpenVinoRunner(Runner):
     backend = "openvino"
 
-    def __init__(self, path: Path, device: str, options: dict[str, Any]) -> None:
+    def __init__(self, model: Any, device: str, options: dict[str, Any], source: str, side: dict | None = None) -> None:
+        """Compile ``model`` (an openvino.Model read from ``source``, or one made in memory)."""
         import openvino as ov
 
-        self._side = read_sidecar(path) or {}
-        core = ov.Core()
-        try:
-            model = core.read_model(str(path))
-        except Exception as err:
-            msg = f"OpenVINO cannot read {path}: {ov_error(err)}; rebuild the IR (python -m export)"
-            raise DataError(msg) from err
+        self._side = side or {}
         if len(model.inputs) != 1:
-            msg = f"{path} has {len(model.inputs)} inputs; runtimes runs single-image models with one NCHW input"
+            msg = f"{source} has {len(model.inputs)} inputs; runtimes runs single-image models with one NCHW input"
             raise UsageError(msg)
         precision = self._side.get("precision") or ("int8" if _is_quantized(model) else "fp32")
-        super().__init__(device=device, precision=precision, source=str(path), threads=options.get("threads"))
-        config: dict[str, Any] = {}
+        super().__init__(device=device, precision=precision, source=source, threads=options.get("threads"))
+        config: dict[str, Any] = {"PERFORMANCE_HINT": options["hint"]} if options.get("hint") else {}
         if self.threads:
             config["INFERENCE_NUM_THREADS"] = self.threads
-        if "hint" in options:
-            config["PERFORMANCE_HINT"] = options["hint"]
         # f32 unless asked: on CPUs with AVX-512 BF16/AMX, OpenVINO's default silently runs an
         # "FP32" IR in bfloat16 (measured here: 69 dB instead of exact), and the float parts of an
         # INT8 IR with it; a precision change must be the user's choice, never the host's.
         config["INFERENCE_PRECISION_HINT"] = options.get("precision") or "f32"
         try:
-            self._compiled = core.compile_model(model, device.upper(), config)
+            self._compiled = ov.Core().compile_model(model, device.upper(), config)
         except Exception as err:
             msg = (
-                f"OpenVINO {ov.__version__} cannot compile {path} on {device.upper()}: {ov_error(err)}; "
+                f"OpenVINO {ov.__version__} cannot compile {source} on {device.upper()}: {ov_error(err)}; "
                 "rebuild it with python -m export (which falls back to the torch module) or use another backend"
             )
             raise MissingRequirement(msg) from err
@@ -230,7 +225,6 @@ class OpenVinoBackend(Backend):
         self.require()
         import openvino as ov
 
-        from lowlight_edge.hashing import sha256_file
 
         model_file = Path(model_file)
         if not model_file.is_file() or model_file.suffix.lower() != ".onnx":
@@ -337,7 +331,107 @@ class OpenVinoBackend(Backend):
         if "precision" in options and options["precision"] not in INFERENCE_PRECISIONS:
             msg = f"precision must be one of {', '.join(INFERENCE_PRECISIONS)} (OpenVINO inference precision), got {options['precision']!r}"
             raise UsageError(msg)
-        return OpenVinoRunner(path, device, options)
+        try:
+            model = ov.Core().read_model(str(path))
+        except Exception as err:
+            msg = f"OpenVINO cannot read {path}: {ov_error(err)}; rebuild the IR (python -m export)"
+            raise DataError(msg) from err
+        return OpenVinoRunner(model, device, options, str(path), read_sidecar(path))
+
+    # --- In-memory models, for the quantize stage ----------------------------------------------
+    # NNCF quantizes an openvino.Model in memory; these keep every OpenVINO call in this module.
+
+    def read_onnx(self, path: Path) -> Any:
+        """The FP32 openvino.Model of an ONNX file (what NNCF quantizes)."""
+        self.require()
+        import openvino as ov
+
+        try:
+            return ov.convert_model(str(path))
+        except Exception as err:
+            msg = f"OpenVINO {ov.__version__} cannot convert {Path(path).name}: {ov_error(err)}; re-export it (python -m export)"
+            raise MissingRequirement(msg) from err
+
+    def from_torch(self, module: Any, example: np.ndarray) -> Any:
+        """The openvino.Model of a torch module (a QAT student with its fake-quantizers, say)."""
+        self.require()
+        import openvino as ov
+        import torch
+
+        with torch.no_grad():
+            return ov.convert_model(module, example_input=torch.from_numpy(example))
+
+    def runner(self, model: Any, threads: int | None, source: str = "an in-memory model") -> OpenVinoRunner:
+        """A CPU runner of an in-memory model, compiled like a loaded IR (LATENCY, f32)."""
+        self.require()
+        return OpenVinoRunner(model, "cpu", {"threads": threads, "hint": "LATENCY"}, source)
+
+    def reshape(self, model: Any, shape: tuple[int, ...]) -> None:
+        """Give ``model`` a static input shape (an INT8 model calibrated on crops, at full size)."""
+        model.reshape({model.inputs[0]: list(shape)})
+
+    def save(self, model: Any, out_dir: Path, precision: str, meta: dict[str, Any]) -> Artifact:
+        """``out_dir/model.xml`` + ``.bin`` + sidecar, the same layout ``build`` writes."""
+        self.require()
+        import openvino as ov
+
+        meta = {"openvino": ov.__version__, "input_shape": list(partial_dims(model.inputs[0].get_partial_shape())), **meta}
+        artifact = Artifact(path=Path(out_dir) / "model.xml", backend=self.name, precision=precision, meta=meta)
+        self._save(model, artifact, compress=False)
+        return artifact
+
+
+def openvino_types(onnx_ops: Iterable[str]) -> list[str]:
+    """The OpenVINO op types that ONNX op types become (for NNCF's ignored scope)."""
+    return sorted({ov_type for op in onnx_ops for ov_type in ONNX_TO_OV_TYPES.get(op, ())})
+
+
+ONNX_TO_OV_TYPES = {
+    "Conv": ("Convolution", "GroupConvolution"),
+    "ConvTranspose": ("ConvolutionBackpropData",),
+    "Mul": ("Multiply",),
+    "Add": ("Add",),
+    "Sub": ("Subtract",),
+    "Div": ("Divide",),
+    "Pow": ("Power",),
+    "MatMul": ("MatMul",),
+    "Gemm": ("MatMul",),
+    "Tanh": ("Tanh",),
+    "Sigmoid": ("Sigmoid",),
+    "Clip": ("Clamp",),
+    "Resize": ("Interpolate",),
+    "CumSum": ("CumSum",),
+    "ReduceMean": ("ReduceMean",),
+    "AveragePool": ("AvgPool",),
+    "GlobalAveragePool": ("ReduceMean",),
+}
+LAYOUT_OPS = ("Reshape", "Transpose", "DepthToSpace", "SpaceToDepth", "Squeeze", "Unsqueeze", "Pad")
+COMPUTE_TYPES = ("Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData")
+
+
+def _is_quantized_input(node: Any) -> bool:
+    """True when a tensor reaches its consumer through FakeQuantize.
+
+    NNCF puts one FakeQuantize per Concat input (shared scales) rather than after the Concat,
+    and layout ops keep INT8 values INT8, so both are looked through.
+    """
+    kind = node.get_type_name()
+    if kind == "FakeQuantize":
+        return True
+    if kind == "Concat":
+        return all(_is_quantized_input(v.get_node()) for v in node.input_values())
+    if kind in LAYOUT_OPS:
+        return _is_quantized_input(node.input_value(0).get_node())
+    return False
+
+
+def float_compute_ops(int8_model: Any) -> list[str]:
+    """ONNX names of the compute ops of an INT8 openvino.Model whose activation input is not quantized."""
+    return [
+        op.get_friendly_name().removesuffix("/WithoutBiases")
+        for op in int8_model.get_ordered_ops()
+        if op.get_type_name() in COMPUTE_TYPES and not _is_quantized_input(op.input_value(0).get_node())
+    ]
 
 
 BACKEND = OpenVinoBackend()

@@ -30,7 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from lowlight_edge.errors import ConfigError, DataError, MissingRequirement, UsageError
+from lowlight_edge.atomic import atomic_path
+from lowlight_edge.errors import ConfigError, DataError, LowlightError, MissingRequirement, UsageError
+from lowlight_edge.hashing import hash_dict, sha256_bytes, sha256_file
+from lowlight_edge.plan import PrecisionPlan, load_plan
 from runtimes.base import (
     Artifact,
     Backend,
@@ -48,46 +51,13 @@ log = logging.getLogger(__name__)
 
 ENGINE_FORMAT = "lowlight-edge/tensorrt-engine/1"
 RUNTIME_FIELDS = ("tensorrt", "gpu_name", "compute_capability")  # what load() checks against this machine
-FLOAT_PRECISIONS = ("fp32", "fp16")
 OPTIONS = ()  # the engine fixes everything; there is nothing to choose at load time
 
 
 # --- plain functions: precision plan, cache key, sidecar (tested without TensorRT) -------------
 
 
-def read_plan(path: Path | None) -> dict | None:
-    """The precision plan the quantize stage wrote (YAML; JSON is YAML too).
-
-    ``float_nodes`` may be ONNX node names or the stage's records ({"name", "op", ...}); they are
-    returned as names. ConfigError when the file is missing or malformed.
-    """
-    if path is None:
-        return None
-    import yaml
-
-    path = Path(path)
-    try:
-        plan = yaml.safe_load(path.read_text())
-    except FileNotFoundError as err:
-        msg = f"precision plan {path} does not exist; pass the plan the quantize stage wrote"
-        raise ConfigError(msg) from err
-    except (OSError, yaml.YAMLError) as err:
-        msg = f"precision plan {path} is not valid YAML ({err}); regenerate it with python -m quantize"
-        raise ConfigError(msg) from err
-    nodes = plan.get("float_nodes") if isinstance(plan, dict) else None
-    if isinstance(nodes, list):
-        nodes = [n.get("name") if isinstance(n, dict) else n for n in nodes]
-    if not isinstance(nodes, list) or not all(isinstance(n, str) for n in nodes):
-        msg = f'precision plan {path} needs "float_nodes": a list of ONNX node names; regenerate it with python -m quantize'
-        raise ConfigError(msg)
-    precision = plan.get("float_precision", "fp32")
-    if precision not in FLOAT_PRECISIONS:
-        msg = f'precision plan {path}: "float_precision" must be fp32 or fp16, got {precision!r}'
-        raise ConfigError(msg)
-    return {**plan, "float_nodes": nodes, "float_precision": precision}
-
-
-def plan_tensors(plan: dict, onnx_file: Path) -> dict[str, list[str]]:
+def plan_tensors(plan: PrecisionPlan, onnx_file: Path) -> dict[str, list[str]]:
     """{float node: its output tensor names}; ConfigError naming nodes that are not in the ONNX.
 
     TensorRT's ONNX parser keeps ONNX tensor names, so a node's outputs identify its layers even
@@ -97,12 +67,12 @@ def plan_tensors(plan: dict, onnx_file: Path) -> dict[str, list[str]]:
 
     graph = onnx.load(str(onnx_file), load_external_data=False).graph
     outputs = {node.name: list(node.output) for node in graph.node if node.name}
-    missing = [n for n in plan["float_nodes"] if n not in outputs]
+    missing = [n for n in plan.float_names if n not in outputs]
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
         msg = f"precision plan names {len(missing)} node(s) not in {onnx_file.name} ({shown}); the plan was made for another export: rerun python -m quantize"
         raise ConfigError(msg)
-    return {n: outputs[n] for n in plan["float_nodes"]}
+    return {n: outputs[n] for n in plan.float_names}
 
 
 def engine_fields(onnx_file: Path, config: BuildConfig, identity: dict[str, Any]) -> dict[str, Any]:
@@ -110,7 +80,6 @@ def engine_fields(onnx_file: Path, config: BuildConfig, identity: dict[str, Any]
 
     ``identity`` is the TensorRT version and GPU ({"tensorrt", "gpu_name", "compute_capability"}).
     """
-    from lowlight_edge.hashing import sha256_file
 
     missing = [k for k in RUNTIME_FIELDS if k not in identity]
     if missing:
@@ -129,7 +98,6 @@ def engine_fields(onnx_file: Path, config: BuildConfig, identity: dict[str, Any]
 
 def engine_key(fields: dict[str, Any]) -> str:
     """24 hex digits of the sha256 of ``fields`` (sorted JSON): the engine's file name."""
-    from lowlight_edge.hashing import hash_dict
 
     return hash_dict(fields, length=24)
 
@@ -167,7 +135,6 @@ def sidecar_mismatches(
 
 def cached_engine(out_dir: Path, fields: dict[str, Any]) -> tuple[Path, list[str]]:
     """(engine path for ``fields``, reasons it cannot be reused); no reasons = a usable cache hit."""
-    from lowlight_edge.hashing import sha256_file
 
     path = Path(out_dir) / f"{engine_key(fields)}.engine"
     if not path.is_file():
@@ -181,8 +148,6 @@ def cached_engine(out_dir: Path, fields: dict[str, Any]) -> tuple[Path, list[str
 
 def write_engine(path: Path, data: bytes, meta: dict[str, Any], precision: str) -> Artifact:
     """Write the engine bytes (plain, loadable by trtexec) and then its sidecar, atomically each."""
-    from lowlight_edge.atomic import atomic_path
-    from lowlight_edge.hashing import sha256_bytes
 
     path = Path(path)
     sidecar_path(path).unlink(missing_ok=True)  # a crash in between leaves no sidecar, never a wrong one
@@ -294,6 +259,15 @@ def _trt_logger(trt: Any) -> Any:
 def _last_errors(trt: Any) -> str:
     errors = _trt_logger(trt).errors
     return errors[-1] if errors else "no error message (run with logging at DEBUG for the TensorRT log)"
+
+
+def builder_version(flavour: str = DEFAULT_FLAVOUR) -> str:
+    """'tensorrt_rtx 1.7.1.116', or why that flavour is absent (part of the engine stage's key)."""
+    try:
+        trt = import_trt(flavour)
+    except LowlightError as err:
+        return f"{flavour} absent ({err})"
+    return f"{trt.__name__} {trt.__version__}"
 
 
 def gpu_present(device: str = "cuda") -> bool:
@@ -529,7 +503,8 @@ class TensorRTBackend(Backend):
         if config.threads is not None:
             msg = "threads sets OpenVINO's build-time compile check; a TensorRT build cannot use it: drop it"
             raise UsageError(msg)
-        read_plan(config.plan)  # a malformed plan fails here; its sha256 is part of the key
+        if config.plan is not None:  # a malformed plan, or one made for another export, fails here
+            plan_tensors(load_plan(config.plan), model_file)
         flavour = config.flavour or DEFAULT_FLAVOUR
         fields = engine_fields(model_file, config, runtime_identity(flavour=flavour))
         path, problems = cached_engine(Path(out_dir), fields)
@@ -561,7 +536,6 @@ class TensorRTBackend(Backend):
 
         An engine without a sidecar (e.g. from trtexec) loads with a warning, unchecked.
         """
-        from lowlight_edge.hashing import sha256_file
 
         check_options(options, OPTIONS, self.name)
         path = artifact_path(artifact, self.name)

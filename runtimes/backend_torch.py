@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from lowlight_edge import zoo
 from lowlight_edge.errors import MissingRequirement, UsageError
-from runtimes.base import Backend, Runner
+from runtimes.base import Backend, Runner, check_options
 
 OPTIONS = ("threads", "precision", "compile")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
@@ -26,7 +27,6 @@ def _resolve(artifact: Any) -> tuple[Any, str, Any]:
     if isinstance(artifact, torch.nn.Module):
         return artifact, type(artifact).__name__, None
     if isinstance(artifact, str):
-        from lowlight_edge import zoo
 
         name, _, weights = artifact.partition(":")
         spec = zoo.get_spec(name)
@@ -124,7 +124,6 @@ class TorchBackend(Backend):
         """
         import torch
 
-        from runtimes.base import check_options
 
         options = check_options(options, OPTIONS, self.name)
         device = device or self.default_device

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from lowlight_edge.atomic import write_json
+from lowlight_edge.console import suggest
 from lowlight_edge.errors import ConfigError, MissingRequirement, UsageError
 
 if TYPE_CHECKING:
@@ -160,8 +162,6 @@ class Artifact:
         return data
 
     def write_sidecar(self) -> Path:
-        from lowlight_edge.atomic import write_json
-
         side = sidecar_path(self.path)
         write_json(side, {"backend": self.backend, "precision": self.precision, **self.meta})
         return side
@@ -180,7 +180,6 @@ def check_options(
     options: Mapping[str, Any] | None, allowed: tuple[str, ...], backend: str
 ) -> dict[str, Any]:
     """Options as a dict; UsageError for a key this backend does not know (never ignored)."""
-    from lowlight_edge.console import suggest
 
     options = dict(options or {})
     for key in options:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from lowlight_edge.console import MODELS, HelpFormatter, parser_for, run_main
+from lowlight_edge.console import parser_for, run_main
+from lowlight_edge.zoo import list_models
 from runtimes import BACKENDS, availability, get_backend
 from runtimes.enhance import MODES, enhance
 
@@ -27,14 +28,13 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="each backend and whether it is available here (and why not)")
     enh = sub.add_parser(
         "enhance",
-        formatter_class=HelpFormatter,
         help="run a built artifact on images, folders or RAW files and write enhanced PNGs",
         description="Run ARTIFACT (.xml openvino, .onnx onnxruntime, .engine tensorrt; or a zoo name with "
         "--backend torch) on INPUT images and write OUT/<stem>.png. Static-shape artifacts tile larger "
         "images (or resize them with --mode resize) and say so.",
     )
     enh.add_argument(
-        "artifact", help=f"built model file, or MODEL[:WEIGHTS] with --backend torch (MODEL: {MODELS})"
+        "artifact", help=f"built model file, or MODEL[:WEIGHTS] with --backend torch (MODEL: {', '.join(list_models())})"
     )
     enh.add_argument(
         "inputs", nargs="+", metavar="INPUT", help="image files, folders, or RAW files (.dng/.arw/.nef/.cr2)"

@@ -20,9 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from lowlight_edge.errors import DataError, MissingRequirement, UsageError
-from lowlight_edge.images import IMAGE_SUFFIXES
-from runtimes import tiling
+from lowlight_edge import zoo
+from lowlight_edge.errors import DataError, UsageError
+from lowlight_edge.images import IMAGE_SUFFIXES, from_nchw, read_rgb, to_nchw, write_png
+from lowlight_edge.raw import read_raw
+from runtimes import backend_for, get_backend, tiling
+from runtimes.base import read_sidecar
 from runtimes.tiling import owned_ranges as _owned  # noqa: F401 (tests import it from here)
 from runtimes.tiling import tile_starts
 
@@ -79,7 +82,6 @@ def collect_inputs(inputs: Sequence[str | Path]) -> list[Path]:
 
 def read_manifest(artifact: Path) -> dict[str, Any]:
     """{"size_multiple", "input_kind"} from manifest.json in the artifact's folder or its sidecar."""
-    from runtimes.base import read_sidecar
 
     found: dict[str, Any] = {}
     manifest = artifact.parent / "manifest.json"
@@ -154,17 +156,11 @@ def _read(path: Path, contract: InputContract, amp: float | None, say: Callable[
     """HxWxC float32 (C = 1 for a RAW Bayer plane)."""
     raw = path.suffix.lower() in RAW_SUFFIXES
     if raw:
-        try:
-            from lowlight_edge.raw import read_raw
-        except ImportError as err:
-            msg = f"reading RAW files needs lowlight_edge.raw ({err}); install the project with its [raw] extra"
-            raise MissingRequirement(msg) from err
         plane, info = read_raw(path, amp=amp)
         for note in info.get("notes", []):
             say(f"{path.name}: {note}")
         image = plane[..., None].astype(np.float32)
     else:
-        from lowlight_edge.images import read_rgb
 
         image = read_rgb(path)
     channels = contract.channels or (1 if contract.input_kind == "raw_bayer" else None)
@@ -189,7 +185,6 @@ def enhance_image(
     say: Callable[[str], None],
 ) -> np.ndarray:
     """Enhanced HxWx3 float32 for one HxWxC image, tiling/resizing/cropping as the contract needs."""
-    from lowlight_edge.images import from_nchw, to_nchw
 
     height, width = image.shape[:2]
     raw = image.shape[2] == 1
@@ -263,8 +258,6 @@ def enhance(
         overlap: tile overlap in px; None picks min(32, tile side / 4).
         say: where progress lines go (stdout by default).
     """
-    from lowlight_edge.images import write_png
-    from runtimes import backend_for, get_backend
 
     if mode is not None and mode not in MODES:
         msg = f"mode must be one of {', '.join(MODES)}, got {mode!r}"
@@ -272,7 +265,6 @@ def enhance(
     name = backend or backend_for(artifact)
     found: dict[str, Any] = {}
     if name == "torch" and not Path(artifact).is_file():
-        from lowlight_edge import zoo
 
         spec = zoo.get_spec(str(artifact).partition(":")[0])
         found = {"size_multiple": spec.size_multiple, "input_kind": spec.input_kind}

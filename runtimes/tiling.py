@@ -37,14 +37,11 @@ from typing import Any
 
 import numpy as np
 
-from lowlight_edge.errors import UsageError
+from lowlight_edge.errors import ConfigError, UsageError
+from lowlight_edge.targets import parse_resolution
 
-# Overlap in px at which tiled and full-frame outputs agree to >= 50 dB (measured, see above).
-DEFAULT_OVERLAP: dict[str, int] = {"llpacknet": 128}
-
-# Peak memory of one inference per input pixel (tile input and output included), OpenVINO CPU
-# FP32 IR: the slope of process peak RSS against tile pixels, rounded up; see tile_for_memory.
-ACTIVATION_BYTES_PER_PX: dict[str, float] = {"llpacknet": 64.0}
+# The measured facts per model (overlap, activation bytes per pixel) live in its registry entry
+# (ModelSpec.tiling); the measurements are described above and in tile_for_memory.
 
 
 @dataclass(frozen=True)
@@ -131,22 +128,15 @@ def run_tiled(
     return out
 
 
-def seam_psnr(full: np.ndarray, tiled: np.ndarray) -> float:
-    """PSNR (dB, data range 1, capped at 99) of a tiled output against the full-frame one."""
-    from lowlight_edge.metrics import psnr
-
-    return psnr(tiled, full)
-
-
 def default_overlap(spec: Any) -> int:
     """The measured overlap for ``spec``'s model; UsageError when none was measured."""
-    if spec.name not in DEFAULT_OVERLAP:
+    if spec.tiling is None:
         msg = (
-            f"no measured tile overlap for model {spec.name!r} (known: {', '.join(DEFAULT_OVERLAP)}); "
-            "measure one with runtimes.tiling.seam_psnr and add it to DEFAULT_OVERLAP, or run it untiled"
+            f"no measured tile overlap for model {spec.name!r}; measure one (lowlight_edge.metrics.psnr "
+            "of tiled vs whole-frame output) and add it to its registry entry (ModelSpec.tiling), or run it untiled"
         )
         raise UsageError(msg)
-    return DEFAULT_OVERLAP[spec.name]
+    return spec.tiling.overlap
 
 
 def tile_for_memory(
@@ -154,7 +144,7 @@ def tile_for_memory(
 ) -> tuple[int, int]:
     """The tile (multiples of the model's size multiple) to run a frame in under ``max_memory_mb``.
 
-    Estimate: activation memory = ACTIVATION_BYTES_PER_PX x tile pixels. For LLPackNet, peak
+    Estimate: activation memory = spec.tiling.activation_bytes_per_px x tile pixels. For LLPackNet, peak
     RSS (VmHWM) of a fresh process running the OpenVINO CPU FP32 IR (2 threads, LATENCY, f32)
     twice on one tile: 116 MB at 256x384, 165 MB at 768x1152, 324 MB at 1536x2304; the fit is
     111 MB + 63.2 B/px, and 64 B/px is used. Checked beyond the fit: 492 MB at 1488x4256
@@ -171,11 +161,8 @@ def tile_for_memory(
     fits. The smallest tile accepted is 2 x overlap per side (half of each tile kept, ~4x the
     compute); a limit below it is a UsageError.
     """
-    if spec.name not in ACTIVATION_BYTES_PER_PX:
-        msg = (
-            f"no memory estimate for model {spec.name!r} (known: {', '.join(ACTIVATION_BYTES_PER_PX)}); "
-            "give a fixed tile (HxW) instead of a memory limit"
-        )
+    if spec.tiling is None:
+        msg = f"no memory estimate for model {spec.name!r}; give a fixed tile (HxW) instead of a memory limit"
         raise UsageError(msg)
     if not max_memory_mb > 0:
         msg = f"max_memory_mb must be positive, got {max_memory_mb!r}"
@@ -184,7 +171,7 @@ def tile_for_memory(
     if height % m or width % m:
         msg = f"frame {height}x{width} must be a multiple of {m} for {spec.name}; crop it to multiples of {m}"
         raise UsageError(msg)
-    budget_px = max_memory_mb * 2**20 / ACTIVATION_BYTES_PER_PX[spec.name]
+    budget_px = max_memory_mb * 2**20 / spec.tiling.activation_bytes_per_px
     if height * width <= budget_px:
         return height, width
     overlap = default_overlap(spec) if overlap is None else overlap
@@ -199,10 +186,36 @@ def tile_for_memory(
                 best, best_key = (th, tw), key
     if best is None:
         sh, sw = min(side, height), min(side, width)
-        need = math.ceil(sh * sw * ACTIVATION_BYTES_PER_PX[spec.name] / 2**20)
+        need = math.ceil(sh * sw * spec.tiling.activation_bytes_per_px / 2**20)
         msg = (
             f"max_memory_mb {max_memory_mb:g} is too small for {spec.name}: its smallest tile "
             f"({sh}x{sw}, twice the {overlap} px overlap) needs about {need} MB; raise max_memory_mb to at least {need}"
         )
         raise UsageError(msg)
     return best
+
+
+def target_tiling(target: Any, spec: Any, resolution: tuple[int, int]) -> tuple[int, int, int] | None:
+    """(tile_h, tile_w, overlap) when ``target`` runs ``spec``'s model tiled at ``resolution``.
+
+    The ``tile`` option as given, or the tile ``runtimes.tiling.tile_for_memory`` picks for
+    ``max_memory_mb``, with the model's measured overlap; None when neither option is set or
+    the whole frame fits. A tile that does not suit the model is a ConfigError.
+    """
+    if "tile" not in target.options and "max_memory_mb" not in target.options:
+        return None
+    key = "tile" if "tile" in target.options else "max_memory_mb"
+    try:
+        if key == "tile":
+            tile = parse_resolution(target.options["tile"])
+        else:
+            tile = tile_for_memory(spec, *resolution, target.options["max_memory_mb"])
+        if tile == resolution:
+            return None
+        overlap = default_overlap(spec)
+        plan_tiles(*resolution, *tile, overlap, spec.size_multiple)  # refuses a tile that does not fit
+    except UsageError as err:
+        at = f"{resolution[0]}x{resolution[1]}"
+        msg = f"target {target.name!r} option {key} for {spec.name} at {at}: {err}"
+        raise ConfigError(msg) from err
+    return (*tile, overlap)

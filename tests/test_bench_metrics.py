@@ -12,6 +12,7 @@ from bench.report import ROW_KEYS, budget_failures, fill_speedups, render_markdo
 from bench.roofline import bytes_moved, count_flops, measure_host_limits, roofline_fraction, roofline_ms
 from lowlight_edge.metrics import (
     PSNR_CAP_DB,
+    fidelity,
     fps,
     gaussian_window_1d,
     latency_stats,
@@ -19,7 +20,6 @@ from lowlight_edge.metrics import (
     nonfinite_count,
     psnr,
     ssim,
-    summarize_fidelity,
 )
 
 BUDGET = {"psnr_mean_db": 40.0, "psnr_min_db": 38.0}
@@ -142,7 +142,7 @@ def test_summarize_fidelity_counts_nan_before_clipping():
     outs = refs + np.float32(0.01)
     outs[2, 0, 0, 0] = np.nan
     outs[2, 1, 0, 0] = np.inf
-    result = summarize_fidelity(outs, refs)
+    result = fidelity(outs, refs)
     assert result["nonfinite"] == 2
     assert result["psnr_per_image"][:2] == pytest.approx([40.0, 40.0], abs=1e-3)
     assert result["psnr_per_image"][2] == 0.0  # an image holding NaN scores 0 dB
@@ -155,12 +155,12 @@ def test_summarize_fidelity_counts_nan_before_clipping():
 def test_summarize_fidelity_clips_to_unit_range_but_reports_raw_error():
     refs = np.full((1, 3, 16, 16), 1.0, np.float32)
     outs = refs + np.float32(0.2)  # overshoot: identical once saved as an image
-    result = summarize_fidelity([outs], [refs])
+    result = fidelity([outs], [refs])
     assert result["psnr_db"] == {"mean": 99.0, "min": 99.0}
     assert result["ssim"] == pytest.approx(1.0)
     assert result["max_abs_err"] == pytest.approx(0.2, abs=1e-6)
     with pytest.raises(ValueError, match="as many outputs"):
-        summarize_fidelity(outs, np.concatenate([refs, refs]))
+        fidelity(outs, np.concatenate([refs, refs]))
 
 
 # -- roofline ------------------------------------------------------------------------------

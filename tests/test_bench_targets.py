@@ -105,27 +105,29 @@ def test_load_options_hold_threads_and_leave_out_bench_and_build_keys():
 
 def test_lowmem_target_runs_llpacknet_tiled_within_its_memory_limit():
     from lowlight_edge import zoo
-    from runtimes.tiling import ACTIVATION_BYTES_PER_PX, DEFAULT_OVERLAP
+    from runtimes.tiling import target_tiling
 
+    llpacknet = zoo.get_spec("llpacknet")
     lowmem = get_target("x86-cpu-lowmem")
     assert not {"tile", "max_memory_mb"} & set(lowmem.load_options())  # bench-only, never given to load()
-    th, tw, overlap = lowmem.tiling_for(zoo.get_spec("llpacknet"), (2848, 4256))
+    th, tw, overlap = target_tiling(lowmem, llpacknet, (2848, 4256))
     assert (th, tw) != (2848, 4256) and th % 16 == 0 and tw % 16 == 0
-    assert th * tw * ACTIVATION_BYTES_PER_PX["llpacknet"] <= lowmem.options["max_memory_mb"] * 2**20
-    assert overlap == DEFAULT_OVERLAP["llpacknet"]
-    assert get_target("x86-cpu").tiling_for(zoo.get_spec("llpacknet"), (2848, 4256)) is None
+    assert th * tw * llpacknet.tiling.activation_bytes_per_px <= lowmem.options["max_memory_mb"] * 2**20
+    assert overlap == llpacknet.tiling.overlap
+    assert target_tiling(get_target("x86-cpu"), llpacknet, (2848, 4256)) is None
 
 
 def test_tile_option_is_checked_when_loaded_and_against_the_model(tmp_path):
     from lowlight_edge import zoo
+    from runtimes.tiling import target_tiling
 
     def with_option(option: str) -> str:
         return VALID.replace("      hint: LATENCY\n", f"      hint: LATENCY\n      {option}\n")
 
     spec = zoo.get_spec("llpacknet")
     target = load_targets(write(tmp_path, with_option("tile: 256x384")))["cpu-test"]
-    assert target.tiling_for(spec, (512, 768)) == (256, 384, 128)
-    assert target.tiling_for(spec, (256, 384)) is None  # the tile is the frame: nothing to tile
+    assert target_tiling(target, spec, (512, 768)) == (256, 384, 128)
+    assert target_tiling(target, spec, (256, 384)) is None  # the tile is the frame: nothing to tile
     assert "tile" not in target.load_options()
     for option, pattern in (
         ("tile: 64x", r"option tile is '64x'.*write it as HxW"),
@@ -137,7 +139,7 @@ def test_tile_option_is_checked_when_loaded_and_against_the_model(tmp_path):
     for tile, pattern in (("250x384", r"multiples of 16"), ("128x192", r"overlap must be between 0 and 127")):
         target = load_targets(write(tmp_path, with_option(f"tile: {tile}")))["cpu-test"]
         with pytest.raises(ConfigError, match=rf"option tile for llpacknet at 512x768: .*{pattern}"):
-            target.tiling_for(spec, (512, 768))
+            target_tiling(target, spec, (512, 768))
 
 
 def test_get_target_unknown_name_suggests():

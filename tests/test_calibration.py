@@ -1,4 +1,4 @@
-"""quantize/calibration.py: seeded real-image calibration sets, their hash, RAW frames, eval guard."""
+"""lowlight_edge/datasets.py: seeded real-image calibration sets, their hash, RAW frames, eval guard."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from lowlight_edge.datasets import (
     eval_frames,
     frame_seed,
     load_calibration,
-    to_nncf_dataset,
 )
 from lowlight_edge.errors import DataError, UsageError
 from lowlight_edge.images import fit, list_images, read_rgb
@@ -30,7 +29,7 @@ RES = (64, 96)
 
 @dataclass(frozen=True)
 class Spec:
-    """The ModelSpec fields calibration reads (kept here so these tests do not depend on models/)."""
+    """The ModelSpec fields calibration reads (kept here so these tests do not depend on the zoo)."""
 
     name: str
     input_kind: str
@@ -171,14 +170,6 @@ def test_eval_guard(calib_dir: Path, eval_dir: Path, tmp_path: Path) -> None:
     shutil.copy(list_images(eval_dir)[0], sneaky / "renamed.png")
     with pytest.raises(UsageError, match="also eval images"):
         check_not_eval(sneaky, eval_dir)
-
-
-def test_nncf_dataset_yields_the_arrays(rgb_set: CalibrationSet) -> None:
-    dataset = to_nncf_dataset(rgb_set)
-    items = list(dataset.get_inference_data())
-    assert len(items) == 4 and all(np.array_equal(a, b) for a, b in zip(items, rgb_set.arrays, strict=True))
-    named = list(to_nncf_dataset(rgb_set, lambda a: {"input": a}).get_inference_data())
-    assert set(named[0]) == {"input"}
 
 
 def test_import_pulls_in_no_heavy_backend() -> None:

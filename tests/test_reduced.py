@@ -10,10 +10,11 @@ from export.config import ExportRequest
 from export.core import Context
 from export.simplify import SimplifyOnnx
 from export.to_onnx import ExportOnnx
+from lowlight_edge import zoo
+from lowlight_edge.metrics import frame_psnr
+from lowlight_edge.plan import PrecisionPlan
 from lowlight_edge.targets import get_target
-from quantize import ptq
 from quantize.crops import CROPS_PER_FRAME, align_names, crops
-from quantize.presets import preset_for
 
 
 def test_crops_are_seeded_in_bounds_and_on_the_size_multiple() -> None:
@@ -46,10 +47,11 @@ def test_ranges_from_crops_hold_on_the_full_frame(tmp_path: Path) -> None:
     for stage in (ExportOnnx(), SimplifyOnnx()):
         for record in stage(ctx):
             ctx.records[record.role] = record
-    int8, info = quantize_from_crops(ctx, [], preset_for("tinydce"), (48, 72))
+    plan = PrecisionPlan("tinydce", "x86-cpu", "fp32", "", {}, quantize_ops=list(zoo.get_spec("tinydce").preset.quantize_ops))
+    int8, info = quantize_from_crops(ctx, [], plan, (48, 72))
     assert info["ranges_from"] == f"{4 * CROPS_PER_FRAME} crops of 48x72"
     assert list(int8.inputs[0].get_partial_shape().to_shape()) == [1, 3, 96, 144]
     assert any(op.get_type_name() == "FakeQuantize" for op in int8.get_ops())
     compiled = ov.Core().compile_model(int8, "CPU")
-    psnrs = [ptq.psnr_db(compiled(f)[0], r) for f, r in zip(ctx.frames(), ctx.references(), strict=True)]
+    psnrs = [frame_psnr(compiled(f)[0], r) for f, r in zip(ctx.frames(), ctx.references(), strict=True)]
     assert min(psnrs) > 40  # tinydce INT8 calibrated on full frames reaches about 65 dB

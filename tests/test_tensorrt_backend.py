@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from lowlight_edge.errors import ConfigError, MissingRequirement, UsageError
+from lowlight_edge.plan import FloatNode, PrecisionPlan, load_plan, save_plan
 from runtimes import BuildConfig, get_backend
 from runtimes import backend_tensorrt as trt_backend
 from runtimes.backend_tensorrt import (
@@ -23,7 +24,6 @@ from runtimes.backend_tensorrt import (
     engine_fields,
     engine_key,
     plan_tensors,
-    read_plan,
     sidecar_mismatches,
     write_engine,
 )
@@ -48,8 +48,8 @@ def plan_file(onnx_file: Path, tmp_path: Path) -> Path:
     import onnx
 
     node = next(n.name for n in onnx.load(str(onnx_file)).graph.node if n.op_type == "Tanh")
-    path = tmp_path / "plan.json"
-    path.write_text(json.dumps({"float_nodes": [node]}))
+    path = tmp_path / "precision_plan.yaml"
+    save_plan(PrecisionPlan("tinydce", "desktop-gpu", "int8", "test", {}, float_nodes=[FloatNode(node, "Tanh", "", "test")]), path)
     return path
 
 
@@ -146,30 +146,31 @@ def test_engine_cache_hits_only_on_an_exact_match(onnx_file: Path, tmp_path: Pat
 # --- precision plan and shapes ---------------------------------------------------------------
 
 
-def test_read_plan_validates(tmp_path: Path, plan_file: Path, onnx_file: Path) -> None:
-    plan = read_plan(plan_file)
-    assert plan["float_precision"] == "fp32" and len(plan["float_nodes"]) == 1
+def test_one_plan_reader_validates(tmp_path: Path, plan_file: Path, onnx_file: Path) -> None:
+    """The TensorRT path reads the quantize stage's plan with the one reader (it used to have its own)."""
+    plan = load_plan(plan_file)
+    assert plan.float_precision == "fp32" and len(plan.float_names) == 1
     tensors = plan_tensors(plan, onnx_file)
-    assert list(tensors) == plan["float_nodes"] and all(tensors.values())
-    assert read_plan(None) is None
-    bad = tmp_path / "bad.json"
+    assert list(tensors) == plan.float_names and all(tensors.values())
+    bad = tmp_path / "bad.yaml"
     for text, match in (
         ("{oops", "not valid YAML"),
         ('{"nodes": []}', "float_nodes"),
-        ('{"float_nodes": ["a"], "float_precision": "int8"}', "fp32 or fp16"),
+        ('{"float_nodes": ["a"]}', "float_nodes"),  # bare names are not the plan format
+        ("model: m\ntarget: t\ndecision: int8\nreason: r\nbudget: {}\nfloat_nodes: []\nfloat_precision: int8\n", "fp32 or fp16"),
     ):
         bad.write_text(text)
         with pytest.raises(ConfigError, match=match):
-            read_plan(bad)
+            load_plan(bad)
     with pytest.raises(ConfigError, match="does not exist"):
-        read_plan(tmp_path / "missing.json")
-    # the quantize stage's own format: YAML with a record per float node (it used to be refused)
-    yaml_plan = tmp_path / "precision_plan.yaml"
-    node = plan["float_nodes"][0]
-    yaml_plan.write_text(f"# header\nmodel: tinydce\nfloat_nodes:\n- name: {node}\n  op: Tanh\n  module: ''\n  reason: r\n")
-    assert read_plan(yaml_plan)["float_nodes"] == [node]
+        load_plan(tmp_path / "missing.yaml")
+    other = PrecisionPlan("m", "t", "int8", "r", {}, float_nodes=[FloatNode("/not/in/graph", "Conv", "", "r")])
     with pytest.raises(ConfigError, match="another export"):
-        plan_tensors({"float_nodes": ["/not/in/graph"], "float_precision": "fp32"}, onnx_file)
+        plan_tensors(other, onnx_file)
+    wrong = tmp_path / "wrong.yaml"
+    save_plan(other, wrong)
+    with pytest.raises(ConfigError, match="another export"):  # the build refuses a plan for another export
+        get_backend("tensorrt").build(onnx_file, BuildConfig(plan=wrong), tmp_path / "engines")
 
 
 def test_dynamic_profile_rules() -> None:

@@ -13,11 +13,8 @@ from lowlight_edge.datasets import eval_frames
 from lowlight_edge.errors import UsageError
 from lowlight_edge.metrics import psnr
 from runtimes.tiling import (
-    ACTIVATION_BYTES_PER_PX,
-    DEFAULT_OVERLAP,
     plan_tiles,
     run_tiled,
-    seam_psnr,
     tile_for_memory,
 )
 
@@ -41,11 +38,11 @@ def llpacknet(eval_dir: Path):
 
 def test_tiled_llpacknet_matches_the_full_frame_with_the_default_overlap(llpacknet) -> None:
     run, frame, full = llpacknet
-    tiled = run_tiled(run, frame, TILE, DEFAULT_OVERLAP["llpacknet"])
+    tiled = run_tiled(run, frame, TILE, zoo.get_spec("llpacknet").tiling.overlap)
     assert tiled.shape == full.shape == (1, 3, *FRAME)
-    good = seam_psnr(full, tiled)
+    good = psnr(tiled, full)
     assert good >= 50.0
-    bare = seam_psnr(full, run_tiled(run, frame, TILE, 0))  # no context across the seams
+    bare = psnr(run_tiled(run, frame, TILE, 0), full)  # no context across the seams
     assert bare < good - 10.0
 
 
@@ -81,7 +78,7 @@ def test_plan_refuses_tiles_off_the_grid_or_larger_than_the_frame() -> None:
 
 def test_tile_for_memory_grows_with_the_limit_and_refuses_too_little() -> None:
     spec = zoo.get_spec("llpacknet")
-    per_px = ACTIVATION_BYTES_PER_PX["llpacknet"]
+    per_px = zoo.get_spec("llpacknet").tiling.activation_bytes_per_px
     areas = []
     for limit in (4, 8, 16, 32, 64, 128, 256, 512, 768):
         th, tw = tile_for_memory(spec, *FULL, limit)
@@ -112,7 +109,7 @@ def test_bench_worker_runs_each_frame_tiled(llpacknet, tmp_path: Path) -> None:
         "iterations": 1,
         "frames": str(tmp_path / "frames.npy"),
         "reference": str(tmp_path / "refs.npy"),
-        "tile": [*TILE, DEFAULT_OVERLAP["llpacknet"], 16],
+        "tile": [*TILE, zoo.get_spec("llpacknet").tiling.overlap, 16],
         "save_outputs": str(tmp_path / "out.npy"),
     }
     row = run_worker(spec)

@@ -13,6 +13,8 @@ from typing import Literal
 
 import torch
 
+from lowlight_edge.errors import UsageError
+
 UPSTREAM = "https://raw.githubusercontent.com/{repo}/{commit}/{path}"
 
 
@@ -27,6 +29,29 @@ class Weights:
     license: str
     description: str
     trained_range: tuple[float, float] = (0.0, 1.0)  # what the checkpoint was trained on
+
+
+@dataclass(frozen=True)
+class QuantPreset:
+    """Where the INT8 search starts for this model: what stays float before any search, and why.
+
+    From measurements on this stack (baseline.md, section 3): elementwise ops (the Zero-DCE curve,
+    IAT's gamma and colour matrix) made INT8 slower on CPUs without VNNI and cost fidelity, so by
+    default only convolutions are quantized.
+    """
+
+    quantize_ops: tuple[str, ...] = ("Conv", "MatMul")  # ONNX op types that may be INT8
+    float_modules: tuple[tuple[str, str], ...] = ()  # (module-path prefix, reason)
+    float_first_conv: str = ""  # reason, if the conv reading the image stays float
+    model_type_transformer: bool = False
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """Measured facts for running frames in overlapping tiles (runtimes.tiling)."""
+
+    overlap: int  # px of context at which tiled and whole-frame outputs agree to >= 50 dB
+    activation_bytes_per_px: float  # peak memory per tile input pixel, OpenVINO CPU FP32 IR
 
 
 @dataclass(frozen=True)
@@ -57,10 +82,11 @@ class ModelSpec:
     reference: tuple[str, ...] = ()  # published numbers, quoted with their setting
     notes: tuple[str, ...] = ()
     output_range: tuple[float, float] = (0.0, 1.0)
+    preset: QuantPreset = QuantPreset()  # the INT8 search's starting point
+    tiling: Tiling | None = None  # None: no tiling facts measured (frames run whole)
 
     def check_resolution(self, height: int, width: int) -> None:
         """Raise UsageError unless HxW is positive and a multiple of size_multiple."""
-        from lowlight_edge.errors import UsageError
 
         m = self.size_multiple
         if height <= 0 or width <= 0 or height % m or width % m:

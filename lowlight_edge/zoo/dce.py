@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lowlight_edge.zoo._api import UPSTREAM, ModelSpec, Weights, register
+from lowlight_edge.zoo._api import UPSTREAM, ModelSpec, QuantPreset, Weights, register
 
 
 class DSConv(nn.Module):
@@ -139,6 +139,7 @@ ZERO_DCE_PP = ModelSpec(
         "project page / paper: 10K params; 1000 FPS GPU / 11 FPS CPU for a 1200x900x3 image (paper Table 7: 1.2 ms GPU)",
     ),
     notes=(NOTE_12, NOTE_CURVE, NOTE_RESIZE),
+    preset=QuantPreset(quantize_ops=("Conv",), float_first_conv="the first conv reads the dark input image"),
 )
 
 TINYDCE = ModelSpec(
@@ -181,6 +182,7 @@ TINYDCE = ModelSpec(
         "4-channel depthwise convs are fragile under per-tensor INT8; runtime is memory-bound.",
         NOTE_CURVE,
     ),
+    preset=QuantPreset(quantize_ops=("Conv",), float_first_conv="the first conv reads the dark input image"),
 )
 
 SGZ = ModelSpec(
@@ -209,6 +211,7 @@ SGZ = ModelSpec(
     scale_factor=12,
     reference=("quality / speed: none in the upstream README (qualitative figures only)",),
     notes=(NOTE_12, "Same network as Zero-DCE++ (same 28 keys), different weights.", NOTE_CURVE, NOTE_RESIZE),
+    preset=QuantPreset(quantize_ops=("Conv",), float_first_conv="the first conv reads the dark input image"),
 )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lowlight_edge.zoo._api import UPSTREAM, ModelSpec, Weights, register
+from lowlight_edge.zoo._api import UPSTREAM, ModelSpec, QuantPreset, Weights, register
 from lowlight_edge.zoo.iat import apply_color_gamma
 
 REPO, COMMIT = "gibsonlee01/IAT_Student", "336702c84913c9d23f390661646de847310636c8"
@@ -159,6 +159,15 @@ SPEC = ModelSpec(
         "so any H, W (including dynamic) pools exactly like PyTorch.",
         "Input normalization (x-0.5)/0.5 is inside the module; INT8 calibration feeds [0,1] images.",
         "Output clamp(M p, 1e-8, 1) ** gamma with a per-image tensor exponent (Pow); gamma in (0, 1).",
+    ),
+    preset=QuantPreset(
+        quantize_ops=("Conv",),
+        float_first_conv="the first conv reads the dark input image (INT8 there: 14 dB, baseline.md)",
+        float_modules=(
+            ("global_refine", "global gamma/colour branch alone cost 16 dB in INT8 (baseline.md)"),
+            ("gamma_head", "global gamma head"),
+            ("color_head", "global colour-matrix head"),
+        ),
     ),
 )
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lowlight_edge.zoo._api import ModelSpec, Weights, register
+from lowlight_edge.zoo._api import ModelSpec, QuantPreset, Tiling, Weights, register
+from lowlight_edge.zoo.weights import check_keys
 
 REPO, COMMIT = "MohitLamba94/LLPackNet", "42f0f2cd6a51613cbbea49146f65ff07546075cb"
 PLANES = ("RDBr", "RDBg1", "RDBg2", "RDBb")  # RGGB: R, G1, G2, B after the 2x pack
@@ -145,7 +146,6 @@ def deployed_state(checkpoint: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
 
 def load_state(model: LLPackNet, checkpoint: dict[str, torch.Tensor]) -> None:
     """Check an authors'-layout state dict strictly, then fold and permute it into ``model``."""
-    from lowlight_edge.zoo.weights import check_keys
 
     check_keys(checkpoint_layout(), checkpoint, "llpacknet")
     model.load_state_dict(deployed_state(checkpoint), strict=True)
@@ -196,6 +196,14 @@ SPEC = ModelSpec(
         "without the file the model is randomly initialized (with a warning): latency only, no quality.",
         "Activations are large: the last conv output is 192x356x532 (~145 MB FP32) at full resolution.",
     ),
+    preset=QuantPreset(
+        quantize_ops=("Conv",),
+        float_first_conv="the first conv reads the amplified Bayer input (values up to ~300); "
+        "INT8 there cost 3.5 dB (measured at 512x768)",
+    ),
+    # runtimes.tiling's docstrings hold the measurements: 128 px keeps seams >= 50 dB; 64 B/px is
+    # the slope of peak RSS against tile pixels (OpenVINO CPU FP32 IR), rounded up
+    tiling=Tiling(overlap=128, activation_bytes_per_px=64.0),
 )
 
 register(SPEC, build, load_state)

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from lowlight_edge.atomic import atomic_path
+from lowlight_edge.console import suggest
 from lowlight_edge.errors import WeightsError
 from lowlight_edge.hashing import sha256_file
 from lowlight_edge.zoo._api import ModelSpec, Weights
@@ -150,7 +151,6 @@ def resolve(spec: ModelSpec, weights: str | os.PathLike | None = "default") -> R
         return Resolved(name, path, entry.sha256, entry.license, entry.url, entry)
     path = Path(choice).expanduser()
     if not path.is_file():
-        from lowlight_edge.console import suggest
 
         names = ["default", *spec.weights]
         msg = (

@@ -1,0 +1,98 @@
+"""The precision plan: which nodes stay in float, why, and what the result measured.
+
+One format, one reader: the quantize stage writes it beside the INT8 artifact as YAML (a person
+can read it), and every backend that follows a plan (NNCF's ignored scope for OpenVINO and the
+QDQ ONNX, TensorRT's FP16 ONNX) reads it back with ``load_plan``. Node names are the ONNX node
+names of the simplified graph (they are also OpenVINO's op names).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from lowlight_edge.atomic import write_text
+from lowlight_edge.errors import ConfigError
+
+# The one list of ONNX op types NNCF may quantize besides the compute ops: a plan keeps float every
+# type here that its quantize_ops do not name (each backend translates these names to its own).
+QUANTIZABLE_OPS = (
+    "Conv", "ConvTranspose", "MatMul", "Gemm", "Mul", "Add", "Sub", "Div", "Pow", "Tanh", "Sigmoid", "Clip",
+    "Resize", "CumSum", "ReduceMean", "AveragePool", "GlobalAveragePool",
+)  # fmt: skip
+FLOAT_PRECISIONS = ("fp32", "fp16")
+
+
+@dataclass
+class FloatNode:
+    name: str  # ONNX node name in the simplified graph
+    op: str  # ONNX op type
+    module: str  # PyTorch module path it came from ("" if unknown)
+    reason: str
+
+
+@dataclass
+class PrecisionPlan:
+    model: str
+    target: str
+    decision: str  # "int8" or "fp32" (the float artifact ships)
+    reason: str
+    budget: dict  # {"psnr_mean_db": x, "psnr_min_db": y}
+    quantize_ops: list[str] = field(default_factory=lambda: ["Conv"])  # ONNX op types that may be INT8
+    float_nodes: list[FloatNode] = field(default_factory=list)
+    float_precision: str = "fp32"  # what float nodes run in inside an INT8/FP16 TensorRT engine
+    quantized_nodes: list[str] = field(default_factory=list)
+    fidelity: dict = field(default_factory=dict)  # {"validation": {...}, "eval": {...}}
+    latency_ms: dict = field(default_factory=dict)  # {"fp32": x, "int8": y, "int8_over_fp32": y/x} or unmeasured
+    calibration: dict = field(default_factory=dict)  # {"hash", "images", "folder"}
+    search: list[dict] = field(default_factory=list)  # each step tried, in order
+
+    @property
+    def float_names(self) -> list[str]:
+        return [n.name for n in self.float_nodes]
+
+    @property
+    def float_op_types(self) -> list[str]:
+        """ONNX op types whose inputs stay float (QUANTIZABLE_OPS less quantize_ops)."""
+        return [op for op in QUANTIZABLE_OPS if op not in self.quantize_ops]
+
+
+def save_plan(plan: PrecisionPlan, path: str | Path) -> None:
+    header = (
+        f"# Precision plan for {plan.model} on {plan.target}: {plan.decision}.\n"
+        "# float_nodes stay in floating point (NNCF ignored scope; FP32 nodes of TensorRT's FP16 ONNX).\n"
+    )
+    write_text(path, header + yaml.safe_dump(asdict(plan), sort_keys=False, width=110))
+
+
+def load_plan(path: str | Path) -> PrecisionPlan:
+    """Read a plan written by save_plan; a missing or malformed file is a ConfigError."""
+    path = Path(path)
+    fix = "regenerate it with python -m quantize"
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError as err:
+        msg = f"precision plan {path} does not exist; pass the plan the quantize stage wrote"
+        raise ConfigError(msg) from err
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        msg = f"precision plan {path} is unreadable (not valid YAML: {str(err).splitlines()[0]}); {fix}"
+        raise ConfigError(msg) from err
+    nodes = data.get("float_nodes") if isinstance(data, dict) else None
+    if not isinstance(nodes, list) or not all(isinstance(n, dict) for n in nodes):
+        msg = f"precision plan {path} needs float_nodes: a list of records (name, op, module, reason); {fix}"
+        raise ConfigError(msg)
+    try:
+        plan = PrecisionPlan(**{**data, "float_nodes": [FloatNode(**n) for n in nodes]})
+    except TypeError as err:
+        msg = f"precision plan {path} has unexpected or missing fields ({err}); {fix}"
+        raise ConfigError(msg) from err
+    if plan.float_precision not in FLOAT_PRECISIONS:
+        msg = f"precision plan {path}: float_precision must be fp32 or fp16, got {plan.float_precision!r}"
+        raise ConfigError(msg)
+    unknown = [op for op in plan.quantize_ops if op not in QUANTIZABLE_OPS]
+    if unknown:
+        msg = f"precision plan {path}: quantize_ops {unknown} are not op types NNCF quantizes ({', '.join(QUANTIZABLE_OPS)})"
+        raise ConfigError(msg)
+    return plan
