@@ -95,6 +95,25 @@ def test_wheel_holds_our_packages_and_the_targets_file(wheel: Path) -> None:
         assert f"{script} = " in entry_points
 
 
+TINY_TARGET = """
+version: 1
+targets:
+  tiny-cpu:
+    description: a tiny x86 target of a user's own targets file
+    runtime: openvino
+    device: CPU
+    precisions: [fp32]
+    threads: 1
+    budget: {psnr_mean_db: 40.0, psnr_min_db: 38.0}
+    warmup: 1
+    iterations: 2
+    timeout_s: 300
+    resolutions:
+      default: 48x72
+    requires: [openvino]
+"""
+
+
 def test_installed_commands_work_from_a_user_folder(venv: Path, user_folder: Path, shared: Path) -> None:
     bin_dir = venv / "bin"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LOWLIGHT_EDGE_DATA", "VIRTUAL_ENV")}
@@ -142,4 +161,15 @@ def test_installed_commands_work_from_a_user_folder(venv: Path, user_folder: Pat
     _ok(run("lowlight-runtimes", "enhance", str(onnx_file), str(shared / "data" / "eval" / IMAGE),
             "--out", str(pngs)))
     assert (pngs / IMAGE).is_file()
+
+    # a real bench run from the wheel: FP32 rows of tinydce on a tiny target of the user's own file
+    targets = user_folder / "my-targets.yaml"
+    targets.write_text(TINY_TARGET)
+    results = user_folder / "bench"
+    _ok(run("lowlight-bench", "--targets", str(targets), "--target", "tiny-cpu", "--models", "tinydce",
+            "--precision", "fp32", "--out", str(results), "--artifacts", str(user_folder / "bench-artifacts"),
+            "--quiet", extra=data))
+    rows = {(r["runtime"], r["precision"]): r for r in json.loads((results / "results.json").read_text())}
+    assert {("openvino", "fp32"), ("torch", "fp32")} <= set(rows)
+    assert rows[("openvino", "fp32")]["psnr_db"]["min"] >= 60 and rows[("openvino", "fp32")]["latency_ms"]["p50"] > 0
     assert not list(user_folder.glob("*-was-imported"))  # the user's models/ and common/ were left alone
