@@ -10,7 +10,8 @@ from pathlib import Path
 from export import pipeline
 from export.config import DEFAULT_OPSET, STAGES, ExportRequest
 from lowlight_edge.console import parser_for, run_main
-from lowlight_edge.targets import parse_resolution
+from lowlight_edge.errors import UsageError
+from lowlight_edge.targets import get_target, parse_resolution
 from lowlight_edge.zoo import list_models
 
 
@@ -64,6 +65,14 @@ def add_int8_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--qat-seconds", type=float, default=240.0, help="QAT fine-tuning time on this machine (default 240)"
     )
+    parser.add_argument(
+        "--ship",
+        choices=("auto", "int8", "fp32"),
+        default="auto",
+        help="which precision ships: auto (default) = INT8 only if it meets the budget and is shown at least 5%% "
+        "faster than FP32, a speed tie ships FP32; int8 | fp32 pins it (fidelity and speed are still measured and "
+        "recorded in precision_plan.yaml; a pinned int8 that misses the budget ships FP32 with the reason)",
+    )
 
 
 def request_from_args(args: argparse.Namespace) -> ExportRequest:
@@ -86,12 +95,24 @@ def request_from_args(args: argparse.Namespace) -> ExportRequest:
         qat_seconds=args.qat_seconds,
         budget_db=args.budget_db,
         verify_images=args.verify_images,
+        ship=args.ship,
     )
+
+
+def check_ship(request: ExportRequest) -> None:
+    """--ship int8 on a target that lists no int8 precision would be ignored: a UsageError instead."""
+    if request.ship == "int8":
+        target = get_target(request.target, request.targets_file)
+        if "int8" not in target.precisions:
+            msg = f"--ship int8: target {target.name} lists no int8 precision ({', '.join(target.precisions)}); drop --ship or pick another target"
+            raise UsageError(msg)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    manifest_path = pipeline.export(request_from_args(args), progress=not args.quiet)
+    request = request_from_args(args)
+    check_ship(request)
+    manifest_path = pipeline.export(request, progress=not args.quiet)
     print_summary(manifest_path)
     return 0
 
@@ -109,6 +130,9 @@ def print_summary(manifest_path: Path) -> None:
         psnr = fid.get("psnr_db", {})
         where = f" {fid.get('runtime')}: PSNR mean {psnr.get('mean')} / min {psnr.get('min')} dB" if fid else ""
         print(f"  {f['stage']:9} {f['precision']:5} {f['path']:40} {f['bytes'] / 1e6:8.2f} MB{where}")
+    for f in manifest["files"]:  # INT8 shipped: say why (a float decision is already one of the notes)
+        if f.get("role") == "plan" and f.get("precision") == "int8" and f.get("notes"):
+            print(f"  shipped int8: {f['notes'][0]}")
     for note in manifest.get("notes", []):
         print(f"  note: {note}")
     print(f"manifest: {manifest_path}")

@@ -71,6 +71,7 @@ class ExportRequest:
     method: str = "ptq"  # ptq | qat
     qat_seconds: float = 240.0  # QAT fine-tuning wall-clock budget
     budget_db: float | None = None  # None: the target's budget
+    ship: str = "auto"  # auto: the ship rule decides INT8 vs FP32; int8 | fp32: the user pins it (quantize.search.decide)
 
     def validate(self) -> None:
         if self.until not in STAGES:
@@ -90,6 +91,12 @@ class ExportRequest:
             raise UsageError(msg)
         if self.calib_size is not None and self.calib_size < 1:
             msg = f"--calib-size must be at least 1, got {self.calib_size}"
+            raise UsageError(msg)
+        if self.ship not in ("auto", "int8", "fp32"):
+            msg = f"--ship {self.ship!r} is unknown; choose auto, int8 or fp32"
+            raise UsageError(msg)
+        if self.ship != "auto" and STAGES.index(self.until) < STAGES.index("quantize"):
+            msg = f"--ship {self.ship} decides the quantize stage, which --until {self.until} does not run; drop one of them"
             raise UsageError(msg)
         self.image_folders()  # last, so a bad option is named first; all before any file is written
 

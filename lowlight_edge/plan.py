@@ -45,9 +45,14 @@ class PrecisionPlan:
     float_precision: str = "fp32"  # what float nodes run in inside an INT8/FP16 TensorRT engine
     quantized_nodes: list[str] = field(default_factory=list)
     fidelity: dict = field(default_factory=dict)  # {"validation": {...}, "eval": {...}}
-    latency_ms: dict = field(default_factory=dict)  # {"fp32": x, "int8": y, "int8_over_fp32": y/x} or unmeasured
+    # CPU targets: {"fp32", "int8": medians, "speedup": the interval and verdict, "samples_ms": every round's
+    # times, "order"} (quantize.search.speed_record); GPU targets: {"unmeasured": why}
+    latency_ms: dict = field(default_factory=dict)
     calibration: dict = field(default_factory=dict)  # {"hash", "images", "folder"}
     search: list[dict] = field(default_factory=list)  # each step tried, in order
+    # {"requested": auto|int8|fp32, "pinned": bool, "rule_decision", "rule_reason"}: what the user asked
+    # (--ship) and what the ship rule alone decided; empty in plans written before --ship existed
+    ship: dict = field(default_factory=dict)
 
     @property
     def float_names(self) -> list[str]:
@@ -59,12 +64,31 @@ class PrecisionPlan:
         return [op for op in QUANTIZABLE_OPS if op not in self.quantize_ops]
 
 
+class _PlanDumper(yaml.SafeDumper):
+    """Block style, except lists of numbers (the per-round timings), which stay on one line."""
+
+
+def _represent_list(dumper: yaml.SafeDumper, data: list):
+    numbers = bool(data) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in data)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=numbers)
+
+
+_PlanDumper.add_representer(list, _represent_list)
+
+
 def save_plan(plan: PrecisionPlan, path: str | Path) -> None:
+    if plan.ship.get("pinned") and plan.ship["requested"] != plan.decision:
+        how = f"--ship {plan.ship['requested']} refused (see reason)"
+    elif plan.ship.get("pinned"):
+        how = f"pinned by the user (--ship {plan.ship['requested']}); the ship rule alone: {plan.ship['rule_decision']}"
+    else:
+        how = "decided by the ship rule (reason; latency_ms.speedup for the speed verdict and what a tie ships)"
     header = (
-        f"# Precision plan for {plan.model} on {plan.target}: {plan.decision}.\n"
+        f"# Precision plan for {plan.model} on {plan.target}: {plan.decision}, {how}.\n"
         "# float_nodes stay in floating point (NNCF ignored scope; FP32 nodes of TensorRT's FP16 ONNX).\n"
     )
-    write_text(path, header + yaml.safe_dump(asdict(plan), sort_keys=False, width=110))
+    body = yaml.dump(asdict(plan), Dumper=_PlanDumper, sort_keys=False, width=110)
+    write_text(path, header + body)
 
 
 def load_plan(path: str | Path) -> PrecisionPlan:

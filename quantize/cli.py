@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from export import pipeline
-from export.cli import add_int8_arguments, add_target_arguments, print_summary
+from export.cli import add_int8_arguments, add_target_arguments, check_ship, print_summary
 from export.config import ExportRequest
 from lowlight_edge.console import parser_for, run_main
 from lowlight_edge.targets import parse_resolution
@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = parser_for(
         "quantize",
         description="INT8 with NNCF under an image-fidelity budget: searches which layers stay float, "
-        "and ships float instead when INT8 misses the budget or is not faster.",
+        "and ships float instead when INT8 misses the budget or is not shown faster (unless --ship pins it).",
     )
     parser.add_argument("model", help=f"zoo model: {', '.join(list_models())}")
     add_target_arguments(parser)
@@ -50,7 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         qat_seconds=args.qat_seconds,
         budget_db=args.budget_db,
         verify_images=args.verify_images,
+        ship=args.ship,
     )
+    check_ship(request)
     manifest = pipeline.export(request, progress=not args.quiet)
     print_summary(manifest)
     plan = manifest.parent / "precision_plan.yaml"

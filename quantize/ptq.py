@@ -5,8 +5,9 @@ calibration frames (never the eval images):
 1. the model's preset (the QuantPreset of its registry entry): only convolutions INT8, known-fragile nodes float;
 2. NNCF accuracy control from that preset, with a PSNR-vs-FP32 metric: it ranks the remaining
    INT8 layers by their effect on the metric and reverts them to float until the budget holds.
-The result is then checked on the eval images and timed against FP32 on this host: an INT8 model
-that misses the budget or is not faster is not shipped (the plan records why).
+The result is then checked on the eval images and timed against FP32 on this host in paired rounds
+(``paired_rounds``; the statistics and the ship rule are quantize.search's): an INT8 model that misses
+the budget or is not shown faster is not shipped (the plan records why).
 """
 
 from __future__ import annotations
@@ -134,26 +135,31 @@ def meets(psnrs: list[float], budget: dict) -> bool:
     return float(np.mean(psnrs)) >= budget["psnr_mean_db"] and float(np.min(psnrs)) >= budget["psnr_min_db"]
 
 
-def paired_latency_ms(a, b, frames: list[np.ndarray], seconds: float = 3.0, warmup: int = 2) -> tuple[float, float]:
-    """Median latency of two runners, timed alternately over varied frames.
+def warm_up(runners, frames: list[np.ndarray], runs: int = 2) -> None:
+    """A few untimed runs of each runner (first calls allocate and compile)."""
+    for i in range(runs):
+        for runner in runners:
+            runner(frames[i % len(frames)])
 
-    Alternating runs share the same background load, so their ratio holds on a noisy host even
-    when the absolute figures do not. Runs for about ``seconds`` (at least 10 pairs).
+
+def paired_rounds(a, b, frames: list[np.ndarray], times_a: list[float], times_b: list[float], until: int,
+                  deadline: float | None = None) -> None:
+    """Time rounds of one ``a`` run and one ``b`` run on the same frame, appending ms to the lists.
+
+    Round i runs frame i (cycling over the varied frames), ``a`` first in even rounds and ``b``
+    first in odd ones, so neither side always follows the other. Both runs of a round share the
+    host's load of that moment, which is what makes the per-round ratio a fair comparison on a
+    shared machine. Stops when the lists hold ``until`` rounds or, if given, at the
+    ``time.perf_counter()`` deadline (after a whole round).
     """
-    for i in range(warmup):
-        a(frames[i % len(frames)])
-        b(frames[i % len(frames)])
-    times_a, times_b = [], []
-    deadline = time.perf_counter() + seconds
-    i = 0
-    while i < 10 or (time.perf_counter() < deadline and i < 500):
+    while len(times_a) < until and (deadline is None or time.perf_counter() < deadline):
+        i = len(times_a)
         frame = frames[i % len(frames)]
-        for runner, samples in ((a, times_a), (b, times_b)):
+        pair = ((a, times_a), (b, times_b)) if i % 2 == 0 else ((b, times_b), (a, times_a))
+        for runner, samples in pair:
             start = time.perf_counter()
             runner(frame)
             samples.append((time.perf_counter() - start) * 1e3)
-        i += 1
-    return float(np.median(times_a)), float(np.median(times_b))
 
 
 def quiet_nncf() -> None:

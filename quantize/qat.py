@@ -235,8 +235,9 @@ def qat_stage(ctx: Context, budget: dict) -> list[FileRecord]:
 
     QAT keeps the layers the PTQ search chose (the plan is known to be close to the budget) and
     trains them to reproduce the FP32 model. Drift before (the PTQ INT8 IR) and after (the QAT
-    INT8 IR) is measured on the same eval images. QAT ships when it meets the budget, is faster
-    than FP32 and is no worse than PTQ; otherwise the PTQ decision stands, with the QAT figures.
+    INT8 IR) is measured on the same eval images. QAT ships when it meets the budget, is shown
+    faster than FP32 (quantize.search.decide, the same rule and the same --ship pin as PTQ) and is
+    no worse than PTQ; otherwise the PTQ decision stands, with the QAT figures.
     """
     ptq_plan, ptq_int8 = search(ctx, budget)
     if not ptq_plan.quantized_nodes:
@@ -261,7 +262,7 @@ def qat_stage(ctx: Context, budget: dict) -> list[FileRecord]:
     plan.fidelity = {**ptq_plan.fidelity, "eval_ptq": ptq_plan.fidelity["eval"], "eval": after}
     plan.latency_ms = latency_vs_fp32(ctx, int8_runner)
     int8_runner.close()
-    decide(plan, budget, method="QAT INT8")
+    decide(plan, budget, method="QAT INT8", ship=ctx.request.ship)
     gain_text = f"QAT {gain['mean']:+} dB mean, {gain['min']:+} dB min vs PTQ on the eval images"
     if plan.decision == "int8" and ptq_plan.decision == "int8" and gain["mean"] < 0:
         plan.decision, plan.reason = "fp32", f"QAT INT8 is worse than PTQ INT8 ({gain_text})"

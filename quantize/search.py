@@ -2,13 +2,21 @@
 
 Starts from the model's preset (its registry entry's QuantPreset), runs NNCF accuracy control when the preset
 misses the budget, and decides whether INT8 ships: it must meet the budget on the eval images and,
-on a CPU target, run faster than FP32 here. Large frames are searched on a smaller export and
-calibrated on crops (quantize/crops.py).
+on a CPU target, be shown at least MIN_SPEEDUP faster than FP32 here (``time_speedup`` and
+``speed_verdict``: a confidence interval over interleaved rounds, not one median). Large frames are
+searched on a smaller export and calibrated on crops (quantize/crops.py).
+
+The user may pin the decision (``--ship int8|fp32``, ExportRequest.ship); fidelity and speed are
+measured and recorded all the same, and a pinned INT8 that misses the budget still ships FP32
+(``decide``).
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import statistics
+import time
 
 import numpy as np
 
@@ -32,7 +40,18 @@ from runtimes.base import Runner
 log = logging.getLogger(__name__)
 
 SEARCH_MARGIN_DB = 2.0  # the search aims this far above the budget: eval images are not the calibration images
-MIN_SPEEDUP = 1.05  # INT8 must be at least this much faster than FP32 to ship
+MIN_SPEEDUP = 1.05  # INT8 must be shown at least this much faster than FP32 to ship
+# The speed comparison (time_speedup): interleaved FP32/INT8 rounds, the interval looked at after each
+# count of rounds here, stopping at the first look that separates it from MIN_SPEEDUP, at the last
+# count, or at the time cap (the look then is at the rounds done so far). At most len(SPEED_LOOKS) looks.
+SPEED_LOOKS = (10, 20, 40, 80, 160, 320)
+SPEED_SECONDS = 20.0  # cap on one comparison's timed rounds (the first look's 10 rounds always run)
+SPEED_CONFIDENCE = 0.99  # two-sided, per look: with <= 6 looks each side errs with <= 6 x 0.5% = 3%
+# A tie (the interval still holds MIN_SPEEDUP when timing stops) ships FP32: INT8 costs fidelity, and
+# it was not shown to pay for it. Reproducible in the direction that matters: a tie and a "not faster"
+# ship the same thing, so only a clear, repeatable gain ships INT8.
+TIE_SHIPS = "fp32"
+SHIP_CHOICES = ("auto", "int8", "fp32")  # ExportRequest.ship / --ship: the rule decides, or the user pins
 
 
 def find_float_nodes(ctx: Context, budget: dict, plan: PrecisionPlan):
@@ -112,19 +131,18 @@ def search(ctx: Context, budget: dict) -> tuple[PrecisionPlan, object | None]:
         plan.fidelity["eval"] = {**measure(run_frames(int8_runner, ctx.frames()), ctx.references()), "runtime": "openvino"}
         plan.latency_ms = latency_vs_fp32(ctx, int8_runner)
 
-    decide(plan, budget)
+    decide(plan, budget, ship=ctx.request.ship)
     log.info("%s: %s (%s)", ctx.spec.name, plan.decision, plan.reason)
     return plan, int8 if plan.decision == "int8" else None
 
 
 def latency_vs_fp32(ctx: Context, int8_runner: Runner) -> dict:
-    """Median FP32 and INT8 latency, interleaved on this host; unmeasured for a GPU target."""
+    """FP32 vs INT8 speed on this host (``time_speedup``); unmeasured for a GPU target."""
     if not cpu_timed(ctx):
         why = f"{ctx.target.runtime} on {ctx.target.device}: a CPU runtime's timing says nothing about it; the bench on the device measures it"
         return {"unmeasured": why}
     with fp32_runner_for_timing(ctx) as fp32_runner:
-        fp32_ms, int8_ms = ptq.paired_latency_ms(fp32_runner, int8_runner, ctx.frames())
-    return {"fp32": round(fp32_ms, 2), "int8": round(int8_ms, 2), "int8_over_fp32": round(int8_ms / fp32_ms, 3)}
+        return time_speedup(fp32_runner, int8_runner, ctx.frames())
 
 
 def cpu_timed(ctx: Context) -> bool:
@@ -132,26 +150,168 @@ def cpu_timed(ctx: Context) -> bool:
     return ctx.target.runtime in ("openvino", "onnxruntime")
 
 
-def decide(plan: PrecisionPlan, budget: dict, method: str = "INT8") -> None:
-    """The ship rule: INT8 only if it meets the budget on the eval images and is faster than FP32.
+def time_speedup(fp32: Runner, int8: Runner, frames: list[np.ndarray], seconds: float = SPEED_SECONDS,
+                 looks: tuple[int, ...] = SPEED_LOOKS) -> dict:
+    """Interleaved FP32/INT8 rounds until the speed-up's interval clears MIN_SPEEDUP, or a tie at the cap.
+
+    Each round times one FP32 and one INT8 run on the same frame (ptq.paired_rounds: the order
+    alternates). After looks[0] rounds, then looks[1], ... the interval of ``speed_verdict`` is
+    checked; timing stops at the first look that separates it from MIN_SPEEDUP, after looks[-1]
+    rounds, or when ``seconds`` have passed (looks[0] rounds always run). At most len(looks) looks.
+    Returns ``speed_record`` of the rounds, with the stopping reason and the time taken.
+    """
+    ptq.warm_up((fp32, int8), frames)
+    fp32_ms: list[float] = []
+    int8_ms: list[float] = []
+    start = time.perf_counter()
+    deadline = start + seconds
+    record: dict = {}
+    for number, count in enumerate(looks, 1):
+        ptq.paired_rounds(fp32, int8, frames, fp32_ms, int8_ms, count, None if number == 1 else deadline)
+        capped = len(fp32_ms) < count or (time.perf_counter() >= deadline and count < looks[-1])
+        final = capped or count == looks[-1]
+        record = speed_record(fp32_ms, int8_ms, final=final)
+        speed = record["speedup"]
+        speed["looks"] = number
+        if speed["verdict"] in ("faster", "not_faster"):
+            side = "above" if speed["verdict"] == "faster" else "below"
+            speed["stopped"] = f"the interval lay wholly {side} {MIN_SPEEDUP}x after {speed['rounds']} rounds"
+            break
+        if final:
+            speed["stopped"] = (
+                f"time cap ({seconds:g} s) after {speed['rounds']} rounds" if capped else f"round cap ({count} rounds)"
+            )
+            break
+    record["speedup"]["seconds"] = round(time.perf_counter() - start, 2)
+    return record
+
+
+def median_interval(values: list[float], confidence: float = SPEED_CONFIDENCE) -> tuple[float, float] | None:
+    """Distribution-free confidence interval for the median: the sign test's order statistics.
+
+    With n values, the count below the true median is Binomial(n, 1/2) whatever the distribution
+    (only independence is assumed), so [x_(k), x_(n+1-k)] of the sorted values covers the median
+    with probability 1 - 2 P(Binomial(n, 1/2) <= k - 1); k is the largest for which that is at least
+    ``confidence``. None when n is too small for that confidence (at 0.99: fewer than 8 values).
+    Deterministic: the same samples give the same interval (no resampling, unlike a bootstrap).
+    """
+    n = len(values)
+    tail = (1 - confidence) / 2
+    k, below = 0, 0.0
+    while k < n and below + math.comb(n, k) / 2**n <= tail:
+        below += math.comb(n, k) / 2**n
+        k += 1
+    if k == 0:
+        return None
+    ordered = sorted(values)
+    return ordered[k - 1], ordered[n - k]
+
+
+def speed_verdict(fp32_ms: list[float], int8_ms: list[float], final: bool = True,
+                  threshold: float = MIN_SPEEDUP, confidence: float = SPEED_CONFIDENCE) -> dict:
+    """Whether INT8 is shown ``threshold`` x faster than FP32, from paired per-round times (no timing here).
+
+    The statistic is the median of the per-round ratios FP32 ms / INT8 ms: each round's two runs
+    share that moment's load, so a burst of load moves both and cancels in the ratio, and the
+    median ignores the rounds a burst hit on one side only. Its interval is ``median_interval``
+    (sign test, distribution-free). Verdict: "faster" when the whole interval is >= threshold,
+    "not_faster" when it is all below, else "undecided" (more rounds may separate it) or, with
+    ``final``, "tie" (timing stopped first; a tie ships TIE_SHIPS).
+    """
+    if len(fp32_ms) != len(int8_ms) or not fp32_ms:
+        msg = f"speed_verdict needs paired rounds: {len(fp32_ms)} FP32 and {len(int8_ms)} INT8 times"
+        raise ValueError(msg)
+    ratios = [float(f) / max(float(i), 1e-6) for f, i in zip(fp32_ms, int8_ms, strict=True)]
+    interval = median_interval(ratios, confidence)
+    if interval is not None and interval[0] >= threshold:
+        verdict = "faster"
+    elif interval is not None and interval[1] < threshold:
+        verdict = "not_faster"
+    else:
+        verdict = "tie" if final else "undecided"
+    return {
+        "statistic": "median of per-round FP32/INT8 time ratios",
+        "median": round(statistics.median(ratios), 4),
+        "interval": [round(interval[0], 4), round(interval[1], 4)] if interval else None,
+        "interval_method": "sign test (binomial order statistics), distribution-free",
+        "confidence": confidence,
+        "threshold": threshold,
+        "rounds": len(ratios),
+        "verdict": verdict,
+        "tie_ships": TIE_SHIPS,
+    }
+
+
+def speed_record(fp32_ms: list[float], int8_ms: list[float], final: bool = True) -> dict:
+    """The plan's latency_ms: medians, the speed verdict and every round's times (ms, 3 decimals).
+
+    The verdict is computed from the rounded times that are recorded, so the plan's samples
+    reproduce its decision exactly (``speed_verdict(**plan.latency_ms["samples_ms"])``).
+    """
+    fp32 = [round(float(t), 3) for t in fp32_ms]
+    int8 = [round(float(t), 3) for t in int8_ms]
+    return {
+        "fp32": round(statistics.median(fp32), 2),
+        "int8": round(statistics.median(int8), 2),
+        "speedup": speed_verdict(fp32, int8, final=final),
+        "samples_ms": {"fp32_ms": fp32, "int8_ms": int8},
+        "order": "round i runs eval frame i (cycling); FP32 first in even rounds, INT8 first in odd ones",
+    }
+
+
+def ship_rule(plan: PrecisionPlan, budget: dict, method: str = "INT8") -> tuple[str, str, bool]:
+    """(decision, reason, fidelity ok) of the rule alone: INT8 meets the budget and is shown faster.
 
     For a GPU target (latency unmeasured here) the decision is on fidelity alone, and says so.
     """
     result, latency = plan.fidelity["eval"], plan.latency_ms
     psnr = result["psnr_db"]
-    speedup = latency["fp32"] / latency["int8"] if "fp32" in latency else None
-    plan.decision = "fp32"
     if not plan.quantized_nodes:
-        plan.reason = "no layer could stay INT8 within the budget"
-    elif result["nonfinite"] or psnr["mean"] < budget["psnr_mean_db"] or psnr["min"] < budget["psnr_min_db"]:
-        plan.reason = f"{method} misses the budget on the eval images ({psnr['mean']}/{psnr['min']} dB)"
-    elif speedup is None:
+        return "fp32", "no layer could stay INT8 within the budget", False
+    if result["nonfinite"] or psnr["mean"] < budget["psnr_mean_db"] or psnr["min"] < budget["psnr_min_db"]:
+        return "fp32", f"{method} misses the budget on the eval images ({psnr['mean']}/{psnr['min']} dB)", False
+    speed = latency.get("speedup")
+    if speed is None:
+        return "int8", f"{method} meets the budget; decided on fidelity alone (speed on the target is unmeasured here)", True
+    lo_hi = (
+        f"{speed['confidence']:.0%} interval {speed['interval'][0]:.3f}-{speed['interval'][1]:.3f}x"
+        if speed["interval"] else "too few rounds for an interval"
+    )
+    figures = f"median {speed['median']:.3f}x over {speed['rounds']} rounds, {lo_hi}"
+    if speed["verdict"] == "faster":
+        return "int8", f"{method} meets the budget and runs {speed['median']:.2f}x faster than FP32 ({figures})", True
+    if speed["verdict"] == "not_faster":
+        why = f"{method} is not {speed['threshold']}x faster than FP32 on this host ({figures})"
+    else:
+        why = (
+            f"{method} was not shown {speed['threshold']}x faster than FP32 on this host: a tie ({figures}); "
+            f"a tie ships {TIE_SHIPS.upper()}"
+        )
+    return "fp32", why, True
+
+
+def decide(plan: PrecisionPlan, budget: dict, method: str = "INT8", ship: str = "auto") -> None:
+    """Set plan.decision, plan.reason and plan.ship: the ship rule's decision, or the user's pin.
+
+    ``ship``: "auto" ships what ``ship_rule`` decides. "fp32" ships FP32. "int8" ships INT8 even
+    when it was not shown faster, but never outside the fidelity budget: a pinned INT8 that misses
+    it ships FP32 with the reason (not an error: the float artifact is verified and shipped). Either
+    way plan.ship records the request, whether it was pinned, and what the rule alone decided.
+    """
+    if ship not in SHIP_CHOICES:
+        msg = f"ship must be one of {', '.join(SHIP_CHOICES)}, got {ship!r}"
+        raise ValueError(msg)
+    rule, why, fidelity_ok = ship_rule(plan, budget, method)
+    plan.ship = {"requested": ship, "pinned": ship != "auto", "rule_decision": rule, "rule_reason": why}
+    if ship == "auto":
+        plan.decision, plan.reason = rule, why
+    elif ship == "fp32":
+        plan.decision, plan.reason = "fp32", f"pinned to FP32 by the user (--ship fp32); the ship rule alone: {rule} ({why})"
+    elif fidelity_ok:
         plan.decision = "int8"
-        plan.reason = f"{method} meets the budget; decided on fidelity alone (speed on the target is unmeasured here)"
-    elif speedup < MIN_SPEEDUP:
-        plan.reason = (
-            f"{method} is not faster than FP32 on this host ({latency['int8']:.1f} vs {latency['fp32']:.1f} ms median)"
+        plan.reason = f"pinned to INT8 by the user (--ship int8): {why}" if rule == "int8" else (
+            f"pinned to INT8 by the user (--ship int8): {method} meets the budget; the ship rule alone would ship "
+            f"FP32 ({why})"
         )
     else:
-        plan.decision = "int8"
-        plan.reason = f"{method} meets the budget and runs {speedup:.2f}x faster than FP32"
+        plan.decision, plan.reason = "fp32", f"--ship int8 refused: {why}; INT8 never ships outside the fidelity budget"

@@ -29,7 +29,8 @@ def test_ptq_writes_a_readable_plan_and_ships_int8_only_if_it_pays(tmp_path: Pat
     assert plan.float_nodes and all(n.reason for n in plan.float_nodes)
     assert plan.float_nodes[0].module.startswith("e_conv1")  # the first conv reads the dark image
     assert plan.calibration["images"] == 8 and len(plan.calibration["hash"]) == 64
-    assert set(plan.latency_ms) == {"fp32", "int8", "int8_over_fp32"}
+    assert set(plan.latency_ms) == {"fp32", "int8", "speedup", "samples_ms", "order"}  # tests/test_ship_rule.py
+    assert plan.ship["requested"] == "auto" and plan.decision == plan.ship["rule_decision"]
     roles = {f["role"] for f in manifest["files"]}
     if plan.decision == "int8":
         assert "ir_int8" in roles
