@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.harness import BenchRequest, run_bench
+from bench.report import crosscheck_failures
 from export.cli import add_target_arguments
 from export.config import require_data_dir
 from lowlight_edge.console import parser_for, run_main
@@ -34,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="results folder")
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"), help="artifacts folder (built or reused)")
     parser.add_argument(
-        "--crosscheck", action="store_true", help="also time every OpenVINO IR with OpenVINO's benchmark_app (+-20%%)"
+        "--crosscheck",
+        action="store_true",
+        help="also time every OpenVINO IR with OpenVINO's benchmark_app; a row more than 20%% apart fails the run (exit 1)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -69,7 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"row failed: {row['model']} {row['runtime']} {row['precision']}: {row['error']}", file=sys.stderr)
     for failure in failures:
         print(f"over budget: {failure}", file=sys.stderr)
-    return 1 if failures or errors else 0
+    disagreements = crosscheck_failures(rows)
+    for line in disagreements:
+        print(f"crosscheck: {line}", file=sys.stderr)
+    return 1 if failures or errors or disagreements else 0
 
 
 def run() -> int:

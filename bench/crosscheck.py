@@ -2,7 +2,8 @@
 
 If the bench's p50 for an IR and benchmark_app's median for the same IR, device, thread count,
 latency hint and input shape differ by more than 20%, one of the two measures something else
-(a reused input, a missing sync, another thread count), and the row should not be trusted.
+(a reused input, a missing sync, another thread count), and the row should not be trusted: the
+bench shows it in results.md and exits 1 (bench.report.crosscheck_failures).
 """
 
 from __future__ import annotations

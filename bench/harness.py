@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.crosscheck import benchmark_app_p50, compare
+from bench.crosscheck import benchmark_app_p50, compare, find_benchmark_app
 from bench.host import check_host, host_info
 from bench.report import budget_failures, fill_speedups, write_results
 from bench.roofline import bytes_moved, count_flops, measure_host_limits, roofline_fraction, roofline_ms
@@ -53,10 +53,20 @@ class BenchRequest:
 
 
 def run_bench(request: BenchRequest) -> tuple[list[dict], list[str]]:
-    """Measure and write results.{json,md,png}; returns (rows, budget failures)."""
+    """Measure and write results.{json,md,png}; returns (rows, budget failures).
+
+    With ``crosscheck`` each OpenVINO row gets a ``crosscheck`` record (bench.crosscheck.compare,
+    or {"error"} when benchmark_app failed, or {"skipped"} for a tiled row); report.crosscheck_failures
+    lists the ones that disagree or failed, and results.md shows every one.
+    """
 
     target = get_target(request.target, request.targets_file)
     check_host(target)  # one line and exit 2 before anything is written
+    if request.crosscheck:  # asked for and impossible: exit 2 now, not a quiet gap in the results
+        if target.runtime != "openvino":
+            msg = f"--crosscheck times OpenVINO IRs with benchmark_app; target {target.name} runs {target.runtime}"
+            raise UsageError(msg)
+        find_benchmark_app()
     # a target without a default resolution (x86-cpu-lowmem: RAW frames only) runs the models it lists
     names = list(
         request.models
@@ -155,7 +165,7 @@ def bench_model(name, target: Target, threads: int, precisions, request: BenchRe
         row["roofline_fraction"] = roofline_fraction(bound, p50) if p50 else None
         if request.crosscheck and backend == "openvino" and p50:
             row["crosscheck"] = (
-                {"error": "not run: benchmark_app would time one tile, the row a whole frame"}
+                {"skipped": "benchmark_app would time one tile, the row a whole frame"}
                 if tiling
                 else crosscheck_row(artifact, threads, frames_shape, p50, target)
             )

@@ -101,6 +101,66 @@ def budget_failures(
     return failures
 
 
+def crosscheck_failures(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per row whose benchmark_app cross-check disagrees (or could not run): which row, by how much.
+
+    A row's ``crosscheck`` is bench.crosscheck.compare()'s record, {"error": why} when benchmark_app
+    failed, or {"skipped": why} (a tiled row: nothing comparable to check, not a failure).
+    """
+    failures = []
+    for row in rows:
+        check = row.get("crosscheck")
+        if not check or check.get("skipped"):
+            continue
+        if check.get("error"):
+            failures.append(f"{_label(row)}: crosscheck did not run ({check['error']})")
+        elif not check.get("ok"):
+            failures.append(f"{_label(row)}: {_crosscheck_text(check)}, over the {check['tolerance']:.0%} tolerance")
+    return failures
+
+
+def _crosscheck_text(check: Mapping[str, Any]) -> str:
+    return (
+        f"bench p50 {check['bench_p50_ms']:.2f} ms vs benchmark_app {check['benchmark_app_p50_ms']:.2f} ms, "
+        f"{check['rel_diff']:.1%} apart"
+    )
+
+
+def _crosscheck_verdict(check: Mapping[str, Any]) -> str:
+    if check.get("skipped"):
+        return f"not run: {check['skipped']}"
+    if check.get("error"):
+        return f"FAILED: {check['error']}"
+    return "agree" if check.get("ok") else f"DISAGREE (tolerance {check['tolerance']:.0%})"
+
+
+def _crosscheck_section(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[str]]:
+    """The cross-check lines of results.md: (a summary bullet for the header, a table of every checked row)."""
+    checked = [r for r in rows if r.get("crosscheck")]
+    if not checked:
+        return [], []
+    failed = crosscheck_failures(checked)
+    summary = (
+        f"- **crosscheck vs OpenVINO benchmark_app: {len(failed)} of {len(checked)} rows DISAGREE or failed**"
+        if failed
+        else f"- crosscheck vs OpenVINO benchmark_app: all {len(checked)} checked rows agree"
+    )
+    lines = [
+        "",
+        "## Crosscheck (OpenVINO benchmark_app, same IR, threads, hint, shape)",
+        "",
+        "| model | runtime | precision | bench p50 ms | benchmark_app p50 ms | apart | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in checked:
+        check = row["crosscheck"]
+        lines.append(
+            f"| {row.get('model')} | {row.get('runtime')} | {row.get('precision')} | {_fmt(check.get('bench_p50_ms'))} | "
+            f"{_fmt(check.get('benchmark_app_p50_ms'))} | {_fmt(check.get('rel_diff'), '.1%')} | {_crosscheck_verdict(check)} |"
+        )
+    return [summary], lines
+
+
 def _label(row: Mapping[str, Any]) -> str:
     return f"{row.get('model')} {row.get('runtime')} {row.get('precision')} @ {row.get('resolution')} on {row.get('target')}"
 
@@ -208,6 +268,8 @@ def render_markdown(rows: Sequence[Mapping[str, Any]], budget: Any = None, title
     if budget is not None:
         mean_db, min_db = _budget_values(budget)
         lines.append(f"- fidelity budget vs PyTorch FP32: PSNR mean >= {mean_db:g} dB, min >= {min_db:g} dB")
+    crosscheck_summary, crosscheck_lines = _crosscheck_section(rows)
+    lines += crosscheck_summary
     lines.append("")
     header = [
         "model",
@@ -280,6 +342,7 @@ def render_markdown(rows: Sequence[Mapping[str, Any]], budget: Any = None, title
     sources = sorted({str(r["peak_mem_source"]) for r in rows if r.get("peak_mem_source")})
     if sources:
         lines += ["", f"`peak MB` is: {'; '.join(sources)}."]
+    lines += crosscheck_lines
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"

@@ -1,0 +1,121 @@
+"""A benchmark_app cross-check that disagrees is shown and fails the bench (exit 1); it is never only in results.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main as bench_main
+from bench.crosscheck import compare, find_benchmark_app
+from bench.report import crosscheck_failures, render_markdown
+from lowlight_edge.console import run_main
+from lowlight_edge.errors import MissingRequirement
+
+BUDGET = {"psnr_mean_db": 40.0, "psnr_min_db": 38.0}
+
+
+def rows() -> list[dict]:
+    base = {"model": "tinydce", "target": "x86-cpu", "resolution": "400x600", "psnr_db": {"mean": 60.0, "min": 59.0},
+            "nonfinite": 0, "latency_ms": {"p50": 12.1}}
+    return [
+        {**base, "runtime": "torch", "precision": "fp32", "psnr_db": None},
+        {**base, "runtime": "openvino", "precision": "fp32", "crosscheck": compare(12.1, 10.0)},  # 21% vs 20%
+        {**base, "runtime": "openvino", "precision": "int8", "latency_ms": {"p50": 5.0}, "crosscheck": compare(5.0, 4.8)},
+        {**base, "model": "llpacknet", "runtime": "openvino", "precision": "fp32",
+         "crosscheck": {"skipped": "benchmark_app would time one tile, the row a whole frame"}},
+        {**base, "model": "sgz", "runtime": "openvino", "precision": "fp32",
+         "crosscheck": {"error": "benchmark_app failed on x.xml: boom"}},
+    ]
+
+
+def test_a_disagreement_is_one_line_naming_the_row_and_by_how_much() -> None:
+    failures = crosscheck_failures(rows())
+    assert len(failures) == 2
+    assert failures[0] == (
+        "tinydce openvino fp32 @ 400x600 on x86-cpu: bench p50 12.10 ms vs benchmark_app 10.00 ms, "
+        "21.0% apart, over the 20% tolerance"
+    )
+    assert failures[1].startswith("sgz openvino fp32") and "crosscheck did not run (benchmark_app failed" in failures[1]
+    assert crosscheck_failures([r for r in rows() if r["precision"] == "int8"]) == []  # 4% apart agrees
+
+
+def test_results_md_shows_every_crosscheck() -> None:
+    md = render_markdown(rows(), BUDGET)
+    assert "**crosscheck vs OpenVINO benchmark_app: 2 of 4 rows DISAGREE or failed**" in md
+    assert "## Crosscheck" in md
+    assert "| tinydce | openvino | fp32 | 12.10 | 10.00 | 21.0% | DISAGREE (tolerance 20%) |" in md
+    assert "| tinydce | openvino | int8 | 5.00 | 4.80 | 4.2% | agree |" in md
+    assert "not run: benchmark_app would time one tile" in md and "FAILED: benchmark_app failed" in md
+    agreeing = [r for r in rows() if r["precision"] == "int8"]
+    assert "all 1 checked rows agree" in render_markdown(agreeing, BUDGET)
+    assert "Crosscheck" not in render_markdown([r for r in rows() if "crosscheck" not in r], BUDGET)
+
+
+TINY_TARGETS = """
+version: 1
+targets:
+  tiny-cpu:
+    description: a tiny x86 target for tests
+    runtime: openvino
+    device: CPU
+    precisions: [fp32]
+    threads: 1
+    budget: {psnr_mean_db: 40.0, psnr_min_db: 38.0}
+    warmup: 1
+    iterations: 3
+    timeout_s: 300
+    resolutions:
+      default: 48x72
+    requires: [openvino]
+    options:
+      hint: LATENCY
+      precision: f32
+  tiny-ort:
+    description: the same on ONNX Runtime
+    runtime: onnxruntime
+    device: CPU
+    precisions: [fp32]
+    threads: 1
+    budget: {psnr_mean_db: 40.0, psnr_min_db: 38.0}
+    resolutions:
+      default: 48x72
+    requires: [onnxruntime]
+"""
+
+
+def bench(tmp_path: Path, target: str) -> int:
+    targets = tmp_path / "targets.yaml"
+    targets.write_text(TINY_TARGETS)
+    return run_main(bench_main, ["--targets", str(targets), "--target", target, "--models", "tinydce", "--crosscheck",
+                                 "--out", str(tmp_path / "results"), "--artifacts", str(tmp_path / "artifacts"), "--quiet"])
+
+
+def test_crosscheck_on_a_runtime_it_cannot_time_exits_2_before_any_work(tmp_path: Path, capsys) -> None:
+    code = bench(tmp_path, "tiny-ort")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "--crosscheck times OpenVINO IRs" in err
+    assert not (tmp_path / "results").exists() and not (tmp_path / "artifacts").exists()
+
+
+def test_a_real_crosscheck_is_in_results_md_and_decides_the_exit_code(tmp_path: Path, capsys) -> None:
+    """A real bench with --crosscheck: whatever the timings, the verdict is shown and a miss exits 1."""
+    try:
+        find_benchmark_app()
+    except MissingRequirement as err:
+        pytest.skip(str(err))
+    code = bench(tmp_path, "tiny-cpu")
+    captured = capsys.readouterr()
+    results = json.loads((tmp_path / "results" / "results.json").read_text())
+    checked = [r for r in results if r["runtime"] == "openvino"]
+    assert checked and all("ok" in r["crosscheck"] or "error" in r["crosscheck"] for r in checked)
+    md = (tmp_path / "results" / "results.md").read_text()
+    assert "## Crosscheck" in md and md in captured.out  # the printed summary is results.md
+    misses = [r for r in checked if not r["crosscheck"].get("ok")]
+    assert code == (1 if misses else 0)
+    lines = [line for line in captured.err.splitlines() if line.startswith("crosscheck: ")]
+    assert len(lines) == len(misses)
+    for line, row in zip(lines, misses, strict=True):
+        assert f"{row['model']} openvino {row['precision']}" in line
+        assert "error" in row["crosscheck"] or f"{row['crosscheck']['rel_diff']:.1%} apart" in line
