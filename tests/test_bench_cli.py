@@ -71,3 +71,19 @@ def test_bench_writes_the_three_files_with_torch_alongside(tmp_path: Path) -> No
     assert fp32["resolution"] == "48x72" and fp32["psnr_db"]["min"] >= 60 and fp32["nonfinite"] == 0
     assert fp32["speedup_vs_torch"] > 0 and 0 < fp32["roofline_fraction"]
     assert by[("torch", "fp32")]["speedup_vs_torch"] == pytest.approx(1.0)
+
+
+def test_collect_help_is_help_not_a_folder(tmp_path: Path) -> None:
+    """`python -m export.collect --help` once treated --help as the artifacts folder."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-m", "export.collect", "--help"], capture_output=True, text=True, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(repo)}, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: python -m export.collect") and "ARTIFACTS_DIR" in done.stdout
+    assert list(tmp_path.iterdir()) == []  # no folder named --help, no MANIFEST.json
