@@ -18,11 +18,29 @@ from lowlight_edge.hashing import sha256_file
 
 
 def collect(root: Path) -> Path:
+    """Write root/MANIFEST.json; CheckFailed (nothing written) when any model folder does not verify.
+
+    Each model's manifest.json must describe exactly the files beside it (sha256 and size), and a
+    model folder without one (an export that was interrupted or failed) is refused, never skipped.
+    """
     root = Path(root)
+    if not root.is_dir():
+        msg = f"{root} is not a folder; pass the --out folder of the exports"
+        raise DataError(msg)
     manifests = sorted(root.glob("*/*/manifest.json"))
+    incomplete = sorted(
+        p.parent.relative_to(root).as_posix() for p in root.glob("*/*/.stamps") if not (p.parent / "manifest.json").is_file()
+    )
+    if incomplete:
+        msg = f"{len(incomplete)} export(s) under {root} did not finish ({', '.join(incomplete[:3])}): no manifest.json; rerun python -m export for them"
+        raise CheckFailed(msg)
     if not manifests:
         msg = f"no */*/manifest.json under {root}; run `python -m export MODEL --out {root}` first"
         raise DataError(msg)
+    problems = [problem for path in manifests for problem in manifest_problems(path)]
+    if problems:
+        msg = f"{len(problems)} file(s) under {root} differ from their manifest.json ({'; '.join(problems[:3])}); rerun python -m export for them"
+        raise CheckFailed(msg)
     files, models = [], {}
     for path in manifests:
         manifest = json.loads(path.read_text())
@@ -38,8 +56,8 @@ def collect(root: Path) -> Path:
                     "target": manifest["target"],
                     "stage": f["stage"],
                     "precision": f["precision"],
-                    "sha256": f.get("sha256") or sha256_file(file),
-                    "bytes": f.get("bytes") or file.stat().st_size,
+                    "sha256": sha256_file(file),
+                    "bytes": file.stat().st_size,
                     "fidelity": f.get("fidelity"),
                     "versions": manifest["versions"],
                 }
@@ -59,6 +77,23 @@ def collect(root: Path) -> Path:
     out = root / "MANIFEST.json"
     write_json(out, {"models": models, "files": files})
     return out
+
+
+def manifest_problems(path: Path) -> list[str]:
+    """What in a model's manifest.json does not match the files beside it (empty: it verifies)."""
+    try:
+        manifest = json.loads(path.read_text())
+        records = manifest["files"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return [f"{path}: unreadable ({type(err).__name__})"]
+    problems = []
+    for f in records:
+        file = path.parent / f["path"]
+        if not file.is_file():
+            problems.append(f"{file} is missing")
+        elif file.stat().st_size != f.get("bytes") or sha256_file(file) != f.get("sha256"):
+            problems.append(f"{file} is not the file its manifest describes")
+    return problems
 
 
 def verify(root: Path, expected_models: list[str] | dict[str, list[str]] | None = None) -> dict:

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from lowlight_edge.datasets import check_not_eval
 from lowlight_edge.errors import DataError, UsageError
 from lowlight_edge.targets import parse_resolution
 
@@ -18,6 +19,7 @@ __all__ = ["DEFAULT_OPSET", "STAGES", "ExportRequest", "default_data_dir", "pars
 STAGES = ("onnx", "simplify", "quantize", "engine")
 DEFAULT_OPSET = 20  # what torch 2.13's dynamo exporter emits natively
 DATA_ENV = "LOWLIGHT_EDGE_DATA"
+MIN_BUDGET_DB, MAX_BUDGET_DB = 10.0, 99.0  # below 10 dB an image is unrecognisable; 99 dB is the PSNR cap
 
 
 def default_data_dir() -> Path | None:
@@ -98,7 +100,27 @@ class ExportRequest:
         if self.ship != "auto" and STAGES.index(self.until) < STAGES.index("quantize"):
             msg = f"--ship {self.ship} decides the quantize stage, which --until {self.until} does not run; drop one of them"
             raise UsageError(msg)
-        self.image_folders()  # last, so a bad option is named first; all before any file is written
+        if self.budget_db is not None and not (MIN_BUDGET_DB <= self.budget_db <= MAX_BUDGET_DB):
+            msg = (
+                f"--budget-db {self.budget_db} is not a PSNR budget; give a number of dB between "
+                f"{MIN_BUDGET_DB:g} and {MAX_BUDGET_DB:g} (e.g. 40)"
+            )
+            raise UsageError(msg)
+        if self.calib_max_mean is not None and not (0.0 < self.calib_max_mean <= 1.0):
+            msg = f"--calib-max-mean {self.calib_max_mean} must be a mean sRGB level in (0, 1], e.g. 0.25"
+            raise UsageError(msg)
+        out = Path(self.out)
+        if out.exists() and not out.is_dir():
+            msg = f"--out {out} is a file, not a folder; pass a folder for the artifacts"
+            raise UsageError(msg)
+        folders = self.image_folders()  # after the options, so a bad option is named first
+        for role, folder in folders.items():
+            if not Path(folder).is_dir():
+                option = "--eval" if role == "eval" else "--calib"
+                msg = f"{role} folder {folder} does not exist; pass {option} with a folder of real images (PNG/JPEG)"
+                raise DataError(msg)
+        if "calib" in folders:
+            check_not_eval(folders["calib"], folders["eval"])  # never calibrate on the images drift is measured on
 
     def image_folders(self) -> dict[str, Path]:
         """The image folders this request reads: eval always, calib when it runs the quantize stage.

@@ -8,8 +8,11 @@ and the files' sha256 still match on a rerun, the stage is skipped (Olive's hash
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -21,7 +24,8 @@ import numpy as np
 from export.config import ExportRequest, parse_resolution
 from lowlight_edge import zoo
 from lowlight_edge.atomic import write_json
-from lowlight_edge.datasets import eval_frames
+from lowlight_edge.datasets import eval_frames, folder_digest
+from lowlight_edge.errors import DataError, UsageError
 from lowlight_edge.hashing import hash_dict, sha256_file
 from lowlight_edge.memory import peak_rss_mb, reset_peak_rss
 
@@ -66,6 +70,8 @@ class Context:
         self.records: dict[str, FileRecord] = {}  # by role
         self.notes: list[str] = []
         self.stage_runs: dict[str, dict] = {}  # by stage name: seconds and peak RSS, or reused
+        self.created: list[Path] = []  # folders this run created (removed again if it fails leaving them empty)
+        self._lock: int | None = None  # fd of model_dir, flocked while this run writes into it
 
     def _target_resolution(self) -> tuple[int, int] | None:
         table = getattr(self.target, "resolutions", None) or {}
@@ -93,14 +99,80 @@ class Context:
         return self._frames[resolution]
 
     def references(self, resolution: tuple[int, int] | None = None) -> list[np.ndarray]:
-        """The FP32 PyTorch outputs for frames(resolution): the ground truth of every drift figure."""
+        """The FP32 PyTorch outputs for frames(resolution): the ground truth of every drift figure.
+
+        A non-finite reference is a DataError here, before any stage blames its own output for it.
+        """
         import torch
 
         resolution = resolution or self.resolution
         if resolution not in self._refs:
             with torch.inference_mode():
-                self._refs[resolution] = [self.module(torch.from_numpy(f)).numpy() for f in self.frames(resolution)]
+                refs = [self.module(torch.from_numpy(f)).numpy() for f in self.frames(resolution)]
+            bad = sum(int(np.count_nonzero(~np.isfinite(r))) for r in refs)
+            if bad:
+                msg = (
+                    f"the PyTorch FP32 output of {self.spec.name} ({self.weights.get('name')} weights) holds {bad} "
+                    "NaN/Inf value(s) on the eval images: the weights are broken; use the original checkpoint"
+                )
+                raise DataError(msg)
+            self._refs[resolution] = refs
         return self._refs[resolution]
+
+    @cached_property
+    def eval_digest(self) -> str:
+        """Content digest of the eval folder: every stage verifies on these images, so it is in every key."""
+        return folder_digest(self.request.eval_folder)
+
+    def prepare_folder(self) -> None:
+        """Before this run's first write: a writable, locked model folder with nothing stale in it.
+
+        Creates model_dir (remembering what it created), takes an exclusive lock on it (a second
+        export into the same folder is refused, not interleaved), removes the ``.tmp-*`` leftovers of
+        a killed run, and removes manifest.json: from here on it would describe files being
+        rewritten, so it exists again only when the run completes.
+        """
+        if self._lock is not None:
+            return
+        missing = [p for p in (self.model_dir, *self.model_dir.parents) if not p.exists()]
+        ancestor = next(p for p in (self.model_dir, *self.model_dir.parents) if p.exists())
+        if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+            msg = f"cannot write into {ancestor} (not a writable folder); choose another --out"
+            raise UsageError(msg)
+        try:
+            self.model_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            msg = f"cannot create {self.model_dir}: {err.strerror}; choose another --out"
+            raise UsageError(msg) from err
+        self.created = sorted(missing, key=lambda p: len(p.parts), reverse=True)  # deepest first
+        fd = os.open(self.model_dir, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as err:
+            os.close(fd)
+            msg = f"another export is writing {self.model_dir}; wait for it to finish or use another --out"
+            raise UsageError(msg) from err
+        self._lock = fd
+        for leftover in sorted(self.model_dir.rglob(".tmp-*"), key=lambda p: len(p.parts), reverse=True):
+            log.info("removing %s, left by an interrupted run", leftover)
+            if leftover.is_dir():
+                shutil.rmtree(leftover)
+            else:
+                leftover.unlink(missing_ok=True)
+        (self.model_dir / "manifest.json").unlink(missing_ok=True)
+
+    def release(self, failed: bool) -> None:
+        """Unlock the folder; after a failure, remove the folders this run created if nothing is in them."""
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+        if failed:
+            for folder in self.created:  # deepest first: a model folder left empty, then its empty parents
+                stamps = folder / ".stamps"
+                if stamps.is_dir() and not any(stamps.iterdir()):
+                    stamps.rmdir()
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
 
     @cached_property
     def _frames(self) -> dict:
@@ -124,7 +196,7 @@ class Stage:
 
     def __call__(self, ctx: Context) -> list[FileRecord]:
         """Reuse the stamped outputs if the key matches and the files are intact, else run."""
-        key = hash_dict(self.key(ctx))
+        key = hash_dict({**self.key(ctx), "eval": ctx.eval_digest})  # contents, not paths
         stamp = ctx.model_dir / ".stamps" / f"{self.name}.json"
         cached = _load_stamp(stamp, key, ctx.model_dir)
         if cached is not None:
@@ -132,6 +204,7 @@ class Stage:
             records, run = cached
             ctx.stage_runs[self.name] = {"reused": True, **run}  # figures of the run that made them
             return records
+        ctx.prepare_folder()
         reset = reset_peak_rss()
         start = time.monotonic()
         records = self.run(ctx)

@@ -53,7 +53,8 @@ def build_manifest(ctx, records) -> dict:
         "weights": ctx.weights,
         "input": input_contract(ctx.spec),
         "input_shape": input_shape(ctx),
-        "opset": ctx.request.opset,
+        "opset": ctx.request.opset,  # what the ONNX holds: the onnx stage refuses a file with another opset
+        "eval": {"folder": str(ctx.request.eval_folder), "sha256": ctx.eval_digest, "images": ctx.request.verify_images},
         "files": [asdict(r) for r in records],
         "notes": ctx.notes,
         "stages": ctx.stage_runs,  # seconds and peak RSS of each stage run (process-wide, this host)

@@ -54,9 +54,34 @@ class ExportOnnx(Stage):
         target = ctx.model_dir / name
         with atomic_path(target) as tmp:
             exporter = export_module(ctx, tmp)
+            check_opset(tmp, ctx.request.opset, exporter)
             fid = verify_onnx_stage(ctx, tmp, self.name)
         record = FileRecord(name, self.name, "fp32", "onnx", fidelity=fid, notes=[f"exporter: {exporter}"])
         return [record.fill_digest(ctx.model_dir)]
+
+
+def check_opset(path: Path, requested: int, exporter: str) -> None:
+    """UsageError unless the file holds the requested default-domain opset (exporters may not honour it)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    written = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if written != requested:
+        msg = (
+            f"--opset {requested} was asked for but {exporter} wrote opset {written}; "
+            f"pass --opset {written} (or another opset this exporter supports)"
+        )
+        raise UsageError(msg)
+
+
+def _os_error(err: BaseException | None) -> OSError | None:
+    """The OSError in an exception's chain (the exporter wraps a failed write), or None."""
+    seen = 0
+    while err is not None and seen < 10:
+        if isinstance(err, OSError):
+            return err
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return None
 
 
 def export_module(ctx: Context, path: Path) -> str:
@@ -72,6 +97,9 @@ def export_module(ctx: Context, path: Path) -> str:
         w = torch.export.Dim("w", min=1, max=MAX_DYNAMIC_SIDE // m)
         dynamic_shapes = ({2: h * m if m > 1 else h, 3: w * m if m > 1 else w},)
     quiet = io.StringIO()
+    # Below opset 18 the exporter converts down and, when that fails, logs a traceback and keeps 18;
+    # check_opset reports the outcome in one line instead.
+    logging.getLogger("onnxscript.version_converter").setLevel(logging.CRITICAL)
     try:
         with contextlib.redirect_stdout(quiet), torch.inference_mode(False), torch.no_grad():
             torch.onnx.export(
@@ -89,6 +117,9 @@ def export_module(ctx: Context, path: Path) -> str:
         module.eval()  # the exporter restores the training flag; make sure BN stays in eval mode
         return f"torch.onnx.export(dynamo=True) torch {torch.__version__}"
     except Exception as err:  # noqa: BLE001 - any exporter failure falls back, and says so
+        cause = _os_error(err)
+        if cause is not None:  # a full disk or a read-only folder is the user's to fix, not the exporter's
+            raise cause from err
         log.warning("dynamo exporter failed (%s); trying the TorchScript exporter", str(err).splitlines()[0])
     dynamic_axes = {"input": {2: "height", 3: "width"}, "output": {2: "height", 3: "width"}} if dynamic_shapes else None
     with contextlib.redirect_stdout(quiet), torch.no_grad():

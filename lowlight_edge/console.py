@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import errno
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -18,6 +19,15 @@ from lowlight_edge import DISTRIBUTION, version
 from lowlight_edge.errors import LowlightError
 
 PACKAGES = ("lowlight_edge", "export", "quantize", "runtimes", "bench")
+# The file-system refusals a user fixes (exit 2, one line); writes are atomic, so nothing half-written remains.
+FILESYSTEM_ERRNOS = {
+    errno.ENOSPC: "free some space or choose another --out",
+    errno.EDQUOT: "free some space or choose another --out",
+    errno.EFBIG: "the file is larger than this system allows; choose another --out",
+    errno.EROFS: "the file system is read-only; choose another --out",
+    errno.EACCES: "no permission; choose a folder you can write to",
+    errno.EPERM: "no permission; choose a folder you can write to",
+}
 
 
 def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
@@ -30,6 +40,12 @@ def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | 
     except LowlightError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
+    except OSError as err:
+        if err.errno not in FILESYSTEM_ERRNOS:
+            raise
+        where = f" {err.filename}" if err.filename else ""
+        print(f"error: cannot write{where}: {err.strerror or err}; {FILESYSTEM_ERRNOS[err.errno]}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted: nothing half-written was left behind", file=sys.stderr)
         return 130

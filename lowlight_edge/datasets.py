@@ -124,7 +124,7 @@ def _check_args(spec: Any, resolution: tuple[int, int], size: int | None, seed: 
     return height, width
 
 
-def _list_inputs(folder: Path, kind: str, role: str) -> list[Path]:
+def list_inputs(folder: Path, kind: str, role: str) -> list[Path]:
     if not folder.is_dir():
         msg = f"{role} folder {folder} does not exist; pass a folder of real images (PNG/JPEG{', or RAW' if kind == 'raw_bayer' else ''})"
         raise DataError(msg)
@@ -184,7 +184,7 @@ def _prepare(
     height, width = _check_args(spec, resolution, size, seed)
     folder = Path(folder)
     role = "calibration" if purpose == "calib" else "eval"
-    files = _list_inputs(folder, spec.input_kind, role)
+    files = list_inputs(folder, spec.input_kind, role)
     notes: list[str] = []
     if size is None:
         order = list(range(len(files)))
@@ -337,3 +337,17 @@ def check_not_eval(calib_folder: str | Path, eval_folder: str | Path) -> None:
         first, twin = shared[0]
         msg = f"{len(shared)} calibration image(s) are also eval images (e.g. {first} = {twin}); {fix}"
         raise UsageError(msg)
+
+
+def folder_digest(folder: str | Path) -> str:
+    """sha256 over the names and contents of every image (and RAW) file in ``folder``.
+
+    What a stage's cache key holds for an image folder: the same path with other images in it is
+    another input (a path alone would reuse stale outputs). A missing folder digests as "absent".
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return "absent"
+    suffixes = {s.lower() for s in IMAGE_SUFFIXES + RAW_SUFFIXES}
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+    return hash_dict({"files": [[p.name, sha256_file(p)] for p in files]}, length=64)

@@ -16,7 +16,7 @@ import runtimes
 from export.core import Context
 from export.simplify import SimplifyOnnx
 from export.to_onnx import ExportOnnx
-from lowlight_edge.datasets import load_calibration
+from lowlight_edge.datasets import list_inputs, load_calibration
 from lowlight_edge.errors import UsageError
 from runtimes.base import BuildConfig, Runner
 
@@ -91,6 +91,12 @@ def load_split(ctx: Context, resolution: tuple[int, int] | None = None):
     return train, val, refs, info
 
 
+def calibration_files(ctx: Context) -> list[Path]:
+    """The calibration folder's images (DataError when it is missing or holds none): a cheap check
+    made before any stage runs, so a bad --calib never leaves an ONNX export behind."""
+    return list_inputs(Path(ctx.request.calib_folder), ctx.spec.input_kind, "calibration")
+
+
 def full_size_calibration(ctx: Context, size: int | None = None) -> list[np.ndarray]:
     """Calibration frames at the deployment size (no validation split: the plan is already chosen)."""
     calib = load_calibration(
@@ -126,9 +132,12 @@ def export_at(ctx: Context, resolution: tuple[int, int], dynamic: bool, folder: 
         ctx.request, resolution=resolution, dynamic=dynamic, verify_images=2, out=ctx.model_dir / folder
     )
     side = Context(request, ctx.target)
-    for stage in (ExportOnnx(), SimplifyOnnx()):
-        for record in stage(side):
-            side.records[record.role] = record
+    try:
+        for stage in (ExportOnnx(), SimplifyOnnx()):
+            for record in stage(side):
+                side.records[record.role] = record
+    finally:
+        side.release(failed=False)
     return side
 
 

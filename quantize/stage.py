@@ -7,10 +7,9 @@ budget and beats FP32 on this host, the plan says so and the float artifact is w
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from export.core import Context, FileRecord, Stage
 from export.manifest import source_digest
+from lowlight_edge.datasets import folder_digest
 from lowlight_edge.versions import versions
 from quantize.inputs import budget_of
 from quantize.outputs import write_outputs
@@ -28,8 +27,9 @@ class QuantizeStage(Stage):
             "runtime": ctx.target.runtime,
             "budget": budget_of(ctx),
             "method": ctx.request.method,
+            "ship": ctx.request.ship,  # a new pin is a new decision, never answered from the cache
             "qat_seconds": ctx.request.qat_seconds if ctx.request.method == "qat" else None,
-            "calib": str(Path(ctx.request.calib_folder).resolve()),
+            "calib": folder_digest(ctx.request.calib_folder),  # the images, not the path
             "calib_size": ctx.request.calib_size,
             "calib_max_mean": ctx.request.calib_max_mean,
             "threads": ctx.target.threads,

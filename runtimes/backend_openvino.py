@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -303,7 +304,12 @@ class OpenVinoBackend(Backend):
         out_dir.mkdir(parents=True, exist_ok=True)
         side = sidecar_path(artifact.path)
         with tempfile.TemporaryDirectory(prefix=".tmp-ir-", dir=out_dir) as tmp:
-            ov.save_model(model, str(Path(tmp) / "model.xml"), compress_to_fp16=compress)
+            try:
+                ov.save_model(model, str(Path(tmp) / "model.xml"), compress_to_fp16=compress)
+            except RuntimeError as err:  # a full disk surfaces as "basic_ios::clear", not as an OSError
+                free_mb = shutil.disk_usage(out_dir).free / 2**20
+                msg = f"OpenVINO could not write the IR into {out_dir} ({ov_error(err)}; {free_mb:.0f} MB free); free some space or choose another --out"
+                raise MissingRequirement(msg) from err
             side.unlink(missing_ok=True)  # never leave a sidecar that describes the previous IR
             os.replace(Path(tmp) / "model.bin", artifact.path.with_suffix(".bin"))
             os.replace(Path(tmp) / "model.xml", artifact.path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -37,9 +38,10 @@ def test_verify_catches_tampering(tmp_path: Path) -> None:
     folder = tmp_path / "x86-cpu" / "m"
     folder.mkdir(parents=True)
     (folder / "m.onnx").write_bytes(b"model")
+    digest = hashlib.sha256(b"model").hexdigest()
     (folder / "manifest.json").write_text(
         '{"model": "m", "target": "x86-cpu", "versions": {}, "files": '
-        '[{"path": "m.onnx", "stage": "onnx", "precision": "fp32", "sha256": "", "bytes": 0}]}'
+        f'[{{"path": "m.onnx", "stage": "onnx", "precision": "fp32", "sha256": "{digest}", "bytes": 5}}]}}'
     )
     collect(tmp_path)
     verify(tmp_path, expected_models=["m"])

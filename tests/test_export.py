@@ -52,10 +52,12 @@ def test_rerun_reuses_outputs_and_a_changed_input_rebuilds(tmp_path: Path) -> No
     run(tmp_path, "tinydce", (48, 72))
     onnx_file = tmp_path / "x86-cpu" / "tinydce" / "tinydce.onnx"
     first = onnx_file.stat().st_mtime_ns
+    manifest_file = tmp_path / "x86-cpu" / "tinydce" / "manifest.json"
+    before = manifest_file.read_bytes()
     again = run(tmp_path, "tinydce", (48, 72))
     assert onnx_file.stat().st_mtime_ns == first  # identical inputs: reused
-    assert again["stages"]["onnx"]["reused"] is True  # with the figures of the run that built it
-    assert again["stages"]["onnx"]["peak_rss_mb"] > 50
+    assert manifest_file.read_bytes() == before  # nothing rewritten: a read-only copy of it works too
+    assert again["stages"]["onnx"]["peak_rss_mb"] > 50  # the figures of the run that built it
     manifest = run(tmp_path, "tinydce", (48, 96))
     assert onnx_file.stat().st_mtime_ns != first  # resolution changed: rebuilt
     assert manifest["input_shape"] == {"static": [1, 3, 48, 96]}
@@ -67,8 +69,7 @@ def test_failed_verification_leaves_no_file(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setattr(export.verify, "FP32_MIN_PSNR_DB", 200.0)
     with pytest.raises(CheckFailed, match="stage 'onnx'"):
         run(tmp_path, "tinydce", (48, 72), until="onnx")
-    leftovers = [p.name for p in (tmp_path / "x86-cpu" / "tinydce").iterdir() if p.is_file()]
-    assert leftovers == []
+    assert not (tmp_path / "x86-cpu").exists()  # not a file, not even the empty folders it made
 
 
 def test_zero_dce_pp_dynamic_is_verified_at_other_sizes(tmp_path: Path) -> None:

@@ -221,7 +221,6 @@ def test_pinned_int8_that_misses_the_budget_ships_fp32_with_the_reason(tmp_path:
     assert "ir_int8" not in {f["role"] for f in manifest["files"]}
 
 
-@pytest.mark.xfail(strict=True, reason="quantize/stage.py's key lacks request.ship: a new --ship reuses the old plan")
 def test_a_new_pin_is_not_answered_from_the_cache(tmp_path: Path) -> None:
     quantize(tmp_path)
     _, plan = quantize(tmp_path, ship="fp32")

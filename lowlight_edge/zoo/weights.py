@@ -200,12 +200,24 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         detail = " ".join(str(err).split())[:160]
         msg = f"cannot read checkpoint {path} ({type(err).__name__}: {detail}); the file is truncated or corrupt, download it again"
         raise WeightsError(msg) from err
+    except Exception as err:  # noqa: BLE001 - an untrusted file may break the unpickler in any way (a text file: KeyError)
+        msg = f"{path} is not a PyTorch checkpoint (torch.load: {type(err).__name__}); pass a .pth/.pt state-dict file"
+        raise WeightsError(msg) from err
     for key in WRAPPER_KEYS:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
             break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         msg = f"{path} holds a {type(obj).__name__}, not a state dict of tensors; pass a PyTorch state-dict checkpoint"
+        raise WeightsError(msg)
+    broken = {k: int((~torch.isfinite(v)).sum()) for k, v in obj.items() if v.is_floating_point()}
+    broken = {k: n for k, n in broken.items() if n}
+    if broken:
+        first = next(iter(broken))
+        msg = (
+            f"{path} holds {sum(broken.values())} NaN/Inf value(s) in {len(broken)} tensor(s) (e.g. {first}); "
+            "the checkpoint is corrupt or diverged in training: use the original weights"
+        )
         raise WeightsError(msg)
     return obj
 
