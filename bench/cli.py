@@ -39,6 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also time every OpenVINO IR with OpenVINO's benchmark_app; a row more than 20%% apart fails the run (exit 1)",
     )
+    parser.add_argument(
+        "--device",
+        metavar="ssh://[user@]host[:port]",
+        help="measure on this device over your own ssh (keys, agent, ~/.ssh/config, known_hosts): artifacts and "
+        "references are built here, the device needs Python 3.8+, numpy and the target's runtime; extra ssh "
+        "options in LOWLIGHT_EDGE_SSH_OPTIONS; append ?python=/path/to/python3 for another interpreter there",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -64,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             artifacts=args.artifacts,
             progress=not args.quiet,
             crosscheck=args.crosscheck,
+            device=args.device,
         )
     )
     print((args.out / "results.md").read_text())

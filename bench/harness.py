@@ -18,8 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.agent import target_fields
 from bench.crosscheck import benchmark_app_p50, compare, find_benchmark_app
 from bench.host import check_host, host_info
+from bench.remote import RemoteJob, Session, SshDevice, parse_device, run_remote
 from bench.report import budget_failures, fill_speedups, write_results
 from bench.roofline import bytes_moved, count_flops, measure_host_limits, roofline_fraction, roofline_ms
 from bench.worker import run_in_subprocess
@@ -50,6 +52,7 @@ class BenchRequest:
     artifacts: Path = Path("artifacts")
     progress: bool = True
     crosscheck: bool = False  # also time each OpenVINO IR with OpenVINO's own benchmark_app
+    device: str | None = None  # ssh://[user@]host[:port]: measure there (bench.remote); None: this host
 
 
 def run_bench(request: BenchRequest) -> tuple[list[dict], list[str]]:
@@ -61,7 +64,12 @@ def run_bench(request: BenchRequest) -> tuple[list[dict], list[str]]:
     """
 
     target = get_target(request.target, request.targets_file)
-    check_host(target)  # one line and exit 2 before anything is written
+    device = parse_device(request.device) if request.device else None
+    if device is None:
+        check_host(target)  # one line and exit 2 before anything is written
+    elif request.crosscheck:
+        msg = "--crosscheck runs benchmark_app on this host; it cannot time a remote --device"
+        raise UsageError(msg)
     if request.crosscheck:  # asked for and impossible: exit 2 now, not a quiet gap in the results
         if target.runtime != "openvino":
             msg = f"--crosscheck times OpenVINO IRs with benchmark_app; target {target.name} runs {target.runtime}"
@@ -80,18 +88,22 @@ def run_bench(request: BenchRequest) -> tuple[list[dict], list[str]]:
         msg = f"precision {', '.join(unknown)} is not offered by target {target.name} ({', '.join(target.precisions)})"
         raise UsageError(msg)
 
-    threads = target.resolved_threads()  # null in targets.yaml: every core this process may use
-    limits = measure_host_limits(threads)
-    host = host_info(threads)
-    host["limits"] = limits
     rows: list[dict] = []
     from tqdm import tqdm
 
-    bar = tqdm(total=len(names) * (1 + len(precisions)), unit="row", disable=not request.progress)
-    with tempfile.TemporaryDirectory(prefix="bench-") as work:
-        for name in names:
-            rows += bench_model(name, target, threads, precisions, request, Path(work), limits, host, bar)
-    bar.close()
+    if device is not None:
+        with tempfile.TemporaryDirectory(prefix="bench-") as work:
+            rows = bench_remote(device, names, target, precisions, request, Path(work))
+    else:
+        threads = target.resolved_threads()  # null in targets.yaml: every core this process may use
+        limits = measure_host_limits(threads)
+        host = host_info(threads)
+        host["limits"] = limits
+        bar = tqdm(total=len(names) * (1 + len(precisions)), unit="row", disable=not request.progress)
+        with tempfile.TemporaryDirectory(prefix="bench-") as work:
+            for name in names:
+                rows += bench_model(name, target, threads, precisions, request, Path(work), limits, host, bar)
+        bar.close()
 
     fill_speedups(rows)
     write_results(rows, request.out, target.budget, title=f"lowlight-edge bench on {target.name}")
@@ -203,3 +215,129 @@ def crosscheck_row(xml: Path, threads: int, shape, p50: float, target: Target) -
     except LowlightError as err:
         return {"error": str(err)}
     return compare(p50, app)
+
+
+# --------------------------------------------------------------------------------------------
+# A remote device (--device ssh://...)
+
+
+def bench_remote(device: SshDevice, names, target: Target, precisions, request: BenchRequest, work: Path) -> list[dict]:
+    """Build and reference here, measure there: one bundle, one agent run, rows as a local run's.
+
+    The device has no torch, so there is no PyTorch eager row (speedup_vs_torch is None) and no
+    roofline (its limits are measured with torch). A TensorRT target is exported here up to the
+    quantize stage and its engines are built on the device, which sends them back to out/engines/.
+    """
+    session = Session(device)
+    session.hello()  # unreachable, refused, no Python or numpy: one line now, before any export
+    job = RemoteJob(target=target_fields(target))
+    pending: list[dict] = []
+    for name in names:
+        log.info("%s: building artifacts and references for %s", name, device.url)
+        prepared = prepare_model(name, target, request, work, until="quantize" if target.runtime == "tensorrt" else "engine")
+        manifest, folder, base, tiling, spec = prepared
+        frames = job.ship(base.pop("_frames"), f"data/{name}")
+        refs = job.ship(base.pop("_refs"), f"data/{name}")
+        base["roofline_ms"] = None
+        for precision in precisions:
+            shipped = ship_artifact(job, manifest, target, precision, folder, base["_shape"])
+            if shipped is None:
+                continue
+            artifact, build, local = shipped
+            job.rows.append({
+                "spec": {
+                    "backend": target.runtime,
+                    "artifact": artifact,
+                    "device": target.device,
+                    "tegrastats_interval_ms": target.options.get("tegrastats_interval_ms"),
+                    "warmup": request.warmup if request.warmup is not None else target.warmup,
+                    "iterations": request.iterations or target.iterations,
+                    "frames": frames,
+                    "reference": refs,
+                    "tile": [*tiling, spec.size_multiple] if tiling else None,
+                },
+                "build": build,
+            })
+            pending.append({**{k: v for k, v in base.items() if not k.startswith("_")},
+                            "runtime": target.runtime, "precision": precision, "artifact": str(local)})
+    if not job.rows:
+        msg = f"no artifact to measure on {device.url} for {', '.join(names)} ({', '.join(precisions)})"
+        raise UsageError(msg)
+    timeout = sum(target.timeout_s for _ in job.rows) + 300 * (target.runtime == "tensorrt") * len(job.rows) + 120
+    result = run_remote(device, job, request.out, timeout, session)
+    rows = []
+    for row, measured in zip(pending, result["rows"], strict=True):
+        res = measured["result"]
+        out = {**row, **res, "runtime": row["runtime"], "precision": row["precision"], "host": result["host"]}
+        if measured.get("engine"):
+            out["artifact"] = measured["engine"]
+        out["runtime_info"] = res.get("runtime")
+        out["notes"] = ["measured on " + device.url + " (no PyTorch eager row or roofline on a remote device)",
+                        *(res.get("notes") or [])]
+        out["roofline_fraction"] = None
+        rows.append(out)
+    return rows
+
+
+def prepare_model(name, target: Target, request: BenchRequest, work: Path, until: str = "engine"):
+    """Export (or reuse) the model's artifacts and write its eval frames and FP32 references."""
+    import torch
+
+    spec = zoo.get_spec(name)
+    resolution = target.resolution_for(name, raw=spec.input_kind == "raw_bayer")
+    tiling = target_tiling(target, spec, resolution)
+    shape_hw = tiling[:2] if tiling else resolution
+    manifest_path = export(
+        ExportRequest(model=name, target=target.name, targets_file=request.targets_file, resolution=shape_hw,
+                      out=request.artifacts, eval_dir=request.images, until=until),
+        progress=False,
+    )
+    manifest = json.loads(manifest_path.read_text())
+    count = 2 if resolution[0] * resolution[1] > LARGE_FRAME_PIXELS else request.frames
+    eval_dir = request.images or ExportRequest(model=name).eval_folder
+    frames = eval_frames(eval_dir, spec, resolution, size=count, seed=1)
+    module = zoo.get_model(name)
+    with torch.inference_mode():
+        refs = [module(torch.from_numpy(f)).numpy() for f in frames]
+    frames_file, refs_file = work / f"{name}.frames.npy", work / f"{name}.refs.npy"
+    np.save(frames_file, np.concatenate(frames))
+    np.save(refs_file, np.concatenate(refs))
+    base = {
+        "model": name,
+        "target": target.name,
+        "resolution": f"{resolution[0]}x{resolution[1]}",
+        "flops": count_flops(module, frames[0].shape),
+        "_frames": frames_file,
+        "_refs": refs_file,
+        "_shape": [1, frames[0].shape[1], *shape_hw],
+    }
+    return manifest, manifest_path.parent, base, tiling, spec
+
+
+def ship_artifact(job: RemoteJob, manifest: dict, target: Target, precision: str, folder: Path, shape):
+    """(artifact relpath or None, engine build or None, local path) for one row, or None if not built."""
+    files = {f["role"]: f for f in manifest["files"]}
+    prefix = f"artifacts/{manifest['model']}/{precision}"
+    if target.runtime == "tensorrt":
+        role = {"int8": "qdq_onnx", "fp16": "fp16_onnx", "fp32": "simplified"}[precision]
+        if role not in files:
+            log.warning("%s: no %s ONNX to build a %s engine from on the device", manifest["model"], role, precision)
+            return None
+        onnx = folder / files[role]["path"]
+        plan = files.get("plan")
+        build = {
+            "model": manifest["model"],
+            "precision": precision,
+            "onnx": job.ship(onnx, prefix),
+            "input_shape": shape,
+            "plan": job.ship(folder / plan["path"], prefix) if plan else None,
+        }
+        return None, build, onnx
+    found = artifact_job(manifest, target, precision, folder)
+    if found is None:
+        return None
+    artifact = Path(found[2])
+    for extra in (artifact.with_suffix(".bin"), Path(f"{artifact}.json")):
+        if extra.is_file():
+            job.ship(extra, prefix)
+    return job.ship(artifact, prefix), None, artifact

@@ -63,9 +63,16 @@ _REQUIRED = ("backend", "artifact", "iterations", "frames")
 
 
 def rss_mb() -> float:
-    """Current resident set size of this process in MB."""
-    import psutil
-
+    """Current resident set size of this process in MB (psutil, else /proc/self/statm: a device
+    agent has only numpy and its runtime)."""
+    try:
+        import psutil
+    except ImportError:
+        try:
+            pages = int(Path("/proc/self/statm").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            return peak_rss_mb()
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
     return psutil.Process().memory_info().rss / 2**20
 
 

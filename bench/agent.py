@@ -1,0 +1,121 @@
+"""The device agent: ``python -m bench.agent JOB.json OUT_DIR``, run on the device by bench/remote_boot.py.
+
+It needs only the device's Python, numpy and the target's runtime (OpenVINO / ONNX Runtime on a
+CPU device, TensorRT where one is present): everything that needs torch or NNCF ran on the
+workstation, which shipped the artifacts, the eval frames and their FP32 PyTorch references.
+The agent
+
+1. checks the device against the target (bench.host.check_host: runtime, Jetson, power mode);
+   a miss writes ``{"error", "exit_code": 2}`` and exits 2;
+2. describes the device (bench.host.host_info: CPU, cores, versions, Jetson L4T and power mode);
+3. for a TensorRT row, builds the engine here from the shipped ONNX (engines do not carry
+   across GPUs or TensorRT versions) into OUT_DIR/engines/, sidecar beside it;
+4. measures every row in its own process with bench.worker.run_in_subprocess, exactly as a
+   local bench does (latency, cold start, memory, tegrastats power, drift vs the references).
+
+OUT_DIR/result.json: {"host": ..., "rows": [{"index", "result", "engine"}]}.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.host import check_host, host_info
+from bench.worker import run_in_subprocess
+from lowlight_edge.atomic import write_json
+from lowlight_edge.errors import LowlightError
+from lowlight_edge.targets import Budget, Target
+from runtimes import BuildConfig, get_backend
+
+TARGET_FIELDS = ("name", "runtime", "device", "precisions", "resolutions", "threads", "timeout_s", "requires", "options")
+
+
+def target_from_job(fields: dict[str, Any]) -> Target:
+    """The Target the workstation validated, rebuilt from its JSON fields."""
+    return Target(
+        name=fields["name"],
+        runtime=fields["runtime"],
+        device=fields["device"],
+        precisions=tuple(fields["precisions"]),
+        resolutions={k: tuple(v) for k, v in fields["resolutions"].items()},
+        threads=fields.get("threads"),
+        timeout_s=int(fields.get("timeout_s") or 900),
+        requires=tuple(fields.get("requires") or ()),
+        options=dict(fields.get("options") or {}),
+        budget=Budget(),
+    )
+
+
+def target_fields(target: Target) -> dict[str, Any]:
+    """What the agent needs of a Target, JSON-able (the inverse of target_from_job)."""
+    fields = {k: getattr(target, k) for k in TARGET_FIELDS}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
+
+
+def build_engine(build: dict[str, Any], base: Path, out: Path, target: Target) -> Path:
+    """A TensorRT engine built on this device from the shipped ONNX; returns its path."""
+    config = BuildConfig(
+        precision=build["precision"],
+        input_shape=tuple(build["input_shape"]) if build.get("input_shape") else None,
+        plan=base / build["plan"] if build.get("plan") else None,
+        workspace_mb=int(target.options.get("workspace_mb") or 2048),
+        dla_core=target.options.get("dla_core"),
+        flavour=target.options.get("builder"),
+    )
+    artifact = get_backend("tensorrt").build(base / build["onnx"], config, out / "engines" / build["model"])
+    return Path(artifact.path)
+
+
+def run_job(job: dict[str, Any], out: Path) -> dict[str, Any]:
+    base = Path(job["base"]).resolve() if job.get("base") else Path.cwd() / "tree"
+    target = target_from_job(job["target"])
+    check_host(target)
+    threads = target.resolved_threads()
+    host = host_info(threads)
+    host["limits"] = None  # measured with torch on the workstation only; no roofline on a device
+    host["remote"] = job.get("remote")
+    rows = []
+    for index, row in enumerate(job["rows"]):
+        spec = dict(row["spec"])
+        engine = None
+        if row.get("build"):
+            try:
+                engine = build_engine(row["build"], base, out, target)
+            except LowlightError as err:
+                rows.append({"index": index, "result": {"error": f"engine build on the device failed: {err}"}, "engine": None})
+                continue
+            spec["artifact"] = str(engine)
+        else:
+            spec["artifact"] = str(base / spec["artifact"])
+        for key in ("frames", "reference"):
+            if spec.get(key):
+                spec[key] = str(base / spec[key])
+        spec["options"] = target.load_options()  # threads resolved on this device, not the workstation
+        result = run_in_subprocess(spec, timeout_s=target.timeout_s)
+        rows.append({"index": index, "result": result, "engine": str(engine.relative_to(out)) if engine else None})
+    return {"host": host, "rows": rows}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 2:
+        print("usage: python -m bench.agent JOB.json OUT_DIR", file=sys.stderr)
+        return 2
+    job = json.loads(Path(args[0]).read_text())
+    out = Path(args[1])
+    try:
+        result = run_job(job, out)
+    except LowlightError as err:
+        write_json(out / "result.json", {"error": str(err), "exit_code": err.exit_code})
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    write_json(out / "result.json", result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

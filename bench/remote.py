@@ -1,0 +1,327 @@
+"""Benching a device over SSH: ``python -m bench --target T --device ssh://[user@]host[:port]``.
+
+Transport is the user's own OpenSSH client (``ssh``), so ~/.ssh/config, keys, the agent, jump
+hosts and known_hosts checking all apply as they do for the user; BatchMode=yes means a
+password is never asked for, and host key checking is never turned off. Extra ssh options (a
+``-F`` config file, ``-J`` jump host) can be given in LOWLIGHT_EDGE_SSH_OPTIONS. Each call is an
+argv list (no local shell); the one remote command line is built from shlex-quoted words.
+
+On the device, bench/remote_boot.py (stdlib only, sent as ``python3 -c``) keeps a
+content-addressed store under ``~/.cache/lowlight-edge/bundle``: the workstation asks which
+files (our code, the artifacts, frames and references) it lacks by sha256, sends only those as a
+tar stream, then runs bench.agent in a per-run folder that is removed afterwards. Results and
+any engine built there come back as one tar on stdout.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lowlight_edge.errors import CheckFailed, MissingRequirement, UsageError
+from lowlight_edge.hashing import sha256_file
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BOOT = Path(__file__).with_name("remote_boot.py")
+REMOTE_ROOT = ".cache/lowlight-edge/bundle"  # relative to the login's home on the device
+CODE_PACKAGES = ("bench", "runtimes", "lowlight_edge")
+CODE_EXCLUDE = ("lowlight_edge/zoo",)  # the models themselves run on the workstation only
+SSH_OPTIONS_ENV = "LOWLIGHT_EDGE_SSH_OPTIONS"
+REMOTE_ROOT_ENV = "LOWLIGHT_EDGE_REMOTE_ROOT"  # another bundle folder on the device (absolute, or under its home)
+BASE_OPTIONS = (
+    "-o", "BatchMode=yes",  # never a password prompt: keys or the agent only
+    "-o", "ConnectTimeout=15",
+    "-o", "ServerAliveInterval=5",
+    "-o", "ServerAliveCountMax=3",  # a dead link is noticed within ~15 s
+)
+_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+_URL_RE = re.compile(rf"^ssh://(?:(?P<user>{_NAME})@)?(?P<host>{_NAME}|\[[0-9A-Fa-f:.]+\])(?::(?P<port>\d+))?/?$")
+
+
+@dataclass(frozen=True)
+class SshDevice:
+    """Where to bench: ssh://[user@]host[:port][?python=/path/to/python3]."""
+
+    host: str
+    user: str | None = None
+    port: int | None = None
+    python: str = "python3"
+
+    @property
+    def url(self) -> str:
+        user = f"{self.user}@" if self.user else ""
+        port = f":{self.port}" if self.port else ""
+        return f"ssh://{user}{self.host}{port}"
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}" if self.port else self.host
+
+
+def parse_device(text: str) -> SshDevice:
+    """``ssh://[user@]host[:port]`` (optionally ``?python=PATH``) -> SshDevice; anything else is a UsageError."""
+    url, _, query = str(text).partition("?")
+    match = _URL_RE.match(url)
+    if not match:
+        msg = f"--device {text!r} is not ssh://[user@]host[:port] (host and user: letters, digits, . _ -)"
+        raise UsageError(msg)
+    python = "python3"
+    for part in filter(None, query.split("&")):
+        key, _, value = part.partition("=")
+        if key != "python" or not re.fullmatch(r"[A-Za-z0-9._/+-]+", value):
+            msg = f"--device {text!r}: the only query is ?python=/path/to/python3 (a plain path)"
+            raise UsageError(msg)
+        python = value
+    port = int(match["port"]) if match["port"] else None
+    if port is not None and not 1 <= port <= 65535:
+        msg = f"--device {text!r}: port {port} is outside 1..65535"
+        raise UsageError(msg)
+    return SshDevice(host=match["host"].strip("[]"), user=match["user"], port=port, python=python)
+
+
+# --------------------------------------------------------------------------------------------
+# The transport
+
+
+def _classify(device: SshDevice, stderr: str, step: str) -> str:
+    """ssh's exit 255 -> one line naming the problem."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip() and not line.startswith("@")]
+    last = lines[-1] if lines else "no message"
+    text = stderr.lower()
+    if "host key verification failed" in text or "remote host identification has changed" in text:
+        return (f"the host key of {device.where} is unknown or differs from known_hosts ({last}); verify the "
+                "device's key and add it (ssh once by hand, or ssh-keyscan); host key checking stays on")
+    if "permission denied" in text or "too many authentication failures" in text:
+        return (f"{device.url}: the device refused the login ({last}); add your public key to its "
+                "~/.ssh/authorized_keys or load it into ssh-agent (no password is ever asked)")
+    if any(s in text for s in ("connection refused", "no route to host", "could not resolve", "timed out",
+                               "network is unreachable", "name or service not known")) and step == "connect":
+        return f"cannot reach {device.where} over SSH: {last}"
+    if step == "connect":
+        return f"cannot open an SSH session to {device.url}: {last}"
+    return f"the SSH connection to {device.where} dropped while {step} ({last}); rerun to resume (the device keeps what it received)"
+
+
+class Session:
+    """ssh calls to one device, each a fresh connection of the user's own client."""
+
+    def __init__(self, device: SshDevice, ssh: str = "ssh"):
+        self.device = device
+        self.ssh = ssh
+        self.extra = shlex.split(os.environ.get(SSH_OPTIONS_ENV, ""))
+        self.boot = BOOT.read_text()
+        self.run_dir: str | None = None
+        self.root = os.environ.get(REMOTE_ROOT_ENV) or REMOTE_ROOT
+
+    def argv(self, words: list[str]) -> list[str]:
+        d = self.device
+        dest = ["-p", str(d.port)] if d.port else []
+        dest += ["-l", d.user] if d.user else []
+        remote = " ".join(shlex.quote(w) for w in words)
+        return [self.ssh, *BASE_OPTIONS, *self.extra, *dest, "--", d.host, remote]
+
+    def boot_words(self, *args: str) -> list[str]:
+        return [self.device.python, "-c", self.boot, *args]
+
+    def call(self, args: list[str], data: bytes, step: str, timeout_s: float = 120) -> bytes:
+        try:
+            proc = subprocess.run(self.argv(self.boot_words(*args)), input=data, capture_output=True, timeout=timeout_s)
+        except FileNotFoundError as err:
+            msg = f"no `{self.ssh}` client on this workstation ({err.strerror}); install OpenSSH's client"
+            raise MissingRequirement(msg) from err
+        except subprocess.TimeoutExpired as err:
+            msg = f"{self.device.where} did not answer within {timeout_s:g} s while {step}"
+            raise MissingRequirement(msg) from err
+        self._check(proc.returncode, proc.stderr.decode(errors="replace"), step)
+        return proc.stdout
+
+    def _check(self, code: int, stderr: str, step: str) -> None:
+        if code == 0:
+            return
+        if code == 255:
+            raise MissingRequirement(_classify(self.device, stderr, step))
+        lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+        last = lines[-1] if lines else f"exit code {code}"
+        if code == 127 or "not found" in last and self.device.python in last:
+            msg = f"{self.device.url} has no `{self.device.python}`: install Python 3.8+ there, or pass ?python=/path in --device"
+            raise MissingRequirement(msg)
+        if last.startswith("device: "):
+            last = last[len("device: "):]
+        msg = f"{self.device.url}: {last}"
+        raise MissingRequirement(msg)
+
+    def hello(self) -> dict[str, Any]:
+        """Reach the device, log in, check its Python and numpy: before any work here."""
+        answer = json.loads(self.call(["hello", self.root], b"", "connect"))
+        if not answer.get("numpy"):
+            msg = (f"{self.device.url} has no numpy for {self.device.python} (Python {'.'.join(map(str, answer['python']))}): "
+                   "the agent needs numpy and the target's runtime there (pip install numpy)")
+            raise MissingRequirement(msg)
+        return answer
+
+    def prepare(self, files: dict[str, Path]) -> list[str]:
+        digests = _digests(files)
+        hashes = sorted(set(digests.values()))
+        sizes = {digests[rel]: path.stat().st_size for rel, path in files.items()}
+        request = json.dumps({"hashes": hashes, "sizes": sizes}).encode()
+        answer = json.loads(self.call(["prepare", self.root], request, "preparing the device"))
+        self.run_dir = answer["run_dir"]
+        return answer["missing"]
+
+    def send(self, files: dict[str, Path], missing: list[str]) -> None:
+        if not missing:
+            return
+        wanted = set(missing)
+        by_hash = {h: files[rel] for rel, h in _digests(files).items() if h in wanted}
+        buffer = tempfile.TemporaryFile()
+        with tarfile.open(fileobj=buffer, mode="w|") as tar:
+            for digest, path in sorted(by_hash.items()):
+                info = tar.gettarinfo(str(path), arcname=digest)
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                info.mode = 0o644
+                with open(path, "rb") as handle:
+                    tar.addfile(info, handle)
+        buffer.seek(0)
+        self.call(["receive", self.root], buffer.read(), "sending the bundle", timeout_s=1800)
+
+    def run(self, files: dict[str, Path], job: dict[str, Any], timeout_s: float) -> tuple[int, bytes, str]:
+        if self.run_dir is None:
+            msg = "Session.run before Session.prepare"
+            raise RuntimeError(msg)
+        payload = json.dumps({"files": _digests(files), "job": job}).encode()
+        try:
+            proc = subprocess.run(self.argv(self.boot_words("run", self.root, self.run_dir)), input=payload,
+                                  capture_output=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired as err:
+            msg = f"{self.device.where} ran longer than {timeout_s:g} s (the rows' timeouts and the engine builds)"
+            raise CheckFailed(msg) from err
+        stderr = proc.stderr.decode(errors="replace")
+        if proc.returncode == 255 or (proc.returncode != 0 and not proc.stdout):
+            self._check(proc.returncode, stderr, "the device ran the rows")
+        return proc.returncode, proc.stdout, stderr
+
+    def clean(self) -> None:
+        """Remove the run folder on the device, when the connection still allows."""
+        if self.run_dir is None:
+            return
+        try:
+            self.call(["clean", self.root, self.run_dir], b"", "cleaning up", timeout_s=30)
+        except MissingRequirement:
+            pass  # unreachable now; the next run removes it once stale
+        self.run_dir = None
+
+
+_DIGEST_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def _digests(files: dict[str, Path]) -> dict[str, str]:
+    out = {}
+    for rel, path in files.items():
+        st = path.stat()
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        if key not in _DIGEST_CACHE:
+            _DIGEST_CACHE[key] = sha256_file(path)
+        out[rel] = _DIGEST_CACHE[key]
+    return out
+
+
+def code_files() -> dict[str, Path]:
+    """Our sources the agent imports, plus PyYAML's pure-Python modules (lowlight_edge.targets needs them)."""
+    files: dict[str, Path] = {}
+    for package in CODE_PACKAGES:
+        for path in sorted((REPO_ROOT / package).rglob("*.py")):
+            rel = path.relative_to(REPO_ROOT).as_posix()
+            if not any(rel.startswith(ex + "/") for ex in CODE_EXCLUDE) and "__pycache__" not in rel:
+                files[rel] = path
+    yaml_dir = Path(yaml.__file__).parent
+    for path in sorted(yaml_dir.glob("*.py")):
+        files[f"_vendor/yaml/{path.name}"] = path
+    return files
+
+
+@dataclass
+class RemoteJob:
+    """Rows for the agent: worker specs whose paths are relative to the shipped tree."""
+
+    target: dict[str, Any]
+    files: dict[str, Path] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def ship(self, path: Path, prefix: str) -> str:
+        rel = f"{prefix}/{path.name}"
+        self.files[rel] = path
+        return rel
+
+
+def run_remote(device: SshDevice, job: RemoteJob, out: Path, timeout_s: float, session: Session | None = None) -> dict[str, Any]:
+    """Send the bundle, run the agent, return its result.json with engine paths made local under ``out``.
+
+    Engines (and sidecars) built on the device are placed under out/engines/ only once every
+    step succeeded; a failure raises with one line and leaves nothing locally.
+    """
+    session = Session(device) if session is None else session
+    files = {**code_files(), **job.files}
+    try:
+        missing = session.prepare(files)
+        session.send(files, missing)
+        code, tar_bytes, stderr = session.run(files, {"target": job.target, "rows": job.rows, "remote": device.url}, timeout_s)
+    except BaseException:
+        session.clean()
+        raise
+    session.run_dir = None  # the boot removed it
+    with tempfile.TemporaryDirectory(prefix="bench-remote-") as tmp:
+        _extract(tar_bytes, Path(tmp), device)
+        result_file = Path(tmp) / "out" / "result.json"
+        if not result_file.is_file():
+            lines = [line for line in stderr.splitlines() if line.strip()]
+            msg = f"{device.url}: the agent ended (exit {code}) without results: {lines[-1].strip() if lines else 'no message'}"
+            raise CheckFailed(msg)
+        result = json.loads(result_file.read_text())
+        if result.get("error"):
+            msg = f"device {device.url}: {result['error']}"
+            raise (MissingRequirement if result.get("exit_code", 2) == 2 else CheckFailed)(msg)
+        engines = Path(tmp) / "out" / "engines"
+        for row in result["rows"]:
+            if row.get("engine"):
+                row["engine"] = str(out / row["engine"])
+        if engines.is_dir():
+            _place(engines, out / "engines")
+    return result
+
+
+def _extract(data: bytes, dest: Path, device: SshDevice) -> None:
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
+            for member in tar.getmembers():
+                name = Path(member.name)
+                if name.is_absolute() or ".." in name.parts or name.parts[:1] != ("out",) or not (member.isfile() or member.isdir()):
+                    msg = f"{device.url} sent back an unexpected entry {member.name!r}; nothing was kept"
+                    raise CheckFailed(msg)
+            if sys.version_info >= (3, 12):
+                tar.extractall(dest, filter="data")
+            else:
+                tar.extractall(dest)  # noqa: S202 - every member checked above
+    except tarfile.TarError as err:
+        msg = f"{device.url} sent back damaged results ({err}); rerun"
+        raise CheckFailed(msg) from err
+
+
+def _place(engines: Path, final: Path) -> None:
+    for path in sorted(p for p in engines.rglob("*") if p.is_file()):
+        target = final / path.relative_to(engines)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(path), target)

@@ -1,0 +1,250 @@
+"""`python -m bench --device ssh://...` against a real OpenSSH sshd started here on 127.0.0.1.
+
+The server gets a throwaway host key and one authorized key in tmp_path; the client is the
+user's own `ssh`, pointed at a config file in tmp_path through LOWLIGHT_EDGE_SSH_OPTIONS, with
+host key checking left on. The "device" is this machine: its Python is the venv's (numpy and
+OpenVINO) for the good run, the system python3 (no numpy) or the venv's with OpenVINO hidden for
+the requirement cases. CI (.ci/run) installs openssh-server and sets LOWLIGHT_EDGE_REQUIRE_SSHD=1,
+so there a missing sshd fails instead of skipping.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from bench.cli import main as bench_main
+from bench.remote import parse_device
+from lowlight_edge.console import run_main
+from lowlight_edge.errors import UsageError
+from tests.test_bench_cli import TINY_TARGET
+
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _keygen(path: Path) -> str:
+    subprocess.run([KEYGEN, "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+    return path.with_suffix(".pub").read_text().strip()
+
+
+class Server:
+    def __init__(self, root: Path):
+        self.root = root
+        self.port = _free_port()
+        host_pub = _keygen(root / "host_key")
+        client_pub = _keygen(root / "client_key")
+        (root / "authorized_keys").write_text(client_pub + "\n")
+        (root / "known_hosts").write_text(f"[127.0.0.1]:{self.port} {host_pub}\n")
+        other = _keygen(root / "other_host_key")
+        (root / "wrong_known_hosts").write_text(f"[127.0.0.1]:{self.port} {other}\n")
+        (root / "sshd_config").write_text(
+            f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {root / 'host_key'}\n"
+            f"AuthorizedKeysFile {root / 'authorized_keys'}\nPidFile {root / 'sshd.pid'}\n"
+            "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n"
+            "PermitRootLogin prohibit-password\nUsePAM no\nStrictModes no\nLogLevel ERROR\n"
+        )
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # privilege separation directory
+        self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(root / "sshd_config")], stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"sshd did not start: {self.proc.stderr.read()}")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    break
+            time.sleep(0.1)
+        self.bundle = root / "device-bundle"
+
+    def client_config(self, known_hosts: str = "known_hosts", key: str = "client_key") -> Path:
+        path = self.root / f"ssh_config-{known_hosts}-{key}"
+        path.write_text(
+            f"Host 127.0.0.1\n  IdentityFile {self.root / key}\n  IdentitiesOnly yes\n"
+            f"  UserKnownHostsFile {self.root / known_hosts}\n  GlobalKnownHostsFile /dev/null\n"
+        )
+        return path
+
+    def sessions(self) -> list[psutil.Process]:
+        return [p for p in psutil.Process(self.proc.pid).children(recursive=True) if p.name().startswith("sshd")]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    if not Path(SSHD).exists():
+        if os.environ.get("LOWLIGHT_EDGE_REQUIRE_SSHD"):
+            pytest.fail(f"{SSHD} is missing: apt-get install -y openssh-server")
+        pytest.skip("no sshd here (apt-get install openssh-server); CI installs it and does not skip")
+    server = Server(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    targets = root / "targets.yaml"
+    targets.write_text(TINY_TARGET)
+    return root, targets
+
+
+def _bench(shared, out: Path, *extra: str) -> int:
+    root, targets = shared
+    return run_main(
+        bench_main,
+        ["--targets", str(targets), "--target", "tiny-cpu", "--models", "tinydce", "--out", str(out),
+         "--artifacts", str(root / "artifacts"), "--quiet", *extra],
+    )
+
+
+@pytest.fixture
+def ssh_env(server, monkeypatch):
+    def use(known_hosts: str = "known_hosts", key: str = "client_key") -> None:
+        monkeypatch.setenv("LOWLIGHT_EDGE_SSH_OPTIONS", f"-F {server.client_config(known_hosts, key)}")
+        monkeypatch.setenv("LOWLIGHT_EDGE_REMOTE_ROOT", str(server.bundle))
+
+    use()
+    return use
+
+
+def _url(server, python: str = sys.executable) -> str:
+    return f"ssh://127.0.0.1:{server.port}?python={python}"
+
+
+def test_parse_device() -> None:
+    assert parse_device("ssh://me@jetson.local:2222").url == "ssh://me@jetson.local:2222"
+    assert parse_device("ssh://orin").port is None
+    assert parse_device("ssh://h?python=/opt/py/bin/python3").python == "/opt/py/bin/python3"
+    for bad in ("jetson", "ssh://-oProxyCommand=x", "ssh://a;b", "ssh://h:99999", "ssh://h?python=$(x)", "ssh://u s@h"):
+        with pytest.raises(UsageError):
+            parse_device(bad)
+
+
+def test_remote_bench_matches_a_local_run(server, ssh_env, shared, tmp_path: Path, monkeypatch, capsys) -> None:
+    local_out, remote_out = tmp_path / "local", tmp_path / "remote"
+    assert _bench(shared, local_out) == 0
+    sent: list[int] = []
+    from bench.remote import Session
+
+    real_send = Session.send
+
+    def spy(self, files, missing):
+        sent.append(len(missing))
+        return real_send(self, files, missing)
+
+    monkeypatch.setattr(Session, "send", spy)
+    assert _bench(shared, remote_out, "--device", _url(server)) == 0, capsys.readouterr().err
+    local = {(r["runtime"], r["precision"]): r for r in json.loads((local_out / "results.json").read_text())}
+    remote = {(r["runtime"], r["precision"]): r for r in json.loads((remote_out / "results.json").read_text())}
+    assert (remote_out / "results.md").is_file() and (remote_out / "results.png").stat().st_size > 1000
+    assert ("openvino", "fp32") in remote and set(remote) == set(local) - {("torch", "fp32")}  # no torch on a device
+    for key, row in remote.items():
+        assert set(local[key]) <= set(row) | {"crosscheck"}, set(local[key]) - set(row)  # same schema
+        assert row["host"]["remote"] == f"ssh://127.0.0.1:{server.port}"
+        assert row["host"]["cpu"] and row["host"]["versions"] and row["host"]["threads"] == 1
+        assert row["psnr_db"] == pytest.approx(local[key]["psnr_db"], rel=1e-6)
+        assert row["ssim"] == pytest.approx(local[key]["ssim"], rel=1e-6)
+        assert row["max_abs_err"] == pytest.approx(local[key]["max_abs_err"], rel=1e-5, abs=1e-7)
+        assert row["nonfinite"] == 0 and row["latency_ms"]["p50"] > 0
+    assert sent[0] > 0
+    assert list((server.bundle / "runs").iterdir()) == []  # the per-run folder is gone
+
+    # a rerun sends nothing: the device already has every file by hash
+    assert _bench(shared, tmp_path / "again", "--device", _url(server)) == 0
+    assert sent[1] == 0
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_wrong_host_key_exits_2(server, ssh_env, shared, tmp_path: Path, capsys) -> None:
+    ssh_env(known_hosts="wrong_known_hosts")
+    assert _bench(shared, tmp_path / "r", "--device", _url(server)) == 2
+    assert "host key" in _one_line(capsys)
+    assert not (tmp_path / "r").exists()
+
+
+def test_refused_login_and_unreachable_exit_2(server, ssh_env, shared, tmp_path: Path, capsys) -> None:
+    ssh_env(key="other_host_key")  # a key the server does not authorize
+    assert _bench(shared, tmp_path / "r", "--device", _url(server)) == 2
+    assert "refused the login" in _one_line(capsys)
+    ssh_env()
+    assert _bench(shared, tmp_path / "r", "--device", f"ssh://127.0.0.1:{_free_port()}") == 2
+    assert "cannot reach" in _one_line(capsys)
+    assert not (tmp_path / "r").exists()
+
+
+def test_device_without_numpy_or_runtime_exits_2(server, ssh_env, shared, tmp_path: Path, capsys) -> None:
+    bare = "/usr/bin/python3"
+    if subprocess.run([bare, "-c", "import numpy"], capture_output=True).returncode == 0:
+        pytest.skip("the system python3 has numpy")
+    assert _bench(shared, tmp_path / "r", "--device", _url(server, bare)) == 2
+    assert "no numpy" in _one_line(capsys)
+
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class _Hide:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'openvino':\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "sys.meta_path.insert(0, _Hide())\n"
+    )
+    wrapper = tmp_path / "python-without-openvino"
+    wrapper.write_text(f'#!/bin/sh\nPYTHONPATH={hide} exec {sys.executable} "$@"\n')
+    wrapper.chmod(0o755)
+    assert _bench(shared, tmp_path / "r", "--device", _url(server, str(wrapper))) == 2
+    line = _one_line(capsys)
+    assert "openvino" in line and "ssh://127.0.0.1" in line
+    assert not (tmp_path / "r").exists()
+    assert list((server.bundle / "runs").iterdir()) == []
+
+
+def test_dropped_connection_exits_2_and_cleans_the_device(server, ssh_env, shared, tmp_path: Path, capsys) -> None:
+    runs = server.bundle / "runs"
+    killed: list[int] = []
+
+    def drop() -> None:  # as soon as the agent runs on the device, kill the server's side of the session
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            if runs.is_dir() and any((d / "out").is_dir() for d in runs.iterdir()):
+                for proc in server.sessions():
+                    proc.kill()
+                    killed.append(proc.pid)
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=drop, daemon=True)
+    thread.start()
+    code = _bench(shared, tmp_path / "r", "--device", _url(server), "--iterations", "2000")
+    thread.join(timeout=5)
+    assert killed
+    assert code == 2
+    assert "dropped" in _one_line(capsys)
+    assert not (tmp_path / "r").exists()
+    deadline = time.monotonic() + 20
+    while any(runs.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert list(runs.iterdir()) == []  # the device removed the run when its connection went
