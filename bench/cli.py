@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--device",
         metavar="ssh://[user@]host[:port]",
-        help="measure on this device over your own ssh (keys, agent, ~/.ssh/config, known_hosts): artifacts and "
+        help="measure on this device (default: the target's `remote:` in targets.yaml; `local`: this host) over your own ssh (keys, agent, ~/.ssh/config, known_hosts): artifacts and "
         "references are built here, the device needs Python 3.8+, numpy and the target's runtime; extra ssh "
         "options in LOWLIGHT_EDGE_SSH_OPTIONS; append ?python=/path/to/python3 for another interpreter there",
     )

@@ -64,7 +64,9 @@ def run_bench(request: BenchRequest) -> tuple[list[dict], list[str]]:
     """
 
     target = get_target(request.target, request.targets_file)
-    device = parse_device(request.device) if request.device else None
+    # --device local measures here even when the target names a remote device in targets.yaml
+    address = request.device or target.remote
+    device = parse_device(address) if address and address != "local" else None
     if device is None:
         check_host(target)  # one line and exit 2 before anything is written
     elif request.crosscheck:

@@ -80,6 +80,7 @@ _TARGET_KEYS = (
     "resolutions",
     "requires",
     "options",
+    "remote",
 )
 _REQUIRED_TARGET_KEYS = ("runtime", "device", "precisions", "resolutions")
 _BUDGET_KEYS = ("psnr_mean_db", "psnr_min_db")
@@ -110,6 +111,7 @@ class Target:
     timeout_s: int = 900
     requires: tuple[str, ...] = ()
     options: dict[str, Any] = field(default_factory=dict)
+    remote: str | None = None  # ssh://[user@]host[:port]: `python -m bench` measures there (bench.remote)
 
     def resolution_for(self, model: str, raw: bool = False) -> tuple[int, int]:
         """(H, W) for ``model``: its own entry, else ``default`` for RGB models.
@@ -347,6 +349,11 @@ class _Parser:
             fields["requires"] = self.str_list(value("requires"), f"{what} requires", REQUIREMENTS)
         if "options" in keys:
             fields["options"] = self.options(value("options"), what, runtime)
+        if "remote" in keys:
+            remote = self.typed(value("remote"), f"{what} remote", (str, type(None)), "ssh://[user@]host[:port] or null")
+            if remote is not None and not remote.startswith("ssh://"):
+                raise self.fail(value("remote"), f"{what} remote {remote!r} is not an ssh:// address", "write ssh://[user@]host[:port]")
+            fields["remote"] = remote
         return Target(**fields)
 
     def budget(self, node: Any, what: str) -> Budget:

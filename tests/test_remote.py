@@ -248,3 +248,18 @@ def test_dropped_connection_exits_2_and_cleans_the_device(server, ssh_env, share
     while any(runs.iterdir()) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert list(runs.iterdir()) == []  # the device removed the run when its connection went
+
+
+def test_a_target_can_name_its_remote_device(shared, tmp_path: Path, capsys) -> None:
+    root, _ = shared
+    port = _free_port()  # nothing listens there
+    targets = tmp_path / "targets.yaml"
+    targets.write_text(TINY_TARGET.replace("    requires: [openvino]\n", f"    requires: [openvino]\n    remote: ssh://127.0.0.1:{port}\n"))
+    args = ["--targets", str(targets), "--target", "tiny-cpu", "--models", "tinydce", "--out", str(tmp_path / "r"),
+            "--artifacts", str(root / "artifacts"), "--quiet"]
+    assert run_main(bench_main, args) == 2
+    assert f"cannot reach 127.0.0.1:{port}" in _one_line(capsys)
+    targets.write_text(TINY_TARGET.replace("    requires: [openvino]\n", "    requires: [openvino]\n    remote: orin.local\n"))
+    assert run_main(bench_main, args) == 2
+    assert "not an ssh:// address" in _one_line(capsys)
+    assert not (tmp_path / "r").exists()
