@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--device",
         metavar="ssh://[user@]host[:port]",
         help="measure on this device (default: the target's `remote:` in targets.yaml; `local`: this host) over your own ssh (keys, agent, ~/.ssh/config, known_hosts): artifacts and "
-        "references are built here, the device needs Python 3.8+, numpy and the target's runtime; extra ssh "
+        "references are built here, the device needs Python 3.10+, numpy and the target's runtime; extra ssh "
         "options in LOWLIGHT_EDGE_SSH_OPTIONS; append ?python=/path/to/python3 for another interpreter there",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

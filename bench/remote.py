@@ -156,7 +156,7 @@ class Session:
         lines = [line.strip() for line in stderr.splitlines() if line.strip()]
         last = lines[-1] if lines else f"exit code {code}"
         if code == 127 or "not found" in last and self.device.python in last:
-            msg = f"{self.device.url} has no `{self.device.python}`: install Python 3.8+ there, or pass ?python=/path in --device"
+            msg = f"{self.device.url} has no `{self.device.python}`: install Python 3.10+ there, or pass ?python=/path in --device"
             raise MissingRequirement(msg)
         if last.startswith("device: "):
             last = last[len("device: "):]

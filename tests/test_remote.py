@@ -196,7 +196,9 @@ def test_refused_login_and_unreachable_exit_2(server, ssh_env, shared, tmp_path:
     assert not (tmp_path / "r").exists()
 
 
-def test_device_without_numpy_or_runtime_exits_2(server, ssh_env, shared, tmp_path: Path, capsys) -> None:
+def test_device_without_python_numpy_or_runtime_exits_2(server, ssh_env, shared, tmp_path: Path, capsys) -> None:
+    assert _bench(shared, tmp_path / "r", "--device", _url(server, str(tmp_path / "no" / "python3"))) == 2
+    assert "has no `" in _one_line(capsys)
     bare = "/usr/bin/python3"
     if subprocess.run([bare, "-c", "import numpy"], capture_output=True).returncode == 0:
         pytest.skip("the system python3 has numpy")
