@@ -26,7 +26,7 @@ import pytest
 from bench.cli import main as bench_main
 from bench.remote import parse_device
 from lowlight_edge.console import run_main
-from lowlight_edge.errors import UsageError
+from lowlight_edge.errors import MissingRequirement, UsageError
 from tests.test_bench_cli import TINY_TARGET
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
@@ -265,3 +265,29 @@ def test_a_target_can_name_its_remote_device(shared, tmp_path: Path, capsys) -> 
     assert run_main(bench_main, args) == 2
     assert "not an ssh:// address" in _one_line(capsys)
     assert not (tmp_path / "r").exists()
+
+
+def test_device_out_of_disk_is_one_line_before_anything_is_sent(server, ssh_env, tmp_path: Path) -> None:
+    """prepare refuses a bundle that does not fit the device's free space (sizes as the workstation
+    states them), through the real sshd, and leaves no run folder behind."""
+    from bench.remote import Session
+
+    session = Session(parse_device(_url(server)))
+    session.hello()
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"x")
+    real_stat = Path.stat
+
+    def huge(self, *args, **kwargs):
+        st = real_stat(self, *args, **kwargs)
+        if self == big:
+            return os.stat_result((st.st_mode, st.st_ino, st.st_dev, st.st_nlink, st.st_uid, st.st_gid,
+                                   2**60, int(st.st_atime), int(st.st_mtime), int(st.st_ctime)))
+        return st
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Path, "stat", huge)
+        with pytest.raises(MissingRequirement, match="out of disk"):
+            session.prepare({"data/big.bin": big})
+    assert session.run_dir is None
+    assert list((server.bundle / "runs").iterdir()) == []
