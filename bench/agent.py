@@ -1,7 +1,8 @@
 """The device agent: ``python -m bench.agent JOB.json OUT_DIR``, run on the device by bench/remote_boot.py.
 
 It needs only the device's Python, numpy and the target's runtime (OpenVINO / ONNX Runtime on a
-CPU device, TensorRT where one is present): everything that needs torch or NNCF ran on the
+CPU device; TensorRT, onnx and torch where engines are built and run, since runtimes/backend_tensorrt.py
+reads ONNX precisions with onnx and runs engines through torch.cuda): everything that needs torch or NNCF ran on the
 workstation, which shipped the artifacts, the eval frames and their FP32 PyTorch references.
 The agent
 
@@ -24,10 +25,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.host import check_host, host_info
+from bench.host import check_host, host_info, module_available
 from bench.worker import run_in_subprocess
 from lowlight_edge.atomic import write_json
-from lowlight_edge.errors import LowlightError
+from lowlight_edge.errors import LowlightError, MissingRequirement
 from lowlight_edge.targets import Budget, Target
 from runtimes import BuildConfig, get_backend
 
@@ -56,6 +57,17 @@ def target_fields(target: Target) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
 
 
+def device_flavour(target: Target) -> str | None:
+    """The target's TensorRT builder (``builder:``) when this device has it, else the other flavour
+    that is here (NVIDIA's TensorRT on a Jetson or a desktop with it, TensorRT for RTX elsewhere)."""
+    backend = get_backend("tensorrt")
+    wanted = target.options.get("builder")
+    for flavour in dict.fromkeys([wanted, "tensorrt", "rtx"]):
+        if flavour is not None and backend.is_available(flavour)[0]:
+            return flavour
+    return wanted  # the build then fails with the backend's own one-line reason
+
+
 def build_engine(build: dict[str, Any], base: Path, out: Path, target: Target) -> Path:
     """A TensorRT engine built on this device from the shipped ONNX; returns its path."""
     config = BuildConfig(
@@ -64,7 +76,7 @@ def build_engine(build: dict[str, Any], base: Path, out: Path, target: Target) -
         plan=base / build["plan"] if build.get("plan") else None,
         workspace_mb=int(target.options.get("workspace_mb") or 2048),
         dla_core=target.options.get("dla_core"),
-        flavour=target.options.get("builder"),
+        flavour=device_flavour(target),
     )
     artifact = get_backend("tensorrt").build(base / build["onnx"], config, out / "engines" / build["model"])
     return Path(artifact.path)
@@ -74,6 +86,11 @@ def run_job(job: dict[str, Any], out: Path) -> dict[str, Any]:
     base = Path(job["base"]).resolve() if job.get("base") else Path.cwd() / "tree"
     target = target_from_job(job["target"])
     check_host(target)
+    if target.runtime == "tensorrt" and not module_available("torch"):
+        # runtimes/backend_tensorrt.py runs engines through torch.cuda (buffers, stream, GPU check)
+        msg = (f"target {target.name!r} needs torch on the device: the TensorRT backend runs engines through "
+               "torch.cuda (on a Jetson, NVIDIA's PyTorch wheel for the JetPack release)")
+        raise MissingRequirement(msg)
     threads = target.resolved_threads()
     host = host_info(threads)
     host["limits"] = None  # measured with torch on the workstation only; no roofline on a device

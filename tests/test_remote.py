@@ -291,3 +291,45 @@ def test_device_out_of_disk_is_one_line_before_anything_is_sent(server, ssh_env,
             session.prepare({"data/big.bin": big})
     assert session.run_dir is None
     assert list((server.bundle / "runs").iterdir()) == []
+
+
+def test_agent_builds_the_engine_on_the_device(shared, tmp_path: Path, monkeypatch) -> None:
+    """bench.agent's TensorRT path: the engine and its sidecar are built where the agent runs
+    (TensorRT-RTX builds without a GPU, so this host can play the device's build step)."""
+    import numpy as np
+
+    from bench import agent
+    from export.config import ExportRequest
+    from export.pipeline import export
+    from lowlight_edge.targets import get_target
+    from runtimes import get_backend
+
+    if not get_backend("tensorrt").is_available("rtx")[0]:
+        pytest.skip("no TensorRT-RTX builder here")
+    root, targets = shared
+    manifest = export(ExportRequest(model="tinydce", target="tiny-cpu", targets_file=targets, out=root / "artifacts",
+                                    until="simplify"), progress=False)
+    files = {f["role"]: f for f in json.loads(manifest.read_text())["files"]}
+    tree = tmp_path / "tree"
+    (tree / "m").mkdir(parents=True)
+    shutil.copy(manifest.parent / files["simplified"]["path"], tree / "m" / "model.onnx")
+    frames = np.zeros((1, 3, 48, 72), np.float32)
+    np.save(tree / "m" / "frames.npy", frames)
+    target = get_target("desktop-gpu")
+    monkeypatch.setattr(agent, "check_host", lambda target: None)  # this host has no CUDA GPU to run it on
+    job = {
+        "base": str(tree),
+        "target": agent.target_fields(target),
+        "rows": [{"spec": {"backend": "tensorrt", "artifact": None, "device": "cuda:0", "warmup": 0, "iterations": 1,
+                           "frames": "m/frames.npy", "reference": None},
+                  "build": {"model": "tinydce", "precision": "fp32", "onnx": "m/model.onnx",
+                            "input_shape": [1, 3, 48, 72], "plan": None}}],
+    }
+    out = tmp_path / "out"
+    result = agent.run_job(job, out)
+    row = result["rows"][0]
+    engine = out / row["engine"]
+    assert engine.suffix == ".engine" and engine.stat().st_size > 0 and Path(f"{engine}.json").is_file()
+    assert engine.parent == out / "engines" / "tinydce"
+    assert json.loads(Path(f"{engine}.json").read_text())  # the sidecar travels with it
+    assert result["host"]["cpu"] and result["host"]["limits"] is None
