@@ -99,6 +99,7 @@ def run_job(job: dict[str, Any], out: Path) -> dict[str, Any]:
     for index, row in enumerate(job["rows"]):
         spec = dict(row["spec"])
         engine = None
+        progress(f"row {index + 1}/{len(job['rows'])}: {row.get('label') or spec['backend']}")
         if row.get("build"):
             try:
                 engine = build_engine(row["build"], base, out, target)
@@ -115,6 +116,11 @@ def run_job(job: dict[str, Any], out: Path) -> dict[str, Any]:
         result = run_in_subprocess(spec, timeout_s=target.timeout_s)
         rows.append({"index": index, "result": result, "engine": str(engine.relative_to(out)) if engine else None})
     return {"host": host, "rows": rows}
+
+
+def progress(line: str) -> None:
+    """A line bench.remote shows the user (its PROGRESS_PREFIX)."""
+    print(f"progress: {line}", file=sys.stderr, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -230,7 +230,7 @@ def bench_remote(device: SshDevice, names, target: Target, precisions, request: 
     roofline (its limits are measured with torch). A TensorRT target is exported here up to the
     quantize stage and its engines are built on the device, which sends them back to out/engines/.
     """
-    session = Session(device)
+    session = Session(device, echo=request.progress)
     session.hello()  # unreachable, refused, no Python or numpy: one line now, before any export
     job = RemoteJob(target=target_fields(target))
     pending: list[dict] = []
@@ -259,6 +259,7 @@ def bench_remote(device: SshDevice, names, target: Target, precisions, request: 
                     "tile": [*tiling, spec.size_multiple] if tiling else None,
                 },
                 "build": build,
+                "label": f"{name} {target.runtime} {precision}" + (" (engine built on the device)" if build else ""),
             })
             pending.append({**{k: v for k, v in base.items() if not k.startswith("_")},
                             "runtime": target.runtime, "precision": precision, "artifact": str(local)})

@@ -25,9 +25,10 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import yaml
 
@@ -40,6 +41,7 @@ REMOTE_ROOT = ".cache/lowlight-edge/bundle"  # relative to the login's home on t
 CODE_PACKAGES = ("bench", "runtimes", "lowlight_edge")
 CODE_EXCLUDE = ("lowlight_edge/zoo",)  # the models themselves run on the workstation only
 SSH_OPTIONS_ENV = "LOWLIGHT_EDGE_SSH_OPTIONS"
+PROGRESS_PREFIX = "progress: "  # bench.agent's lines meant for the user
 REMOTE_ROOT_ENV = "LOWLIGHT_EDGE_REMOTE_ROOT"  # another bundle folder on the device (absolute, or under its home)
 BASE_OPTIONS = (
     "-o", "BatchMode=yes",  # never a password prompt: keys or the agent only
@@ -118,8 +120,9 @@ def _classify(device: SshDevice, stderr: str, step: str) -> str:
 class Session:
     """ssh calls to one device, each a fresh connection of the user's own client."""
 
-    def __init__(self, device: SshDevice, ssh: str = "ssh"):
+    def __init__(self, device: SshDevice, ssh: str = "ssh", echo: bool = False):
         self.device = device
+        self.echo = echo  # show the agent's progress lines on stderr
         self.ssh = ssh
         self.extra = shlex.split(os.environ.get(SSH_OPTIONS_ENV, ""))
         self.boot = BOOT.read_text()
@@ -136,9 +139,11 @@ class Session:
     def boot_words(self, *args: str) -> list[str]:
         return [self.device.python, "-c", self.boot, *args]
 
-    def call(self, args: list[str], data: bytes, step: str, timeout_s: float = 120) -> bytes:
+    def call(self, args: list[str], data: bytes | IO[bytes], step: str, timeout_s: float = 120) -> bytes:
+        """One boot command; ``data`` is its stdin (bytes, or a real file streamed as is)."""
+        feed = {"input": data} if isinstance(data, bytes) else {"stdin": data}
         try:
-            proc = subprocess.run(self.argv(self.boot_words(*args)), input=data, capture_output=True, timeout=timeout_s)
+            proc = subprocess.run(self.argv(self.boot_words(*args)), capture_output=True, timeout=timeout_s, **feed)
         except FileNotFoundError as err:
             msg = f"no `{self.ssh}` client on this workstation ({err.strerror}); install OpenSSH's client"
             raise MissingRequirement(msg) from err
@@ -196,23 +201,53 @@ class Session:
                 with open(path, "rb") as handle:
                     tar.addfile(info, handle)
         buffer.seek(0)
-        self.call(["receive", self.root], buffer.read(), "sending the bundle", timeout_s=1800)
+        with buffer:
+            self.call(["receive", self.root], buffer, "sending the bundle", timeout_s=1800)
 
     def run(self, files: dict[str, Path], job: dict[str, Any], timeout_s: float) -> tuple[int, bytes, str]:
         if self.run_dir is None:
             msg = "Session.run before Session.prepare"
             raise RuntimeError(msg)
         payload = json.dumps({"files": _digests(files), "job": job}).encode()
-        try:
-            proc = subprocess.run(self.argv(self.boot_words("run", self.root, self.run_dir)), input=payload,
-                                  capture_output=True, timeout=timeout_s)
-        except subprocess.TimeoutExpired as err:
-            msg = f"{self.device.where} ran longer than {timeout_s:g} s (the rows' timeouts and the engine builds)"
-            raise CheckFailed(msg) from err
-        stderr = proc.stderr.decode(errors="replace")
-        if proc.returncode == 255 or (proc.returncode != 0 and not proc.stdout):
-            self._check(proc.returncode, stderr, "the device ran the rows")
-        return proc.returncode, proc.stdout, stderr
+        lines: list[str] = []
+        with tempfile.TemporaryFile() as stdout:
+            proc = subprocess.Popen(self.argv(self.boot_words("run", self.root, self.run_dir)), stdin=subprocess.PIPE,
+                                    stdout=stdout, stderr=subprocess.PIPE)
+            reader = threading.Thread(target=self._relay, args=(proc, lines), daemon=True)
+            reader.start()
+            try:
+                proc.stdin.write(payload)
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass  # the connection is gone: the exit code says so below
+            try:
+                code = proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired as err:
+                proc.kill()
+                proc.wait()
+                msg = f"{self.device.where} ran longer than {timeout_s:g} s (the rows' timeouts and the engine builds)"
+                raise CheckFailed(msg) from err
+            except BaseException:
+                proc.kill()
+                proc.wait()
+                raise
+            reader.join(timeout=10)
+            stdout.seek(0)
+            data = stdout.read()
+        stderr = "\n".join(lines)
+        if code == 255 or (code != 0 and not data):
+            self._check(code, stderr, "the device ran the rows")
+        return code, data, stderr
+
+    def _relay(self, proc: subprocess.Popen[bytes], lines: list[str]) -> None:
+        """Keep the device's messages for errors and, unless quiet, show its progress lines."""
+        if proc.stderr is None:
+            return
+        for raw in proc.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            lines.append(line)
+            if self.echo and line.startswith(PROGRESS_PREFIX):
+                print(f"{self.device.where}: {line[len(PROGRESS_PREFIX):]}", file=sys.stderr, flush=True)
 
     def clean(self) -> None:
         """Remove the run folder on the device, when the connection still allows."""

@@ -110,12 +110,12 @@ def shared(tmp_path_factory):
     return root, targets
 
 
-def _bench(shared, out: Path, *extra: str) -> int:
+def _bench(shared, out: Path, *extra: str, quiet: bool = True) -> int:
     root, targets = shared
     return run_main(
         bench_main,
         ["--targets", str(targets), "--target", "tiny-cpu", "--models", "tinydce", "--out", str(out),
-         "--artifacts", str(root / "artifacts"), "--quiet", *extra],
+         "--artifacts", str(root / "artifacts"), *(["--quiet"] if quiet else []), *extra],
     )
 
 
@@ -171,9 +171,12 @@ def test_remote_bench_matches_a_local_run(server, ssh_env, shared, tmp_path: Pat
     assert sent[0] > 0
     assert list((server.bundle / "runs").iterdir()) == []  # the per-run folder is gone
 
-    # a rerun sends nothing: the device already has every file by hash
-    assert _bench(shared, tmp_path / "again", "--device", _url(server)) == 0
+    # a rerun sends nothing: the device already has every file by hash; without --quiet the
+    # device's progress lines are shown
+    capsys.readouterr()
+    assert _bench(shared, tmp_path / "again", "--device", _url(server), quiet=False) == 0
     assert sent[1] == 0
+    assert f"127.0.0.1:{server.port}: row 1/" in capsys.readouterr().err
 
 
 def _one_line(capsys) -> str:
