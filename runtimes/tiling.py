@@ -25,7 +25,30 @@ effective one is far smaller. On a 12 MP frame (OpenVINO FP32, 4 tiles of 1488x2
 cost nothing measurable: 92 dB, max |err| 0.002.
 
 Tile offsets and sizes stay multiples of the model's size multiple (16 for LLPackNet's Bayer
-packing), so every tile packs on the full frame's grid.
+packing, 12 for Zero-DCE++/SGZ, whose curve net runs on a 1/12 bilinear downsample), so every tile
+packs, or downsamples, on the full frame's grid.
+
+The RGB curve models, measured 2026-12-01 the same way (PyTorch FP32, the authors' checkpoints,
+CPU; the 12 eval scenes fitted to a (2T - ov) frame, 2x2 tiles of T overlapping by exactly ov,
+offsets multiples of the size multiple; worst scene, max |err| in 8-bit levels):
+
+    overlap (px)                    0      6     12     48     96    120    144    192    240
+    tinydce, T 192x288 (dB)       46.4   99     99
+    zero_dce_pp, T 192x288 (dB)   36.5          37.0   39.4   47.6   52.3   56.3
+    zero_dce_pp, T 288x432 (dB)                               49.2          56.9   61.2   63.7
+      max |err| (levels)                                      11.5           3.7    1.5    1.5
+      shift-invariant upsample    (the same net with align_corners=False: 59.6 at 144, 99 at 192)
+    sgz, T 192x288 (dB)           39.9          41.1   45.8   57.6   59.0   60.8
+    sgz, T 288x432 (dB)                                       56.0          57.2   59.0   60.8
+
+TinyDCE (three 3x3 convs) is exact from 6 px. Zero-DCE++'s curve net sees 8 px at 1/12, so 192 px
+covers its receptive field, but its curve map is upsampled with align_corners=True, whose scale
+(h - 1)/(H - 1) depends on the input size: a tile reads the curve up to ~1 low-res px away from
+where the full frame does, and some error remains at any overlap (Tiling.exact False). IAT and
+the IAT student take their gamma and colour matrix from the whole image (18.7 and 22.3 dB with
+96 px overlap): ModelSpec.whole_image_statistics, never tiled. On a 1920x1080 photo through a
+static 396x600 Zero-DCE++ IR (27 tiles, 192 px overlap): 61-68 dB, max 1.6-1.9 levels, where 12
+tiles at 32 px off the 12 px grid gave 52-57 dB and steps of 8-11 levels.
 """
 
 from __future__ import annotations
@@ -161,7 +184,7 @@ def tile_for_memory(
     fits. The smallest tile accepted is 2 x overlap per side (half of each tile kept, ~4x the
     compute); a limit below it is a UsageError.
     """
-    if spec.tiling is None:
+    if spec.tiling is None or spec.tiling.activation_bytes_per_px is None:
         msg = f"no memory estimate for model {spec.name!r}; give a fixed tile (HxW) instead of a memory limit"
         raise UsageError(msg)
     if not max_memory_mb > 0:

