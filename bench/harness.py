@@ -6,6 +6,10 @@ eager FP32 row and one row per precision in fresh subprocesses. On a memory-boun
 (option tile or max_memory_mb) every row runs each full-size frame in tiles, so its fidelity
 includes the seams against the full-frame reference. Host limits are measured in the
 same run, so speed-ups and roofline fractions are ratios taken side by side.
+
+With a device (``--device ssh://...`` or the target's ``remote:``) the artifacts, frames and
+references are made here and bench.remote measures the rows there (bench_remote): no local host
+check, no PyTorch eager row and no roofline, the rows' host block is the device's.
 """
 
 from __future__ import annotations
@@ -108,7 +112,8 @@ def run_bench(request: BenchRequest) -> tuple[list[dict], list[str]]:
         bar.close()
 
     fill_speedups(rows)
-    write_results(rows, request.out, target.budget, title=f"lowlight-edge bench on {target.name}")
+    where = f" at {device.url}" if device is not None else ""
+    write_results(rows, request.out, target.budget, title=f"lowlight-edge bench on {target.name}{where}")
     return rows, budget_failures(rows, target.budget, include_errors=False)
 
 
