@@ -8,7 +8,8 @@ The agent
 
 1. checks the device against the target (bench.host.check_host: runtime, Jetson, power mode);
    a miss writes ``{"error", "exit_code": 2}`` and exits 2;
-2. describes the device (bench.host.host_info: CPU, cores, versions, Jetson L4T and power mode);
+2. describes the device (bench.host.host_info: CPU, cores, versions incl. TensorRT, Jetson L4T and
+   power mode; plus the board's device-tree model and the JetPack package version);
 3. for a TensorRT row, builds the engine here from the shipped ONNX (engines do not carry
    across GPUs or TensorRT versions) into OUT_DIR/engines/, sidecar beside it;
 4. measures every row in its own process with bench.worker.run_in_subprocess, exactly as a
@@ -20,6 +21,8 @@ OUT_DIR/result.json: {"host": ..., "rows": [{"index", "result", "engine"}]}.
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -82,6 +85,26 @@ def build_engine(build: dict[str, Any], base: Path, out: Path, target: Target) -
     return Path(artifact.path)
 
 
+def board_model() -> str | None:
+    """The device-tree model ("NVIDIA Jetson AGX Orin Developer Kit"), or None off ARM boards."""
+    try:
+        return Path("/proc/device-tree/model").read_text(errors="replace").strip("\x00 \n") or None
+    except OSError:
+        return None
+
+
+def jetpack_version() -> str | None:
+    """The installed nvidia-jetpack meta-package's version (e.g. "6.1+b123"), or None."""
+    query = shutil.which("dpkg-query")
+    if not query:
+        return None
+    try:
+        done = subprocess.run([query, "-W", "-f=${Version}", "nvidia-jetpack"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
 def run_job(job: dict[str, Any], out: Path) -> dict[str, Any]:
     base = Path(job["base"]).resolve() if job.get("base") else Path.cwd() / "tree"
     target = target_from_job(job["target"])
@@ -94,6 +117,9 @@ def run_job(job: dict[str, Any], out: Path) -> dict[str, Any]:
     threads = target.resolved_threads()
     host = host_info(threads)
     host["limits"] = None  # measured with torch on the workstation only; no roofline on a device
+    host["board"] = board_model()
+    if host.get("jetson") is not None:
+        host["jetson"]["jetpack"] = jetpack_version()
     host["remote"] = job.get("remote")
     rows = []
     for index, row in enumerate(job["rows"]):

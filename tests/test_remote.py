@@ -164,6 +164,7 @@ def test_remote_bench_matches_a_local_run(server, ssh_env, shared, tmp_path: Pat
         assert set(local[key]) <= set(row) | {"crosscheck"}, set(local[key]) - set(row)  # same schema
         assert row["host"]["remote"] == f"ssh://127.0.0.1:{server.port}"
         assert row["host"]["cpu"] and row["host"]["versions"] and row["host"]["threads"] == 1
+        assert "board" in row["host"] and row["host"]["limits"] is None  # the device's block, not this host's
         assert row["psnr_db"] == pytest.approx(local[key]["psnr_db"], rel=1e-6)
         assert row["ssim"] == pytest.approx(local[key]["ssim"], rel=1e-6)
         assert row["max_abs_err"] == pytest.approx(local[key]["max_abs_err"], rel=1e-5, abs=1e-7)
