@@ -103,7 +103,7 @@ def test_fp16_onnx_has_fp32_io_and_fp16_weights(gpu_export: tuple[Path, dict]) -
 
 
 def test_int8_not_shipped_builds_no_int8_engine(tmp_path: Path) -> None:
-    request = ExportRequest(model="tinydce", resolution=(64, 96), target="desktop-gpu", out=tmp_path, verify_images=2, budget_db=150.0)
+    request = ExportRequest(model="tinydce", resolution=(64, 96), target="desktop-gpu", out=tmp_path, verify_images=2, budget_db=98.0)
     manifest = json.loads(export(request, progress=False).read_text())
     roles = {f["role"] for f in manifest["files"]}
     assert "engine_int8" not in roles and "qdq_onnx" not in roles
