@@ -45,7 +45,19 @@ def _parser() -> argparse.ArgumentParser:
     enh.add_argument(
         "--mode", choices=MODES, help="how a static-shape artifact takes another image size (default: tile)"
     )
-    enh.add_argument("--overlap", type=int, help="tile overlap in px (default: min(32, tile side / 4))")
+    enh.add_argument(
+        "--overlap", type=int, help="tile overlap in px (default: the one measured for the model, ModelSpec.tiling)"
+    )
+    enh.add_argument(
+        "--model",
+        help="MODEL[:WEIGHTS] the artifact was built from, when no manifest.json beside it says "
+        "(needed to tile or pad for a static artifact, and for the seam check)",
+    )
+    enh.add_argument(
+        "--no-seam-check",
+        action="store_true",
+        help="do not run the PyTorch FP32 model on each full tiled/padded frame to measure the seams",
+    )
     enh.add_argument(
         "--amp", type=float, help="RAW amplification (exposure ratio, <= 300); default: estimated"
     )
@@ -74,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         amp=args.amp,
         overlap=args.overlap,
         device=args.device,
+        model=args.model,
+        seam_check=not args.no_seam_check,
     )
     return 0
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from lowlight_edge import zoo
 from lowlight_edge.console import run_main
 from lowlight_edge.images import quantize_8bit, read_rgb
 from runtimes import BuildConfig, cli, get_backend
@@ -25,22 +26,38 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def tinydce() -> torch.nn.Module:
-    from lowlight_edge import zoo
-
     return zoo.get_model("tinydce")
+
+
+def write_manifest(folder: Path, model: str, files: list[Path]) -> None:
+    """manifest.json as python -m export writes it (the parts enhance reads): model, weights, input, files."""
+    spec = zoo.get_spec(model)
+    manifest = {
+        "model": model,
+        "weights": zoo.weights_info(model, "default"),
+        "input": {"kind": spec.input_kind, "size_multiple": spec.size_multiple, "scale_factor": spec.scale_factor},
+        "files": [{"path": f.relative_to(folder).as_posix()} for f in files],
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def static_artifacts(model: torch.nn.Module, name: str, size: tuple[int, int], out: Path) -> dict[str, Path]:
+    """``model`` at a static size: the ONNX file, its IR under openvino/fp32/ when OpenVINO is here, a manifest."""
+    out.mkdir(parents=True, exist_ok=True)
+    onnx_file = out / f"{name}.onnx"
+    torch.onnx.export(model, (torch.rand(1, 3, *size),), str(onnx_file), dynamo=True, verbose=False)
+    found = {"onnx": onnx_file}
+    openvino = get_backend("openvino")
+    if openvino.is_available()[0]:
+        found["xml"] = openvino.build(onnx_file, BuildConfig(), out / "openvino" / "fp32").path
+    write_manifest(out, name, list(found.values()))
+    return found
 
 
 @pytest.fixture(scope="module")
 def artifacts(tinydce: torch.nn.Module, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """TinyDCE at a static 48x72: the ONNX file and, when OpenVINO is here, its IR."""
-    out = tmp_path_factory.mktemp("artifacts")
-    onnx_file = out / "tinydce.onnx"
-    torch.onnx.export(tinydce, (torch.rand(1, 3, H, W),), str(onnx_file), dynamo=True, verbose=False)
-    found = {"onnx": onnx_file}
-    openvino = get_backend("openvino")
-    if openvino.is_available()[0]:
-        found["xml"] = openvino.build(onnx_file, BuildConfig(), out / "ir").path
-    return found
+    """TinyDCE at a static 48x72: the ONNX file and, when OpenVINO is here, its IR (laid out as exported)."""
+    return static_artifacts(tinydce, "tinydce", (H, W), tmp_path_factory.mktemp("artifacts"))
 
 
 @pytest.fixture(scope="module")
@@ -78,15 +95,86 @@ def test_enhance_tiles_an_ir(artifacts, image_path: Path, tinydce, tmp_path: Pat
     )
     assert rc == 0
     printed = capsys.readouterr().out
-    assert "tiling 512x512 into 126 tiles of 48x72 with 12 px overlap" in printed
+    # the overlap measured for TinyDCE (ModelSpec.tiling), found through the manifest two folders up
+    assert "tiling 512x512 into 104 tiles of 48x72 with 6 px overlap (measured for tinydce)" in printed
+    seam = next(line for line in printed.splitlines() if "seam PSNR" in line)
+    assert "PyTorch FP32 tinydce (default weights) with the same 104 tiles (6 px overlap) vs on the whole 512x512 frame" in seam
+    assert seam_db(seam) == 99.0  # exact: the cap of lowlight_edge.metrics.psnr
+    assert artifact_db(seam) >= 70.0  # the IR's own float drift
     written = tmp_path / "sice_101_0.png"
     result = read_rgb(written)
     image = read_rgb(image_path)
     assert result.shape == image.shape
-    # TinyDCE is local (receptive field 3 px), so seams at the middle of 12 px overlaps are exact
+    # TinyDCE is local (receptive field 3 px), so seams at the middle of 6 px overlaps are exact
     expected = quantize_8bit(eager(tinydce, image)).astype(np.float32) / 255.0
     assert psnr(result, expected) > 40.0
     assert np.abs(result - expected).max() <= 1 / 255 + 1e-6
+
+
+def seam_db(line: str) -> float:
+    return float(line.split("seam PSNR ")[1].split(" dB")[0])
+
+
+def artifact_db(line: str) -> float:
+    return float(line.split("output vs that whole frame: ")[1].split(" dB")[0])
+
+
+@pytest.mark.openvino
+def test_zero_dce_pp_tiles_of_a_1080p_photo_have_no_seam(eval_dir: Path, tmp_path: Path, capsys) -> None:
+    """The issue's case: a 1920x1080 photo through a static 396x600 IR. Before: 12 tiles, 32 px overlap,
+    offsets not on the 12 px grid of the curve net: 56 dB, a step of 8 levels (18 on other photos)."""
+    if not get_backend("openvino").is_available()[0]:
+        pytest.skip(f"openvino not available: {get_backend('openvino').is_available()[1]}")
+    model = zoo.get_model("zero_dce_pp")
+    xml = static_artifacts(model, "zero_dce_pp", (396, 600), tmp_path / "art")["xml"]
+    photo = eval_dir / "sice_126_0.png"  # 1920x1080 (portrait)
+    rc = cli.main(["enhance", str(xml), str(photo), "--out", str(tmp_path / "out"), "--threads", "2"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "tiling 1920x1080 into 27 tiles of 396x600 with 192 px overlap (measured for zero_dce_pp), offsets multiples of 12" in printed
+    seam = next(line for line in printed.splitlines() if "seam PSNR" in line)
+    assert "with the same 27 tiles (192 px overlap) vs on the whole 1920x1080 frame" in seam
+    assert seam_db(seam) >= 60.0 and artifact_db(seam) >= 60.0
+    result = read_rgb(tmp_path / "out" / "sice_126_0.png")
+    expected = quantize_8bit(eager(model, read_rgb(photo))).astype(np.float32) / 255.0
+    assert psnr(result, expected) >= 60.0
+    assert np.abs(result - expected).max() <= 3 / 255 + 1e-6  # no visible step
+
+    # A 512x512 photo must be padded to 600 px wide: reflected content near its right edge moves
+    # the curve map (47.8 dB, 19 levels off), so it is not written.
+    small = eval_dir / "sice_101_0.png"
+    rc = run_main(cli.main, ["enhance", str(xml), str(small), "--out", str(tmp_path / "out"), "--threads", "2"])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.count("\n") == 1
+    assert "after padding to 504x600 cost" in err and "below the 50 dB seam budget" in err and "--dynamic" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["sice_126_0.png"]
+
+
+def test_whole_image_statistics_models_are_not_tiled(image_path: Path, tmp_path: Path, capsys) -> None:
+    """IAT's and the student's gamma/colour come from the whole image: tiles cannot be exact, so refuse."""
+    onnx_file = tmp_path / "iat_student.onnx"
+    model = zoo.get_model("iat_student")
+    torch.onnx.export(model, (torch.rand(1, 3, H, W),), str(onnx_file), dynamo=True, verbose=False)
+    out = tmp_path / "out"
+    rc = run_main(cli.main, ["enhance", str(onnx_file), str(image_path), "--out", str(out), "--model", "iat_student"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and err.startswith("error: ")
+    assert "iat_student cannot run sice_101_0.png (512x512) as tiles of its 48x72 input exactly" in err
+    assert "whole image" in err and "--dynamic" in err and "--resolution 512x512" in err
+    assert not out.exists()
+
+
+def test_tiles_for_an_unknown_model_are_refused(artifacts, image_path: Path, tmp_path: Path, capsys) -> None:
+    bare = tmp_path / "bare.onnx"
+    bare.write_bytes(artifacts["onnx"].read_bytes())  # no manifest beside it: which model is it?
+    data = artifacts["onnx"].with_name(artifacts["onnx"].name + ".data")
+    if data.exists():
+        (tmp_path / data.name).write_bytes(data.read_bytes())
+    rc = run_main(cli.main, ["enhance", str(bare), str(image_path), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no manifest.json says which model it is" in err and "--model" in err
+    rc = run_main(cli.main, ["enhance", str(bare), str(image_path), "--out", str(tmp_path / "out"), "--model", "tinydce"])
+    assert rc == 0 and "with 6 px overlap (measured for tinydce)" in capsys.readouterr().out
 
 
 def test_enhance_resize_mode_with_onnxruntime(artifacts, image_path: Path, tmp_path: Path, capsys) -> None:
@@ -104,8 +192,6 @@ def test_enhance_resize_mode_with_onnxruntime(artifacts, image_path: Path, tmp_p
 def test_enhance_dynamic_artifact_crops_to_the_manifest_multiple(
     image_path: Path, tmp_path: Path, capsys
 ) -> None:
-    from lowlight_edge import zoo
-
     model = zoo.get_model("zero_dce_pp")
     art = tmp_path / "artifact"
     art.mkdir()
