@@ -23,7 +23,7 @@ import numpy as np
 
 from lowlight_edge.atomic import write_json
 from lowlight_edge.console import suggest
-from lowlight_edge.errors import ConfigError, MissingRequirement, UsageError
+from lowlight_edge.errors import ConfigError, DataError, MissingRequirement, UsageError
 
 if TYPE_CHECKING:
     import torch
@@ -197,7 +197,11 @@ def onnx_precision(path: str | Path) -> str:
     """fp32 | fp16 | int8, read from an ONNX graph (Q/DQ nodes mean int8)."""
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # noqa: BLE001 - protobuf's DecodeError and friends: a truncated or foreign file
+        msg = f"{path} is not a readable ONNX model ({type(err).__name__}); re-export it (python -m export)"
+        raise DataError(msg) from err
     ops = {node.op_type for node in model.graph.node}
     if ops & {
         "QuantizeLinear",

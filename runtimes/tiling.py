@@ -235,6 +235,12 @@ def target_tiling(target: Any, spec: Any, resolution: tuple[int, int]) -> tuple[
     if "tile" not in target.options and "max_memory_mb" not in target.options:
         return None
     key = "tile" if "tile" in target.options else "max_memory_mb"
+    if getattr(spec, "whole_image_statistics", False):
+        msg = (
+            f"target {target.name!r} option {key}: {spec.name} computes whole-image statistics, which no tiling "
+            "reproduces; drop the option for this model or bench it at a size that fits whole"
+        )
+        raise ConfigError(msg)
     try:
         if key == "tile":
             tile = parse_resolution(target.options["tile"])

@@ -226,3 +226,24 @@ def test_complete_artifacts_on_a_read_only_copy_are_reused_without_a_write(work:
                        setup=f"{first} >/dev/null 2>&1 && mount -o remount,ro {mnt} &&")
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stderr.count("reusing outputs") == 2
+
+
+def test_a_truncated_onnx_is_one_line_in_every_backend_that_reads_it(tmp_path: Path, shared: Path) -> None:
+    from lowlight_edge.errors import DataError
+    from runtimes import get_backend
+
+    broken = tmp_path / "model.onnx"
+    broken.write_bytes(b"\x08\x07\x12\x04torch" + b"\xff" * 64)  # a protobuf cut off mid-field
+    with pytest.raises(DataError, match="not a readable ONNX model"):
+        get_backend("onnxruntime").load(broken)
+
+
+def test_a_whole_image_statistics_model_is_never_tiled_by_a_target() -> None:
+    from lowlight_edge import zoo
+    from lowlight_edge.errors import ConfigError
+    from lowlight_edge.targets import Target
+    from runtimes.tiling import target_tiling
+
+    target = Target(name="tiled-cpu", runtime="openvino", device="CPU", precisions=("fp32",), resolutions={}, options={"tile": "200x300"})
+    with pytest.raises(ConfigError, match="whole-image statistics"):
+        target_tiling(target, zoo.get_spec("iat_student"), (400, 600))
