@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from export.config import ExportRequest, parse_resolution
+from export.manifest import source_digest
 from lowlight_edge import zoo
 from lowlight_edge.atomic import write_json
 from lowlight_edge.datasets import eval_frames, folder_digest
@@ -196,7 +197,8 @@ class Stage:
 
     def __call__(self, ctx: Context) -> list[FileRecord]:
         """Reuse the stamped outputs if the key matches and the files are intact, else run."""
-        key = hash_dict({**self.key(ctx), "eval": ctx.eval_digest})  # contents, not paths
+        # contents, not paths: the eval images every stage verifies on, and this project's own code
+        key = hash_dict({**self.key(ctx), "eval": ctx.eval_digest, "source": source_digest()})
         stamp = ctx.model_dir / ".stamps" / f"{self.name}.json"
         cached = _load_stamp(stamp, key, ctx.model_dir)
         if cached is not None:

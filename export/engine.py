@@ -38,6 +38,8 @@ class BuildEngine(Stage):
             "dynamic": ctx.request.dynamic,
             "versions": {k: versions()[k] for k in ("openvino", "onnxruntime")},
             "trt": _trt_identity(ctx) if ctx.target.runtime == "tensorrt" else None,
+            "options": dict(ctx.target.options or {}),  # workspace_mb, dla_core, builder change the engine
+            "budget": [ctx.target.budget.psnr_mean_db, ctx.target.budget.psnr_min_db],  # the FP16 ONNX gate
         }
 
     def run(self, ctx: Context) -> list[FileRecord]:

@@ -247,3 +247,31 @@ def test_a_whole_image_statistics_model_is_never_tiled_by_a_target() -> None:
     target = Target(name="tiled-cpu", runtime="openvino", device="CPU", precisions=("fp32",), resolutions={}, options={"tile": "200x300"})
     with pytest.raises(ConfigError, match="whole-image statistics"):
         target_tiling(target, zoo.get_spec("iat_student"), (400, 600))
+
+
+TARGET = """
+version: 1
+targets:
+  tiny-cpu:
+    runtime: openvino
+    device: CPU
+    precisions: [fp32]
+    threads: 1
+    resolutions:
+      default: 64x96
+    options:
+      hint: {hint}
+"""
+
+
+def test_a_changed_target_option_rebuilds_the_engine(work: Path) -> None:
+    out, targets = work / "out", work / "targets.yaml"
+    args = [*SMALL, "--out", str(out), "--targets", str(targets), "--target", "tiny-cpu"]
+    targets.write_text(TARGET.format(hint="LATENCY"))
+    assert export_cli(*args, cwd=work).returncode == 0
+    same = export_cli(*args, cwd=work)
+    assert same.returncode == 0 and "engine: reusing outputs" in same.stderr
+    targets.write_text(TARGET.format(hint="THROUGHPUT"))
+    changed = export_cli(*args, cwd=work)
+    assert changed.returncode == 0 and "engine: reusing outputs" not in changed.stderr
+    assert "onnx: reusing outputs" in changed.stderr  # only what the option reaches is rebuilt
