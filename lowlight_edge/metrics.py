@@ -188,3 +188,52 @@ def fidelity(
         result["max_abs_err"] = float(f"{worst:.3g}")
         result["psnr_per_image"] = [round(v, 2) for v in psnrs]
     return result
+
+
+def mean_frame_change(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean |b - a| of two consecutive frames (same shape), in float64."""
+    a64, b64 = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a64.shape != b64.shape:
+        msg = f"frames must have equal shapes, got {a64.shape} and {b64.shape}"
+        raise ValueError(msg)
+    return float(np.mean(np.abs(b64 - a64)))
+
+
+class FlickerMeter:
+    """Temporal flicker of an enhanced static-camera clip, measured as frames stream by.
+
+    ratio() = mean over consecutive pairs of |out[t+1] - out[t]| divided by the same for the
+    input: 1.0 means the enhancement added no frame-to-frame change (flicker), 2.0 that it doubled
+    it. Outputs are clipped to [0, 1] (what gets encoded). An input with no change at all gives
+    1.0 when the output has none either, else inf; fewer than two frames give None.
+    """
+
+    def __init__(self) -> None:
+        self._prev: tuple[np.ndarray, np.ndarray] | None = None
+        self._in = 0.0
+        self._out = 0.0
+        self.pairs = 0
+
+    def update(self, inp: np.ndarray, out: np.ndarray) -> None:
+        inp = np.asarray(inp, dtype=np.float64)
+        out = np.clip(np.asarray(out, dtype=np.float64), 0.0, 1.0)
+        if self._prev is not None:
+            self._in += mean_frame_change(self._prev[0], inp)
+            self._out += mean_frame_change(self._prev[1], out)
+            self.pairs += 1
+        self._prev = (inp, out)
+
+    def ratio(self) -> float | None:
+        if self.pairs == 0:
+            return None
+        if self._in == 0.0:
+            return 1.0 if self._out == 0.0 else math.inf
+        return self._out / self._in
+
+
+def flicker_ratio(inputs: Iterable[np.ndarray], outputs: Iterable[np.ndarray]) -> float | None:
+    """FlickerMeter over paired input and output frames (see there); None for fewer than two."""
+    meter = FlickerMeter()
+    for inp, out in zip(inputs, outputs, strict=True):
+        meter.update(inp, out)
+    return meter.ratio()

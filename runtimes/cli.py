@@ -28,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="each backend and whether it is available here (and why not)")
     enh = sub.add_parser(
         "enhance",
-        help="run a built artifact on images, folders or RAW files and write enhanced PNGs",
+        help="run a built artifact on images, folders, RAW files or videos and write enhanced PNGs/MP4s",
         description="Run ARTIFACT (.xml openvino, .onnx onnxruntime, .engine tensorrt; or a zoo name with "
         "--backend torch) on INPUT images and write OUT/<stem>.png. Static-shape artifacts tile larger "
         "images (or resize them with --mode resize) and say so.",
@@ -37,9 +37,9 @@ def _parser() -> argparse.ArgumentParser:
         "artifact", help=f"built model file, or MODEL[:WEIGHTS] with --backend torch (MODEL: {', '.join(list_models())})"
     )
     enh.add_argument(
-        "inputs", nargs="+", metavar="INPUT", help="image files, folders, or RAW files (.dng/.arw/.nef/.cr2)"
+        "inputs", nargs="+", metavar="INPUT", help="image files, folders, RAW files (.dng/.arw/.nef/.cr2) or videos (.mp4/.mov/.mkv: written as OUT/<stem>.mp4)"
     )
-    enh.add_argument("--out", required=True, help="folder for the enhanced PNGs")
+    enh.add_argument("--out", required=True, help="folder for the enhanced PNGs (and MP4s for videos)")
     enh.add_argument("--backend", choices=BACKENDS, help="default: guessed from the artifact's suffix")
     enh.add_argument("--threads", type=_positive_int, help="CPU threads for the backend")
     enh.add_argument(

@@ -11,6 +11,8 @@ for Zero-DCE++/SGZ, whose curve net runs at 1/12; 16 for LLPackNet's Bayer packi
 or padded image gets a one-line seam check: its output against the PyTorch FP32 model on the
 full frame. With mode "resize" the frame is resized to the artifact's size and back (printed).
 An output with NaN/Inf is never written (CheckFailed). The tiling itself is ``runtimes.tiling``.
+Videos (.mp4/.mov/.mkv/...) go frame by frame through the same per-image path (``enhance_frame``)
+and are written as ``DIR/<stem>.mp4`` by ``runtimes.video``.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from lowlight_edge.images import IMAGE_SUFFIXES, from_nchw, image_size, read_rgb
 from lowlight_edge.metrics import psnr
 from lowlight_edge.raw import read_raw
 from lowlight_edge.zoo import ModelSpec
-from runtimes import backend_for, get_backend, tiling
+from runtimes import backend_for, get_backend, tiling, video
 from runtimes.base import read_sidecar
 from runtimes.tiling import owned_ranges as _owned  # noqa: F401 (tests import it from here)
 from runtimes.tiling import tile_starts
@@ -62,18 +64,18 @@ def collect_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     if not inputs:
         msg = "no inputs given; pass image files, folders or RAW files"
         raise UsageError(msg)
-    suffixes = IMAGE_SUFFIXES + RAW_SUFFIXES
+    suffixes = IMAGE_SUFFIXES + RAW_SUFFIXES + video.VIDEO_SUFFIXES
     files: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
             found = sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
             if not found:
-                msg = f"no images or RAW files ({', '.join(suffixes)}) in {item}; pass a folder of images"
+                msg = f"no images, RAW files or videos ({', '.join(suffixes)}) in {item}; pass a folder of images"
                 raise DataError(msg)
             files.extend(found)
         elif item.is_file():
             if item.suffix.lower() not in suffixes:
-                msg = f"{item} is not an image or RAW file ({', '.join(suffixes)}); pass PNG/JPEG/DNG/ARW/NEF/CR2 files"
+                msg = f"{item} is not an image, RAW file or video ({', '.join(suffixes)}); pass PNG/JPEG/DNG/ARW/NEF/CR2 or MP4/MOV/MKV files"
                 raise DataError(msg)
             files.append(item)
         else:
@@ -82,7 +84,7 @@ def collect_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     stems: dict[str, Path] = {}
     for path in files:
         if path.stem in stems:
-            msg = f"{stems[path.stem]} and {path} would both be written as {path.stem}.png; enhance them in separate runs"
+            msg = f"{stems[path.stem]} and {path} would both be written as {path.stem}.*; enhance them in separate runs"
             raise UsageError(msg)
         stems[path.stem] = path
     return files
@@ -213,6 +215,11 @@ def check_onnx(path: Path) -> None:
         raise DataError(msg)
 
 
+def output_path(out_dir: Path, path: Path) -> Path:
+    """Where ``path``'s result goes: OUT/<stem>.mp4 for a video, OUT/<stem>.png otherwise."""
+    return out_dir / f"{path.stem}{'.mp4' if video.is_video(path) else '.png'}"
+
+
 def check_out(out_dir: Path, files: Sequence[Path]) -> None:
     """UsageError unless ``out_dir`` is (or can be made) a writable folder for every output; writes nothing."""
     if out_dir.exists() and not out_dir.is_dir():
@@ -234,7 +241,7 @@ def check_out(out_dir: Path, files: Sequence[Path]) -> None:
     os.unlink(probe)
     resolved = {p.resolve() for p in files}
     for path in files:
-        dest = out_dir / f"{path.stem}.png"
+        dest = output_path(out_dir, path)
         if dest.resolve() in resolved:
             msg = f"writing {dest} would overwrite the input; pass another --out folder"
             raise UsageError(msg)
@@ -479,6 +486,42 @@ def enhance_image(
     return Fitted(run_plan(runner, image, plan), image, "tiles" if count > 1 else "padding", plan)
 
 
+def enhance_frame(
+    runner: Any,
+    image: np.ndarray,
+    contract: InputContract,
+    name: str,
+    mode: str,
+    overlap: int | None,
+    say: Callable[[str], None],
+    facts: ModelFacts | None,
+    artifact: str,
+    checker: SeamCheck,
+    backend: str,
+    source: str | None = None,
+) -> Fitted:
+    """The per-image path of photos and video frames alike: ``enhance_image``, then the output checks.
+
+    CheckFailed for NaN/Inf in the output or a seam over budget; the seam line goes to ``say``.
+    ``source``: the input's full path for the NaN/Inf message (default ``name``).
+    """
+    fitted = enhance_image(runner, image, contract, name, mode, overlap, say, facts, artifact)
+    out = fitted.out
+    if out.ndim != 3 or out.shape[2] != 3:
+        msg = f"the artifact returned {out.shape[2] if out.ndim == 3 else out.ndim} channel(s); enhance writes RGB (3-channel) outputs"
+        raise UsageError(msg)
+    bad = int(np.count_nonzero(~np.isfinite(out)))
+    if bad:
+        msg = (
+            f"{bad} non-finite values (NaN/Inf) in the output of {artifact} for {source or name}; nothing was written for it: "
+            "the artifact or its weights are broken, rebuild it from a sound checkpoint (python -m export) or try another backend"
+        )
+        raise CheckFailed(msg)
+    if fitted.how in ("tiles", "padding"):
+        say(checker.line(name, fitted, backend))
+    return fitted
+
+
 SEAM_BUDGET_DB = 50.0  # tiled/padded vs whole frame in PyTorch FP32: below this a seam can show
 
 
@@ -567,7 +610,11 @@ def _precheck(
     for path in files:
         if path.suffix.lower() in RAW_SUFFIXES:
             continue  # the plane's size is known only once it is read
-        height, width = image_size(path)
+        if video.is_video(path):
+            info = video.probe(path)
+            height, width = info.height, info.width
+        else:
+            height, width = image_size(path)
         m = alignment(facts.spec if facts else None, contract, raw=False)
         check_fit(contract, facts, (height // m * m, width // m * m), path.name, mode, False, overlap, artifact)
 
@@ -641,24 +688,24 @@ def enhance(
                 say(f"the artifact takes any image size (dynamic H and W): --mode {mode} does not apply")
             _precheck(files, contract, facts, mode or "tile", overlap, str(target))
             for path in files:
-                image = _read(path, contract, amp, say)
-                fitted = enhance_image(
-                    runner, image, contract, path.name, mode or "tile", overlap, say, facts, str(target)
-                )
-                out = fitted.out
-                if out.ndim != 3 or out.shape[2] != 3:
-                    msg = f"the artifact returned {out.shape[2] if out.ndim == 3 else out.ndim} channel(s); enhance writes RGB (3-channel) outputs"
-                    raise UsageError(msg)
-                bad = int(np.count_nonzero(~np.isfinite(out)))
-                if bad:
-                    msg = (
-                        f"{bad} non-finite values (NaN/Inf) in the output of {target} for {path}; nothing was written for it: "
-                        "the artifact or its weights are broken, rebuild it from a sound checkpoint (python -m export) or try another backend"
+                dest = output_path(out_dir, path)
+
+                def per_frame(
+                    image: np.ndarray, tell: Callable[[str], None], label: str = path.name, where: str = str(path)
+                ) -> tuple[np.ndarray, np.ndarray]:
+                    fitted = enhance_frame(
+                        runner, image, contract, label, mode or "tile", overlap, tell, facts, str(target), checker, name, where
                     )
-                    raise CheckFailed(msg)
-                if fitted.how in ("tiles", "padding"):
-                    say(checker.line(path.name, fitted, name))
-                dest = out_dir / f"{path.stem}.png"
+                    return fitted.frame, fitted.out
+
+                if video.is_video(path):
+                    if contract.channels not in (None, 3) or contract.input_kind == "raw_bayer":
+                        msg = f"{path.name} is an RGB video but the artifact takes a RAW Bayer plane; pass an RGB artifact"
+                        raise UsageError(msg)
+                    say(video.enhance_video(path, dest, per_frame, say).line())
+                    written.append(dest)
+                    continue
+                _, out = per_frame(_read(path, contract, amp, say), say)
                 write_png(dest, np.clip(out, 0.0, 1.0))
                 say(f"wrote {dest} ({out.shape[0]}x{out.shape[1]})")
                 written.append(dest)
