@@ -499,11 +499,13 @@ def enhance_frame(
     checker: SeamCheck,
     backend: str,
     source: str | None = None,
+    seam: bool = True,
 ) -> Fitted:
     """The per-image path of photos and video frames alike: ``enhance_image``, then the output checks.
 
     CheckFailed for NaN/Inf in the output or a seam over budget; the seam line goes to ``say``.
-    ``source``: the input's full path for the NaN/Inf message (default ``name``).
+    ``source``: the input's full path for the NaN/Inf message (default ``name``). ``seam``: False
+    skips the seam check (later frames of a video, fitted exactly like its first).
     """
     fitted = enhance_image(runner, image, contract, name, mode, overlap, say, facts, artifact)
     out = fitted.out
@@ -517,7 +519,7 @@ def enhance_frame(
             "the artifact or its weights are broken, rebuild it from a sound checkpoint (python -m export) or try another backend"
         )
         raise CheckFailed(msg)
-    if fitted.how in ("tiles", "padding"):
+    if seam and fitted.how in ("tiles", "padding"):
         say(checker.line(name, fitted, backend))
     return fitted
 
@@ -597,6 +599,10 @@ class SeamCheck:
         if self._runner is not None:
             self._runner.close()
             self._runner = None
+
+
+def _quiet(_line: str) -> None:
+    pass
 
 
 def _max_levels(a: np.ndarray, b: np.ndarray) -> float:
@@ -691,10 +697,12 @@ def enhance(
                 dest = output_path(out_dir, path)
 
                 def per_frame(
-                    image: np.ndarray, tell: Callable[[str], None], label: str = path.name, where: str = str(path)
+                    image: np.ndarray, tell: Callable[[str], None] | None, label: str = path.name, where: str = str(path)
                 ) -> tuple[np.ndarray, np.ndarray]:
+                    # tell None: a video frame after the first, fitted the same way: no messages, no seam check
                     fitted = enhance_frame(
-                        runner, image, contract, label, mode or "tile", overlap, tell, facts, str(target), checker, name, where
+                        runner, image, contract, label, mode or "tile", overlap, tell or _quiet, facts, str(target),
+                        checker, name, where, seam=tell is not None,
                     )
                     return fitted.frame, fitted.out
 

@@ -110,21 +110,20 @@ class VideoResult:
 def enhance_video(
     path: Path,
     dest: Path,
-    per_frame: Callable[[np.ndarray, Callable[[str], None]], tuple[np.ndarray, np.ndarray]],
+    per_frame: Callable[[np.ndarray, Callable[[str], None] | None], tuple[np.ndarray, np.ndarray]],
     say: Callable[[str], None] = print,
     progress: bool | None = None,
 ) -> VideoResult:
     """Stream ``path`` through ``per_frame`` into ``dest`` (H.264 MP4) at the input's rate.
 
     ``per_frame(rgb, say)`` takes an HxWx3 float32 frame in [0, 1] and returns (the frame the
-    model saw, after any crop to the size multiple; its HxWx3 output in [0, 1]); its messages
-    (crop, tiling, seam check) are shown for the first frame only, since every frame of a stream
-    is fitted the same way. ``progress``: tqdm bar with fps (None: only on a terminal).
+    model saw, after any crop to the size multiple; its HxWx3 output in [0, 1]). Only the first
+    frame gets ``say`` (its crop/tiling messages and seam check); later ones get None, since every
+    frame of a stream is fitted the same way. ``progress``: tqdm bar with fps (None: only on a terminal).
     """
     from tqdm import tqdm
 
     av = _av()
-    quiet: Callable[[str], None] = lambda _line: None  # noqa: E731
     meter = FlickerMeter()
     count, size = 0, None
     start = time.perf_counter()
@@ -139,7 +138,7 @@ def enhance_video(
             try:
                 for frame in source.decode(stream):
                     rgb = frame.to_ndarray(format="rgb24").astype(np.float32) / 255.0
-                    seen, out = per_frame(rgb, say if count == 0 else quiet)
+                    seen, out = per_frame(rgb, say if count == 0 else None)
                     if out_stream is None:
                         size = out.shape[:2]
                         out_stream = sink.add_stream(CODEC, rate=info.rate, options={"crf": CRF})

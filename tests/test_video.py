@@ -180,3 +180,33 @@ def test_ctrl_c_leaves_no_output(eval_dir: Path, tinydce_onnx: Path, tmp_path: P
     assert proc.returncode == 130, err
     assert "interrupted" in err
     assert list(out.iterdir()) == []
+
+
+def test_video_frames_take_the_photo_path_tiles_and_seam_check(clip: Path, tmp_path: Path, capsys) -> None:
+    """A static 32x48 TinyDCE on the 64x96 clip: tiled like a photo (6 px overlap), seam-checked once, exact size."""
+    folder = tmp_path / "art"
+    folder.mkdir()
+    onnx_file = folder / "tinydce.onnx"
+    torch.onnx.export(zoo.get_model("tinydce"), (torch.rand(1, 3, 32, 48),), str(onnx_file), dynamo=True, verbose=False)
+    spec = zoo.get_spec("tinydce")
+    (folder / "manifest.json").write_text(json.dumps({
+        "model": "tinydce", "weights": zoo.weights_info("tinydce", "default"),
+        "input": {"kind": spec.input_kind, "size_multiple": spec.size_multiple}, "files": [{"path": onnx_file.name}],
+    }))
+    rc = run_main(cli.main, ["enhance", str(onnx_file), str(clip), "--out", str(tmp_path / "out"), "--threads", "2"])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    assert printed.count("tiling 64x96 into") == 1 and "with 6 px overlap (measured for tinydce)" in printed
+    seams = [line for line in printed.splitlines() if "seam PSNR" in line]
+    assert len(seams) == 1 and "seam PSNR 99.0 dB" in seams[0]  # TinyDCE tiles are exact
+    frames, rate = decode(tmp_path / "out" / "night.mp4")
+    assert len(frames) == FRAMES and rate == RATE and frames[0].shape == (H, W, 3)
+
+
+def test_unreadable_video_is_one_line(tinydce_onnx: Path, tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"not a video at all")
+    rc = run_main(cli.main, ["enhance", str(tinydce_onnx), str(bad), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "is not a readable video" in err
+    assert not (tmp_path / "out" / "broken.mp4").exists()
