@@ -117,10 +117,23 @@ def run_bench(request: BenchRequest) -> tuple[list[dict], list[str]]:
     return rows, budget_failures(rows, target.budget, include_errors=False)
 
 
-def bench_model(name, target: Target, threads: int, precisions, request: BenchRequest, work: Path, limits, host, bar) -> list[dict]:
+def eval_set(name: str, spec, resolution: tuple[int, int], request: BenchRequest, work: Path):
+    """(module, frames, FP32 references, frames .npy, references .npy): what every row is measured on."""
     import torch
 
+    count = 2 if resolution[0] * resolution[1] > LARGE_FRAME_PIXELS else request.frames
+    eval_dir = request.images or ExportRequest(model=name).eval_folder
+    frames = eval_frames(eval_dir, spec, resolution, size=count, seed=1)
+    module = zoo.get_model(name)
+    with torch.inference_mode():
+        refs = [module(torch.from_numpy(f)).numpy() for f in frames]
+    frames_file, refs_file = work / f"{name}.frames.npy", work / f"{name}.refs.npy"
+    np.save(frames_file, np.concatenate(frames))
+    np.save(refs_file, np.concatenate(refs))
+    return module, frames, refs, frames_file, refs_file
 
+
+def bench_model(name, target: Target, threads: int, precisions, request: BenchRequest, work: Path, limits, host, bar) -> list[dict]:
     spec = zoo.get_spec(name)
     resolution = target.resolution_for(name, raw=spec.input_kind == "raw_bayer")
     tiling = target_tiling(target, spec, resolution)  # memory-bounded: built at the tile size, frames run tiled
@@ -137,15 +150,7 @@ def bench_model(name, target: Target, threads: int, precisions, request: BenchRe
         progress=False,
     )
     manifest = json.loads(manifest_path.read_text())
-    count = 2 if resolution[0] * resolution[1] > LARGE_FRAME_PIXELS else request.frames
-    eval_dir = request.images or ExportRequest(model=name).eval_folder
-    frames = eval_frames(eval_dir, spec, resolution, size=count, seed=1)
-    module = zoo.get_model(name)
-    with torch.inference_mode():
-        refs = [module(torch.from_numpy(f)).numpy() for f in frames]
-    frames_file, refs_file = work / f"{name}.frames.npy", work / f"{name}.refs.npy"
-    np.save(frames_file, np.concatenate(frames))
-    np.save(refs_file, np.concatenate(refs))
+    module, frames, refs, frames_file, refs_file = eval_set(name, spec, resolution, request, work)
     flops = count_flops(module, frames[0].shape)
     bound = roofline_ms(flops, bytes_moved(frames[0].shape, refs[0].shape), limits)
     frames_shape = frames[0].shape
@@ -289,8 +294,6 @@ def bench_remote(device: SshDevice, names, target: Target, precisions, request: 
 
 def prepare_model(name, target: Target, request: BenchRequest, work: Path, until: str = "engine"):
     """Export (or reuse) the model's artifacts and write its eval frames and FP32 references."""
-    import torch
-
     spec = zoo.get_spec(name)
     resolution = target.resolution_for(name, raw=spec.input_kind == "raw_bayer")
     tiling = target_tiling(target, spec, resolution)
@@ -301,15 +304,7 @@ def prepare_model(name, target: Target, request: BenchRequest, work: Path, until
         progress=False,
     )
     manifest = json.loads(manifest_path.read_text())
-    count = 2 if resolution[0] * resolution[1] > LARGE_FRAME_PIXELS else request.frames
-    eval_dir = request.images or ExportRequest(model=name).eval_folder
-    frames = eval_frames(eval_dir, spec, resolution, size=count, seed=1)
-    module = zoo.get_model(name)
-    with torch.inference_mode():
-        refs = [module(torch.from_numpy(f)).numpy() for f in frames]
-    frames_file, refs_file = work / f"{name}.frames.npy", work / f"{name}.refs.npy"
-    np.save(frames_file, np.concatenate(frames))
-    np.save(refs_file, np.concatenate(refs))
+    module, frames, refs, frames_file, refs_file = eval_set(name, spec, resolution, request, work)
     base = {
         "model": name,
         "target": target.name,

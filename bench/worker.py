@@ -221,7 +221,6 @@ def _tiled(runner: Any, tile: Sequence[int]) -> Any:
     """``runner`` taking whole frames: each call runs overlapping tiles and stitches them."""
     from functools import partial
 
-
     th, tw, overlap, multiple = tile
     return partial(run_tiled, runner, tile=(th, tw), overlap=overlap, multiple=multiple)
 

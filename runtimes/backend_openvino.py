@@ -226,7 +226,6 @@ class OpenVinoBackend(Backend):
         self.require()
         import openvino as ov
 
-
         model_file = Path(model_file)
         if not model_file.is_file() or model_file.suffix.lower() != ".onnx":
             msg = f"ONNX file {model_file} does not exist or is not .onnx; export the model first (python -m export)"

@@ -124,7 +124,6 @@ class TorchBackend(Backend):
         """
         import torch
 
-
         options = check_options(options, OPTIONS, self.name)
         device = device or self.default_device
         if device != "cpu" and not device.startswith("cuda"):
