@@ -25,6 +25,7 @@ import numpy as np
 from bench.agent import target_fields
 from bench.crosscheck import benchmark_app_p50, compare, find_benchmark_app
 from bench.host import check_host, host_info
+from bench.preview import THUMB_SIDE, input_thumbnail, load_row_preview
 from bench.remote import RemoteJob, Session, SshDevice, parse_device, run_remote
 from bench.report import budget_failures, fill_speedups, write_results
 from bench.roofline import bytes_moved, count_flops, measure_host_limits, roofline_fraction, roofline_ms
@@ -154,6 +155,7 @@ def bench_model(name, target: Target, threads: int, precisions, request: BenchRe
     flops = count_flops(module, frames[0].shape)
     bound = roofline_ms(flops, bytes_moved(frames[0].shape, refs[0].shape), limits)
     frames_shape = frames[0].shape
+    input_png, input_caption = input_thumbnail(frames[0], raw=spec.input_kind == "raw_bayer")  # results.html
     del module, frames, refs
 
     base = {
@@ -180,9 +182,14 @@ def bench_model(name, target: Target, threads: int, precisions, request: BenchRe
             "frames": str(frames_file),
             "reference": str(refs_file),
             "tile": [*tiling, spec.size_multiple] if tiling else None,
+            "preview": {"path": str(work / f"{name}.{backend}.{precision}.preview.npz"), "max_side": THUMB_SIDE},
         }
         result = run_in_subprocess(spec_, timeout_s=target.timeout_s)
         row = {**base, **result, "runtime": backend, "precision": precision, "artifact": str(artifact)}
+        preview_file = Path(spec_["preview"]["path"])
+        if preview_file.is_file():  # small PNGs only: the report's thumbnails of the row's first frame
+            row["preview"] = load_row_preview(preview_file, input_png, input_caption)
+            preview_file.unlink()
         row["runtime_info"] = result.get("runtime")
         row["notes"] = notes + list(result.get("notes") or [])
         p50 = (row.get("latency_ms") or {}).get("p50")

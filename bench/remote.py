@@ -15,6 +15,7 @@ any engine built there come back as one tar on stdout.
 
 from __future__ import annotations
 
+import ast
 import io
 import json
 import os
@@ -40,6 +41,10 @@ BOOT = Path(__file__).with_name("remote_boot.py")
 REMOTE_ROOT = ".cache/lowlight-edge/bundle"  # relative to the login's home on the device
 CODE_PACKAGES = ("bench", "runtimes", "lowlight_edge")
 CODE_EXCLUDE = ("lowlight_edge/zoo",)  # the models themselves run on the workstation only
+# What the device runs: the agent, the worker it starts per row, and the backends get_backend()
+# imports by name (runtimes.backend_torch stays here: it needs the zoo and torch).
+AGENT_ROOTS = ("bench.agent", "bench.worker", "runtimes.backend_onnxruntime", "runtimes.backend_openvino",
+               "runtimes.backend_tensorrt")
 SSH_OPTIONS_ENV = "LOWLIGHT_EDGE_SSH_OPTIONS"
 PROGRESS_PREFIX = "progress: "  # bench.agent's lines meant for the user
 REMOTE_ROOT_ENV = "LOWLIGHT_EDGE_REMOTE_ROOT"  # another bundle folder on the device (absolute, or under its home)
@@ -161,7 +166,7 @@ class Session:
         lines = [line.strip() for line in stderr.splitlines() if line.strip()]
         last = lines[-1] if lines else f"exit code {code}"
         if code == 127 or "not found" in last and self.device.python in last:
-            msg = f"{self.device.url} has no `{self.device.python}`: install Python 3.10+ there, or pass ?python=/path in --device"
+            msg = f"{self.device.url} has no `{self.device.python}`: install Python 3.8+ there, or pass ?python=/path in --device"
             raise MissingRequirement(msg)
         if last.startswith("device: "):
             last = last[len("device: "):]
@@ -274,14 +279,66 @@ def _digests(files: dict[str, Path]) -> dict[str, str]:
     return out
 
 
-def code_files() -> dict[str, Path]:
-    """Our sources the agent imports, plus PyYAML's pure-Python modules (lowlight_edge.targets needs them)."""
+def _module_file(module: str) -> Path | None:
+    """The source file of one of our modules (package or plain module), or None if not ours."""
+    if module.split(".")[0] not in CODE_PACKAGES:
+        return None
+    base = REPO_ROOT.joinpath(*module.split("."))
+    for path in (base / "__init__.py", base.with_suffix(".py")):
+        if path.is_file():
+            return path
+    return None
+
+
+def _own_imports(module: str, path: Path) -> set[str]:
+    """Our modules that ``path`` imports anywhere in its body (read with ast, nothing run)."""
+    tree = ast.parse(path.read_text(), str(path))
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parts, base] if base else parts)
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)  # a submodule, or just a name
+    return {m for m in found if _module_file(m) is not None}
+
+
+def code_closure(roots: tuple[str, ...] = AGENT_ROOTS) -> dict[str, Path]:
+    """Our modules the device runs: ``roots`` and everything they import, with their packages' __init__.
+
+    Read from the source with ast, so what is shipped is what the agent can import, and nothing
+    else (the workstation-only modules, which need torch or a newer Python, stay here).
+    """
     files: dict[str, Path] = {}
-    for package in CODE_PACKAGES:
-        for path in sorted((REPO_ROOT / package).rglob("*.py")):
+    todo = list(roots)
+    while todo:
+        module = todo.pop()
+        parts = module.split(".")
+        for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__.py and a/b/__init__.py first
+            name = ".".join(parts[:i])
+            path = _module_file(name)
+            if path is None:
+                msg = f"the device bundle needs {name}, which is not a module of this repository"
+                raise RuntimeError(msg)
             rel = path.relative_to(REPO_ROOT).as_posix()
-            if not any(rel.startswith(ex + "/") for ex in CODE_EXCLUDE) and "__pycache__" not in rel:
-                files[rel] = path
+            if rel in files:
+                continue
+            if any(rel.startswith(ex + "/") for ex in CODE_EXCLUDE):
+                msg = f"{module} imports {name}, which must not run on the device ({rel}); import it lazily or not at all"
+                raise RuntimeError(msg)
+            files[rel] = path
+            todo.extend(_own_imports(name, path))
+    return dict(sorted(files.items()))
+
+
+def code_files() -> dict[str, Path]:
+    """The agent's code (code_closure), plus PyYAML's pure-Python modules (lowlight_edge.targets needs them)."""
+    files = code_closure()
     yaml_dir = Path(yaml.__file__).parent
     for path in sorted(yaml_dir.glob("*.py")):
         files[f"_vendor/yaml/{path.name}"] = path

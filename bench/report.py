@@ -1,13 +1,16 @@
-"""results.json, results.md and results.png from the benchmark rows.
+"""results.json, results.md, results.png and results.html from the benchmark rows.
 
-The three files are built in a temporary folder beside the output folder and only then moved
+The files are built in a temporary folder beside the output folder and only then moved
 into place, one rename each: an interrupted run leaves the previous results or the new ones,
-never a half-written file. (Between the three renames a reader may briefly see a new
-results.json beside an old results.md.)
+never a half-written file. (Between the renames a reader may briefly see a new
+results.json beside an old results.md.) results.html is self-contained: the plot and each row's
+thumbnails (bench.preview) are inline data URIs, so it opens offline and travels as one file.
 """
 
 from __future__ import annotations
 
+import base64
+import html
 import math
 import os
 import shutil
@@ -16,8 +19,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.preview import RowPreview
 from lowlight_edge.atomic import write_json
 from lowlight_edge.errors import MissingRequirement
+from lowlight_edge.metrics import PSNR_CAP_DB
 
 # The keys every row carries, in this order (issue 6); extras such as artifact, notes, error,
 # energy_mj_per_frame or flops follow them.
@@ -41,7 +46,7 @@ ROW_KEYS = (
     "host",
 )
 LATENCY_KEYS = ("p50", "p90", "p99", "max", "mean")
-RESULT_FILES = ("results.json", "results.md", "results.png")
+RESULT_FILES = ("results.json", "results.md", "results.png", "results.html")
 
 
 def normalize_row(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -190,10 +195,12 @@ def write_results(
     plot: bool = True,
     title: str = "",
 ) -> dict[str, Path]:
-    """Write results.json, results.md and (when ``plot``) results.png into ``out_dir``.
+    """Write results.json, results.md and (when ``plot``) results.png and results.html into ``out_dir``.
 
-    ``budget`` (a Budget or mapping) adds a pass/fail column; ``title`` heads the Markdown.
-    Needs matplotlib for the plot: checked first, so a missing one writes nothing.
+    ``budget`` (a Budget or mapping) adds a pass/fail column; ``title`` heads the Markdown and the
+    page. A row's ``preview`` (bench.preview.RowPreview) becomes its thumbnails in results.html;
+    results.json keeps only its summary. Needs matplotlib for the plot (the page shows it): checked
+    first, so a missing one writes nothing.
     """
     if plot:
         _require_matplotlib()
@@ -202,12 +209,14 @@ def write_results(
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-results-", dir=out_dir))
     try:
-        write_json(tmp / "results.json", rows)
+        write_json(tmp / "results.json", [_json_row(r, in_html=plot) for r in rows])
         (tmp / "results.md").write_text(render_markdown(rows, budget, title=title))
         names = ["results.json", "results.md"]
         if plot:
             plot_results(rows, tmp / "results.png", budget)
-            names.append("results.png")
+            page = render_html(rows, budget, title=title, plot_png=(tmp / "results.png").read_bytes())
+            (tmp / "results.html").write_text(page, encoding="utf-8")
+            names += ["results.png", "results.html"]
         written = {}
         mode = 0o666 & ~_umask()  # mkstemp makes 0600 files; results are for everyone to read
         for name in names:
@@ -217,6 +226,17 @@ def write_results(
         return written
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _json_row(row: Mapping[str, Any], in_html: bool) -> dict[str, Any]:
+    """The row as results.json holds it: a preview's images stay in results.html (and only if it is written)."""
+    preview = row.get("preview")
+    if not isinstance(preview, RowPreview):
+        return dict(row)
+    summary = preview.summary()
+    if not in_html:
+        summary.pop("in")
+    return {**row, "preview": summary}
 
 
 def _umask() -> int:
@@ -241,33 +261,37 @@ def _fmt(value: Any, spec: str = ".2f", none: str = "–") -> str:
     return format(value, spec)
 
 
-def render_markdown(rows: Sequence[Mapping[str, Any]], budget: Any = None, title: str = "") -> str:
-    """A readable table, one line per row, headed by the host it was measured on."""
-    lines = [f"# {title or 'Benchmark results'}", ""]
+def _header_lines(rows: Sequence[Mapping[str, Any]], budget: Any = None) -> list[str]:
+    """The host and budget facts that head results.md and results.html, one plain line each."""
+    lines = []
     host = next((r["host"] for r in rows if r.get("host")), None)
     if host:
         versions = ", ".join(f"{k} {v}" for k, v in (host.get("versions") or {}).items() if v)
         lines.append(
-            f"- host: {host.get('cpu')}, {host.get('threads')} threads"
-            + (f", GPU {host['gpu']}" if host.get("gpu") else "")
+            f"host: {host.get('cpu')}, {host.get('threads')} threads" + (f", GPU {host['gpu']}" if host.get("gpu") else "")
         )
         if host.get("flags"):
-            lines.append(f"- CPU flags: {' '.join(host['flags'])}")
+            lines.append(f"CPU flags: {' '.join(host['flags'])}")
         if host.get("jetson"):
-            lines.append(
-                f"- Jetson: {host['jetson'].get('l4t')}, power mode {host['jetson'].get('power_mode')}"
-            )
+            lines.append(f"Jetson: {host['jetson'].get('l4t')}, power mode {host['jetson'].get('power_mode')}")
         if versions:
-            lines.append(f"- versions: {versions}")
+            lines.append(f"versions: {versions}")
         if host.get("limits"):
             limits = host["limits"]
             lines.append(
-                f"- measured limits: FP32 matmul {_fmt(limits.get('matmul_gflops'), '.0f')} GFLOP/s, "
+                f"measured limits: FP32 matmul {_fmt(limits.get('matmul_gflops'), '.0f')} GFLOP/s, "
                 f"copy {_fmt(limits.get('copy_gbps'), '.1f')} GB/s"
             )
     if budget is not None:
         mean_db, min_db = _budget_values(budget)
-        lines.append(f"- fidelity budget vs PyTorch FP32: PSNR mean >= {mean_db:g} dB, min >= {min_db:g} dB")
+        lines.append(f"fidelity budget vs PyTorch FP32: PSNR mean >= {mean_db:g} dB, min >= {min_db:g} dB")
+    return lines
+
+
+def render_markdown(rows: Sequence[Mapping[str, Any]], budget: Any = None, title: str = "") -> str:
+    """A readable table, one line per row, headed by the host it was measured on."""
+    lines = [f"# {title or 'Benchmark results'}", ""]
+    lines += [f"- {line}" for line in _header_lines(rows, budget)]
     crosscheck_summary, crosscheck_lines = _crosscheck_section(rows)
     lines += crosscheck_summary
     lines.append("")
@@ -348,80 +372,327 @@ def render_markdown(rows: Sequence[Mapping[str, Any]], budget: Any = None, title
     return "\n".join(lines) + "\n"
 
 
-def plot_results(rows: Sequence[Mapping[str, Any]], path: str | Path, budget: Any = None) -> None:
-    """Latency p50 (log x) vs PSNR mean, one marker per model x precision (x runtime), annotated.
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; max-width: 1200px; }
+h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.5em; }
+ul.facts { color: #555; font-size: 0.9em; padding-left: 1.2em; }
+.checks { padding: 0.5em 1em; border-radius: 4px; margin: 1em 0; }
+.checks.ok { background: #e8f5e9; } .checks.fail { background: #fdecea; }
+figure { margin: 0; } figure.plot img { max-width: 100%; height: auto; border: 1px solid #ddd; }
+section.row { border-top: 1px solid #ccc; padding: 0.6em 0 1em; }
+section.row h3 { margin: 0.2em 0; font-size: 1.05em; } .where { color: #777; font-weight: normal; }
+.metrics { font-size: 0.9em; color: #333; margin: 0.3em 0; }
+.verdict, .crosscheck { margin: 0.2em 0; font-size: 0.9em; }
+.pass { color: #1b5e20; } .fail { color: #b71c1c; font-weight: bold; } .ref { color: #555; }
+.thumbs { display: flex; gap: 12px; flex-wrap: wrap; margin-top: 0.5em; }
+.thumbs figure { width: 320px; } .thumbs img { max-width: 320px; image-rendering: pixelated; border: 1px solid #ddd; }
+figcaption { font-size: 0.8em; color: #555; }
+.noimg { color: #777; font-style: italic; }
+ul.notes { font-size: 0.85em; color: #555; }
+"""
+# The page loads nothing from anywhere: a browser refuses any script, style file, font or image that is not inline.
+_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
-    The PyTorch FP32 reference has no PSNR against itself: it is drawn as hollow markers on a
-    line above the highest measured PSNR. A dashed line marks the budget's PSNR mean.
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _no_image_reason(row: Mapping[str, Any]) -> str:
+    """Why a row has no thumbnails, in words."""
+    if row.get("error"):
+        return f"the row failed ({row['error']})"
+    remote = (row.get("host") or {}).get("remote")
+    if remote:
+        return f"measured on {remote}; its outputs stay on the device"
+    if isinstance(row.get("preview"), Mapping):
+        return "these rows were read back from results.json, which keeps no images (they are made during the run)"
+    return "this row recorded no thumbnail"
+
+
+def _budget_html(row: Mapping[str, Any], budget: Any) -> str:
+    if _is_reference(row):
+        return '<p class="verdict ref">budget: the reference itself (not judged)</p>'
+    if budget is None:
+        return '<p class="verdict ref">budget: none given</p>'
+    verdict = row_verdict(row, budget)
+    if verdict:
+        return f'<p class="verdict fail">budget: FAIL, {html.escape(verdict)}</p>'
+    return '<p class="verdict pass">budget: pass</p>'
+
+
+def _crosscheck_html(row: Mapping[str, Any]) -> str:
+    check = row.get("crosscheck")
+    if not check:
+        return '<p class="crosscheck ref">crosscheck: not run for this row</p>'
+    ok = check.get("skipped") or (check.get("ok") and not check.get("error"))
+    detail = f"; {_crosscheck_text(check)}" if check.get("bench_p50_ms") is not None and check.get("benchmark_app_p50_ms") is not None else ""
+    css = "ref" if check.get("skipped") else ("pass" if ok else "fail")
+    return f'<p class="crosscheck {css}">crosscheck vs benchmark_app: {html.escape(_crosscheck_verdict(check) + detail)}</p>'
+
+
+def _thumbs_html(row: Mapping[str, Any]) -> str:
+    preview = row.get("preview")
+    if row.get("error") or not isinstance(preview, RowPreview):
+        return f'<p class="noimg">no image: {html.escape(_no_image_reason(row))}</p>'
+    what = f"{row.get('model')} {row.get('runtime')} {row.get('precision')}"
+    frames = row.get("frames")
+    frame = f"eval frame 1 of {frames}" if frames else "first eval frame"
+    cells = [
+        (preview.input_png, f"{preview.input_caption} ({frame})", f"input of {what}"),
+        (preview.output_png, f"output of {row.get('runtime')} {row.get('precision')}", f"output of {what}"),
+    ]
+    if preview.diff_png is not None:
+        if preview.diff_max == 0:
+            caption = "|output \u2212 PyTorch FP32|: identical (all zero)"
+        else:
+            caption = f"|output \u2212 PyTorch FP32| \u00d7{preview.diff_scale:.0f} (block max; max {preview.diff_max:.2g})"
+        if _is_reference(row):
+            caption += ", the reference's own rerun"
+        cells.append((preview.diff_png, caption, f"difference of {what} to PyTorch FP32"))
+    figures = "".join(
+        f'<figure><img class="thumb" src="{_data_uri(png)}" alt="{html.escape(alt)}"><figcaption>{html.escape(cap)}</figcaption></figure>'
+        for png, cap, alt in cells
+    )
+    return f'<div class="thumbs">{figures}</div>'
+
+
+def _metrics_html(row: Mapping[str, Any]) -> str:
+    latency = row.get("latency_ms") or {}
+    psnr = row.get("psnr_db") or {}
+    if _is_reference(row):
+        fidelity = "PSNR: the reference"
+    elif psnr.get("mean") is not None:
+        fidelity = f"PSNR mean / min {_psnr_label(float(psnr['mean']))} / {_psnr_label(float(psnr['min']))}"
+    else:
+        fidelity = "PSNR: not measured"
+    parts = [
+        f"p50 {_fmt(latency.get('p50'))} ms",
+        f"p99 {_fmt(latency.get('p99'))} ms",
+        f"{_fmt(row.get('fps'), '.1f')} fps",
+        f"vs torch {_fmt(row.get('speedup_vs_torch'))}" + ("x" if row.get("speedup_vs_torch") else ""),
+        f"peak {_fmt(row.get('peak_mem_mb'), '.0f')} MB",
+        fidelity,
+        f"SSIM {_fmt(row.get('ssim'), '.4f')}",
+        f"max abs err {_fmt(row.get('max_abs_err'), '.2e')}",
+        f"NaN/Inf {_fmt(row.get('nonfinite'), 'd')}",
+    ]
+    return '<p class="metrics">' + html.escape(" \u00b7 ".join(parts)) + "</p>"
+
+
+def render_html(rows: Sequence[Mapping[str, Any]], budget: Any = None, *, title: str = "", plot_png: bytes | None = None) -> str:
+    """results.html: the plot, then per row its figures, budget and crosscheck verdicts and thumbnails.
+
+    Everything is inline (data URIs, one style block, no script) and a Content-Security-Policy
+    forbids loading anything else, so the page looks the same offline and when mailed as one file.
+    """
+    title = title or "Benchmark results"
+    esc = html.escape
+    out = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{esc(title)}</h1>",
+        '<ul class="facts">' + "".join(f"<li>{esc(line)}</li>" for line in _header_lines(rows, budget)) + "</ul>",
+    ]
+    failures = (budget_failures(rows, budget) if budget is not None else []) + crosscheck_failures(rows)
+    if failures:
+        out.append(f'<div class="checks fail"><b>{len(failures)} failed check(s)</b><ul>'
+                   + "".join(f"<li>{esc(f)}</li>" for f in failures) + "</ul></div>")
+    elif budget is not None:
+        out.append('<div class="checks ok">every row meets the fidelity budget'
+                   + (" and every crosscheck agrees" if any(r.get("crosscheck") for r in rows) else "") + "</div>")
+    if plot_png is not None:
+        out.append(f'<figure class="plot"><img class="plot" src="{_data_uri(plot_png)}" alt="latency p50 vs PSNR mean per row">'
+                   "<figcaption>Latency p50 (log scale) vs PSNR mean against PyTorch FP32; dashed vertical lines: the "
+                   f"PyTorch FP32 reference of each model; PSNR is capped at {PSNR_CAP_DB:g} dB.</figcaption></figure>")
+    out.append("<h2>Rows</h2>")
+    for i, row in enumerate(rows):
+        where = f"@ {row.get('resolution')} on {row.get('target')}"
+        notes = [*(row.get("notes") or [])]
+        out += [
+            f'<section class="row" id="row-{i}">',
+            f"<h3>{esc(str(row.get('model')))} \u00b7 {esc(str(row.get('runtime')))} \u00b7 {esc(str(row.get('precision')))} "
+            f'<span class="where">{esc(where)}</span></h3>',
+            _metrics_html(row),
+            _budget_html(row, budget),
+            _crosscheck_html(row),
+            _thumbs_html(row),
+        ]
+        if notes:
+            out.append('<ul class="notes">' + "".join(f"<li>{esc(str(n))}</li>" for n in notes) + "</ul>")
+        out.append("</section>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+def plot_results(rows: Sequence[Mapping[str, Any]], path: str | Path, budget: Any = None) -> None:
+    """results.png: latency_figure() saved as a PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = latency_figure(rows, budget)
+    try:
+        fig.savefig(path, format="png")
+    finally:
+        plt.close(fig)
+
+
+def _ms(value: float) -> str:
+    return f"{value:.0f} ms" if value >= 100 else f"{value:.3g} ms"
+
+
+def _psnr_label(value: float) -> str:
+    """A PSNR as shown: capped values (metrics.PSNR_CAP_DB) are a floor, not a measurement."""
+    return f"\u2265 {PSNR_CAP_DB:g} dB" if value >= PSNR_CAP_DB else f"{value:.1f} dB"
+
+
+def latency_figure(rows: Sequence[Mapping[str, Any]], budget: Any = None):
+    """Latency p50 (log x) vs PSNR mean, one marker per model x precision x runtime, labelled without overlaps.
+
+    The PyTorch FP32 row is the reference itself, so it has no PSNR: it is a vertical line at its
+    latency, named in the legend. PSNR at the metrics cap is drawn at the cap and labelled "≥ 99 dB".
+    The legend sits outside the axes so it never covers a point or the budget line; the point
+    labels are placed where they overlap nothing drawn before them.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    points = [r for r in rows if not r.get("error") and (r.get("latency_ms") or {}).get("p50")]
-    measured = [
-        r["psnr_db"]["mean"]
-        for r in points
-        if not _is_reference(r) and (r.get("psnr_db") or {}).get("mean") is not None
-    ]
-    top = (max(measured) if measured else 40.0) + 5.0
-    models = sorted({str(r.get("model")) for r in points})
+    timed = [r for r in rows if not r.get("error") and (r.get("latency_ms") or {}).get("p50")]
+    references = [r for r in timed if _is_reference(r)]
+    points = [r for r in timed if not _is_reference(r) and (r.get("psnr_db") or {}).get("mean") is not None]
+    models = sorted({str(r.get("model")) for r in timed})
     colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(models)}
     shapes = {"fp32": "o", "fp16": "s", "int8": "^"}
 
-    fig, ax = plt.subplots(figsize=(9, 6), dpi=110)
-    for row in points:
-        p50 = row["latency_ms"]["p50"]
-        psnr = (row.get("psnr_db") or {}).get("mean")
-        reference = _is_reference(row) or psnr is None
-        y = top if reference else psnr
-        colour = colours[str(row.get("model"))]
+    fig, ax = plt.subplots(figsize=(10, 6), dpi=110, layout="constrained")
+    ys = [min(float(r["psnr_db"]["mean"]), PSNR_CAP_DB) for r in points]
+    for row, y in zip(points, ys, strict=True):
         ax.scatter(
-            p50,
+            row["latency_ms"]["p50"],
             y,
             marker=shapes.get(str(row.get("precision")), "D"),
             s=60,
-            facecolors="none" if reference else colour,
-            edgecolors=colour,
+            color=colours[str(row.get("model"))],
+            edgecolors="black",
+            linewidths=0.5,
+            zorder=3,
+            gid=f"point:{row.get('model')}:{row.get('runtime')}:{row.get('precision')}",
         )
-        label = f"{row.get('model')} {row.get('precision')} {row.get('runtime')}"
-        ax.annotate(label, (p50, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
-    ax.axhline(top, color="grey", linewidth=0.5, linestyle=":")
+    handles = []
+    for row in references:
+        p50 = row["latency_ms"]["p50"]
+        colour = colours[str(row.get("model"))]
+        handles.append(
+            ax.axvline(p50, color=colour, linewidth=1.2, linestyle=(0, (4, 2)), zorder=1, gid=f"reference:{row.get('model')}",
+                       label=f"PyTorch FP32 {row.get('model')}: {_ms(p50)} (the reference: no PSNR vs itself)")
+        )
+    budget_line = None
+    mean_db = None
     if budget is not None:
         mean_db, _ = _budget_values(budget)
-        ax.axhline(mean_db, color="red", linewidth=0.8, linestyle="--")
-        ax.text(
-            1.0,
-            mean_db,
-            f"budget {mean_db:g} dB ",
-            transform=ax.get_yaxis_transform(),
-            fontsize=7,
-            va="bottom",
-            ha="right",
-            color="red",
-        )
-    ax.text(
-        0.01,
-        top,
-        " PyTorch FP32 reference (no PSNR vs itself)",
-        transform=ax.get_yaxis_transform(),
-        fontsize=7,
-        va="bottom",
-        color="grey",
-    )
+        budget_line = ax.axhline(mean_db, color="red", linewidth=0.9, linestyle="--", zorder=2, gid="budget",
+                                 label=f"budget: PSNR mean \u2265 {mean_db:g} dB")
+        handles.append(budget_line)
+
+    span = ys + ([mean_db] if mean_db is not None else [])
+    low, high = (min(span), max(span)) if span else (30.0, 60.0)
+    ax.set_ylim(low - max(3.0, 0.08 * (high - low)), high + max(3.0, 0.12 * (high - low)))
+    latencies = [r["latency_ms"]["p50"] for r in timed]
+    if latencies:
+        ax.set_xlim(min(latencies) / 1.6, max(latencies) * 1.6)
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    if any(y >= PSNR_CAP_DB for y in ys):  # the cap is a floor: its tick says so
+        ticks = [t for t in ax.get_yticks() if abs(t - PSNR_CAP_DB) > 0.04 * (ax.get_ylim()[1] - ax.get_ylim()[0])]
+        ax.set_yticks(sorted([*ticks, PSNR_CAP_DB]))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"\u2265 {v:g}" if v == PSNR_CAP_DB else f"{v:g}"))
+        ax.set_ylim(*ax.get_ylim())
     ax.set_xlabel("latency p50 per frame (ms, log scale)")
     ax.set_ylabel("PSNR mean vs PyTorch FP32 (dB)")
     ax.set_title("Latency vs fidelity per model and precision")
-    ax.grid(True, which="both", linewidth=0.3)
-    handles = [plt.Line2D([], [], color=colours[m], marker="o", linestyle="", label=m) for m in models]
+    ax.grid(True, which="major", linewidth=0.4)
+    ax.grid(True, which="minor", linewidth=0.2, alpha=0.5)
+    handles += [plt.Line2D([], [], color=colours[m], marker="o", linestyle="", label=m) for m in models]
     handles += [
-        plt.Line2D([], [], color="black", marker=s, linestyle="", label=p, markerfacecolor="none")
-        for p, s in shapes.items()
+        plt.Line2D([], [], color="black", marker=shape, linestyle="", label=p, markerfacecolor="none")
+        for p, shape in shapes.items()
+        if any(r.get("precision") == p for r in points)
     ]
     if handles:
-        ax.legend(handles=handles, fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, format="png")
-    plt.close(fig)
+        ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+
+    fig.canvas.draw()  # the constrained layout settles here; then freeze it and place labels on it
+    fig.set_layout_engine("none")
+    _thin_log_ticks(fig, ax)
+    _place_labels(fig, ax, points, ys)
+    return fig
+
+
+def _boxes_overlap(boxes) -> bool:
+    return any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+
+
+def _thin_log_ticks(fig, ax) -> None:
+    """Ticks at 1-2-5 per decade when their labels fit side by side, else 1 per decade, else every other one."""
+    from matplotlib.ticker import LogLocator
+
+    renderer = fig.canvas.get_renderer()
+    low, high = ax.get_xlim()
+    for subs, step in (((1.0, 2.0, 5.0), 1), ((1.0,), 1), ((1.0,), 2), ((1.0,), 3)):
+        ax.xaxis.set_major_locator(LogLocator(base=10.0 ** step, subs=subs))
+        fig.canvas.draw()
+        labels = [t for t in ax.get_xticklabels() if t.get_text() and low <= t.get_position()[0] <= high]
+        if not _boxes_overlap([t.get_window_extent(renderer).expanded(1.15, 1.0) for t in labels]):
+            return
+
+
+def _place_labels(fig, ax, points, ys) -> None:
+    """Annotate each point at the first offset whose text box overlaps no marker, label, line label or legend."""
+    from matplotlib.transforms import Bbox
+
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    legend = ax.get_legend()
+    taken = [legend.get_window_extent(renderer)] if legend else []
+    radius = 6 * fig.dpi / 72  # about a marker of s=60
+    for row, y in zip(points, ys, strict=True):
+        cx, cy = ax.transData.transform((row["latency_ms"]["p50"], y))
+        taken.append(Bbox.from_extents(cx - radius, cy - radius, cx + radius, cy + radius))
+    for line in ax.get_lines():  # the budget and reference lines: a label across one is hard to read
+        if str(line.get_gid()).startswith(("budget", "reference")):
+            taken.append(line.get_window_extent(renderer).expanded(1.0, 1.0).padded(1.5))
+    rings = [(dx * r, dy * r) for r in (1, 2, 3, 4.5) for dx, dy in ((1, 0.6), (1, -1.4), (-1, 0.6), (-1, -1.4), (0, 1.6), (0, -2.4))]
+    for row, y in zip(points, ys, strict=True):
+        text = f"{row.get('model')} {row.get('runtime')} {row.get('precision')}: {_psnr_label(float(row['psnr_db']['mean']))}"
+        xy = (row["latency_ms"]["p50"], y)
+        best = None
+        for dx, dy in rings:
+            offset = (8 * dx, 8 * dy)
+            note = ax.annotate(text, xy, textcoords="offset points", xytext=offset, fontsize=7,
+                               ha="left" if dx > 0 else ("right" if dx < 0 else "center"), va="center",
+                               annotation_clip=False, gid="label")
+            box = note.get_window_extent(renderer).expanded(1.04, 1.15)
+            inside = frame.containsx(box.x0) and frame.containsx(box.x1) and frame.containsy(box.y0) and frame.containsy(box.y1)
+            clashes = sum(box.overlaps(t) for t in taken) + (0 if inside else 100)
+            if best is None or clashes < best[0]:
+                if best is not None:
+                    best[1].remove()
+                best = (clashes, note, box, offset)
+            else:
+                note.remove()
+            if clashes == 0:
+                break
+        _, note, box, offset = best
+        if math.hypot(*offset) > 20:  # moved away from its point: a thin leader says whose label it is
+            ha = note.get_ha()
+            note.remove()
+            ax.annotate(text, xy, textcoords="offset points", xytext=offset, fontsize=7, ha=ha, va="center",
+                        annotation_clip=False, gid="label",
+                        arrowprops={"arrowstyle": "-", "color": "grey", "linewidth": 0.5, "shrinkA": 0, "shrinkB": 4})
+        taken.append(box)

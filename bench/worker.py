@@ -12,7 +12,9 @@ as .npy stacks, then runs ``python -m bench.worker SPEC.json OUT.json`` through
 4. reads peak memory right after the timed runs, before anything is kept for fidelity:
    the process's peak RSS (VmHWM) on the CPU, GPU memory (NVML / cudaMemGetInfo) for a cuda device, and on a Jetson
    the tegrastats RAM/NvMap peak and input power (VDD_IN, or the sum of rails on AGX Orin) -> mJ per frame;
-5. runs each frame once more and compares the outputs with the references (lowlight_edge.metrics).
+5. runs each frame once more and compares the outputs with the references (lowlight_edge.metrics);
+   with ``preview`` it also writes the first frame's output and its |difference| to the reference,
+   shrunk to a thumbnail (the report's images: a 12 MP output never leaves this process whole).
 
 With ``tile`` in the spec every call above (cold start, warm-up, timed, fidelity) processes the
 whole frame in overlapping tiles, so latency is per full frame and memory is bounded by the tile.
@@ -37,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from bench.host import GpuMemorySampler, TegrastatsSampler, summarize_samples
+from bench.preview import THUMB_SIDE, write_preview_npz
 from lowlight_edge.atomic import atomic_path, write_json
 from lowlight_edge.errors import DataError, LowlightError
 from lowlight_edge.memory import peak_rss_mb
@@ -57,6 +60,7 @@ SPEC_KEYS = (
     "tegrastats_interval_ms",  # Jetson: sample tegrastats during the timed runs; None = off
     "gpu_memory",  # sample GPU memory (default: when device starts with "cuda")
     "save_outputs",  # optional .npy path for the fidelity-pass outputs (drift debugging)
+    "preview",  # optional {"path": .npz, "max_side": N}: the first frame's output and |output - reference|, shrunk
     "tile",  # [tile_h, tile_w, overlap, size multiple]: run each frame in tiles (runtimes.tiling), or None
 )
 _REQUIRED = ("backend", "artifact", "iterations", "frames")
@@ -150,7 +154,7 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
             tegra_samples = tegra.stop() if tegra is not None else None
 
             outputs = None
-            if spec.get("reference") is not None or spec.get("save_outputs"):
+            if spec.get("reference") is not None or spec.get("save_outputs") or spec.get("preview"):
                 outputs = np.concatenate(
                     [np.asarray(runner(frames[k : k + 1]), dtype=np.float32) for k in range(count)]
                 )
@@ -214,6 +218,9 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
         measured = fidelity(outputs, reference)
         measured.pop("images")  # the row's frames are counted elsewhere
         result.update(measured)
+    if spec.get("preview"):
+        ref0 = reference[0] if spec.get("reference") is not None else None
+        write_preview_npz(spec["preview"]["path"], outputs[0], ref0, int(spec["preview"].get("max_side") or THUMB_SIDE))
     return result
 
 

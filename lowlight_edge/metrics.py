@@ -10,6 +10,7 @@ window is separable (the outer product of the normalised 1-D window), so it is a
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -163,7 +164,7 @@ def fidelity(
     ssims: list[float] = []
     worst = 0.0
     bad = 0
-    for out, ref in zip(outs, refs, strict=True):
+    for out, ref in zip(outs, refs):  # same length: checked above
         if out.shape != ref.shape:
             msg = f"output shape {out.shape} differs from reference shape {ref.shape}"
             raise ValueError(msg)
@@ -234,6 +235,10 @@ class FlickerMeter:
 def flicker_ratio(inputs: Iterable[np.ndarray], outputs: Iterable[np.ndarray]) -> float | None:
     """FlickerMeter over paired input and output frames (see there); None for fewer than two."""
     meter = FlickerMeter()
-    for inp, out in zip(inputs, outputs, strict=True):
+    missing = object()  # zip_longest: as zip(strict=True), which Python 3.8 (JetPack 5) lacks
+    for inp, out in itertools.zip_longest(inputs, outputs, fillvalue=missing):
+        if inp is missing or out is missing:
+            msg = "flicker_ratio needs as many output frames as input frames"
+            raise ValueError(msg)
         meter.update(inp, out)
     return meter.ratio()

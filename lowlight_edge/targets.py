@@ -317,7 +317,7 @@ class _Parser:
             value("device"), f"{what} device", (str,), 'a device string such as "CPU"'
         )
         precisions = self.str_list(value("precisions"), f"{what} precisions", PRECISIONS)
-        for p, item in zip(precisions, value("precisions").value, strict=True):
+        for p, item in zip(precisions, value("precisions").value):
             if p not in RUNTIME_PRECISIONS[runtime]:
                 raise self.fail(
                     item,

@@ -87,7 +87,7 @@ def target_shape(onnx_dims: tuple[int, ...], config: BuildConfig) -> list[Any]:
         raise UsageError(msg)
     if config.input_shape is not None:
         clash = [
-            i for i, (o, s) in enumerate(zip(onnx_dims, config.input_shape, strict=False)) if o > 0 and o != s
+            i for i, (o, s) in enumerate(zip(onnx_dims, config.input_shape)) if o > 0 and o != s
         ]
         if clash:
             msg = (
@@ -430,10 +430,15 @@ def _is_quantized_input(node: Any) -> bool:
     return False
 
 
+def _drop_suffix(text: str, suffix: str) -> str:
+    """str.removesuffix, which Python 3.8 (JetPack 5, where this module is shipped) lacks."""
+    return text[: -len(suffix)] if suffix and text.endswith(suffix) else text
+
+
 def float_compute_ops(int8_model: Any) -> list[str]:
     """ONNX names of the compute ops of an INT8 openvino.Model whose activation input is not quantized."""
     return [
-        op.get_friendly_name().removesuffix("/WithoutBiases")
+        _drop_suffix(op.get_friendly_name(), "/WithoutBiases")
         for op in int8_model.get_ordered_ops()
         if op.get_type_name() in COMPUTE_TYPES and not _is_quantized_input(op.input_value(0).get_node())
     ]

@@ -183,7 +183,7 @@ def dynamic_profile(network_dims: tuple[int, ...], config: BuildConfig) -> tuple
         raise UsageError(msg)
     for shape in shapes:
         if len(shape) != len(network_dims) or any(
-            n > 0 and n != s for n, s in zip(network_dims, shape, strict=False)
+            n > 0 and n != s for n, s in zip(network_dims, shape)
         ):
             msg = f"shape {format_shape(shape)} does not fit the ONNX input {format_shape(network_dims)}"
             raise UsageError(msg)
@@ -335,7 +335,7 @@ def _build_engine(onnx_file: Path, config: BuildConfig, flavour: str) -> tuple[b
         profile = builder.create_optimization_profile()
         profile.set_shape(tensor.name, *shapes)
         bconf.add_optimization_profile(profile)
-        notes["profile"] = {k: list(s) for k, s in zip(("min", "opt", "max"), shapes, strict=False)}
+        notes["profile"] = {k: list(s) for k, s in zip(("min", "opt", "max"), shapes)}
 
     if config.dla_core is not None:
         if trt.__name__ == "tensorrt_rtx" or builder.num_DLA_cores == 0:
@@ -425,7 +425,7 @@ class TensorRTRunner(Runner):
         x = super().check_input(x)
         if self._bounds is not None:
             lo, hi = self._bounds
-            if any(not a <= g <= b for a, g, b in zip(lo, x.shape, hi, strict=False)):
+            if any(not a <= g <= b for a, g, b in zip(lo, x.shape, hi)):
                 got = "x".join(map(str, x.shape))
                 msg = f"engine profile takes {format_shape(lo)} to {format_shape(hi)}, got {got}; tile or resize the input, or rebuild with a larger profile"
                 raise UsageError(msg)

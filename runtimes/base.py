@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Tuple
 
 import numpy as np
 
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "int8")
 PROFILE_KEYS = ("min", "opt", "max")
-Shape = tuple[int, int, int, int]
+Shape = Tuple[int, int, int, int]  # typing.Tuple: evaluated at import, on the device's Python 3.8 too
 
 
 def _shape(value: Any, what: str) -> Shape:
@@ -116,7 +116,7 @@ def check_profile(profile: Mapping[str, Any]) -> dict[str, Shape]:
         raise UsageError(msg)
     shapes = {k: _shape(profile[k], f"profile[{k!r}]") for k in PROFILE_KEYS}
     lo, opt, hi = shapes["min"], shapes["opt"], shapes["max"]
-    if not all(a <= b <= c for a, b, c in zip(lo, opt, hi, strict=False)):
+    if not all(a <= b <= c for a, b, c in zip(lo, opt, hi)):
         msg = f"profile needs min <= opt <= max in every dimension, got min={lo} opt={opt} max={hi}"
         raise UsageError(msg)
     if not (lo[:2] == opt[:2] == hi[:2]):
@@ -274,7 +274,7 @@ class Runner(ABC):
         if x.ndim != 4:
             msg = f"{self.backend} runner takes a 4-D NCHW array ({want}), got shape {x.shape}"
             raise UsageError(msg)
-        if expected is not None and any(e > 0 and e != g for e, g in zip(expected, x.shape, strict=False)):
+        if expected is not None and any(e > 0 and e != g for e, g in zip(expected, x.shape)):
             got = "x".join(map(str, x.shape))
             msg = f"{self.backend} artifact expects input {want}, got {got}; resize or tile the image to {want} (python -m runtimes enhance does this)"
             raise UsageError(msg)

@@ -126,8 +126,8 @@ def plan_tiles(
     rows, cols = owned_ranges(ys, tile_h, height), owned_ranges(xs, tile_w, width)
     return [
         Tile(y0, x0, tile_h, tile_w, (ya, yb, xa, xb))
-        for y0, (ya, yb) in zip(ys, rows, strict=True)
-        for x0, (xa, xb) in zip(xs, cols, strict=True)
+        for y0, (ya, yb) in zip(ys, rows)  # owned_ranges gives one range per start
+        for x0, (xa, xb) in zip(xs, cols)
     ]
 
 

@@ -266,12 +266,12 @@ def test_fill_speedups_against_the_torch_row():
     assert rows[3]["speedup_vs_torch"] is None  # no torch row for sgz
 
 
-def test_write_results_three_files_with_the_issue_keys(tmp_path):
+def test_write_results_four_files_with_the_issue_keys(tmp_path):
     pytest.importorskip("matplotlib")
     rows = make_rows()
     fill_speedups(rows)
     written = write_results(rows, tmp_path / "out", BUDGET, title="unit test")
-    assert sorted(written) == ["results.json", "results.md", "results.png"]
+    assert sorted(written) == ["results.html", "results.json", "results.md", "results.png"]
     data = json.loads((tmp_path / "out" / "results.json").read_text())
     assert len(data) == 5
     assert list(data[0])[: len(ROW_KEYS)] == list(ROW_KEYS)  # every issue key, in order, then extras
