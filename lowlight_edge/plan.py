@@ -23,6 +23,7 @@ QUANTIZABLE_OPS = (
     "Resize", "CumSum", "ReduceMean", "AveragePool", "GlobalAveragePool",
 )  # fmt: skip
 FLOAT_PRECISIONS = ("fp32", "fp16")
+PLAN_FILE = "precision_plan.yaml"  # the plan's name in a model folder, beside the simplified ONNX
 
 
 @dataclass
@@ -53,6 +54,12 @@ class PrecisionPlan:
     # {"requested": auto|int8|fp32, "pinned": bool, "rule_decision", "rule_reason"}: what the user asked
     # (--ship) and what the ship rule alone decided; empty in plans written before --ship existed
     ship: dict = field(default_factory=dict)
+    # CPU targets: the runtime options searched with the precision (quantize.search.choose_runtime_options):
+    # {"host": {cpu, flags, threads, openvino}, "source_sha256": the simplified ONNX they were decided on,
+    #  "options": {"fp32": {...}, "int8": {...}} (what each IR's sidecar carries), "pinned": options the
+    #  target/user fixed, "candidates": [each candidate: options, fidelity, speed record, verdict, or why
+    #  it was not a candidate]}; empty for GPU targets and in plans written before the search existed
+    runtime: dict = field(default_factory=dict)
 
     @property
     def float_names(self) -> list[str]:
@@ -114,6 +121,10 @@ def load_plan(path: str | Path) -> PrecisionPlan:
         raise ConfigError(msg) from err
     if plan.float_precision not in FLOAT_PRECISIONS:
         msg = f"precision plan {path}: float_precision must be fp32 or fp16, got {plan.float_precision!r}"
+        raise ConfigError(msg)
+    options = plan.runtime.get("options", {}) if isinstance(plan.runtime, dict) else None
+    if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
+        msg = f"precision plan {path}: runtime.options must map a precision to its runtime options, got {options!r}; {fix}"
         raise ConfigError(msg)
     unknown = [op for op in plan.quantize_ops if op not in QUANTIZABLE_OPS]
     if unknown:

@@ -43,6 +43,10 @@ def save_int8_ir(ctx: Context, int8_model, plan: PrecisionPlan) -> list[FileReco
         "plan": "precision_plan.yaml",
         "quantizer": "nncf",
     }
+    options = plan.runtime.get("options", {}).get("int8")
+    if options is not None:  # decided by the search on this host; every OpenVINO runner applies them
+        meta["runtime_options"] = options
+        meta["runtime_options_decided"] = {"by": "quantize stage (precision_plan.yaml)", "host": plan.runtime.get("host", {})}
     artifact = openvino.save(int8_model, ctx.model_dir / "openvino" / "int8", "int8", meta)
     xml = artifact.path.relative_to(ctx.model_dir).as_posix()
     fid = plan.fidelity["eval"]

@@ -9,6 +9,15 @@ searched on a smaller export and calibrated on crops (quantize/crops.py).
 The user may pin the decision (``--ship int8|fp32``, ExportRequest.ship); fidelity and speed are
 measured and recorded all the same, and a pinned INT8 that misses the budget still ships FP32
 (``decide``).
+
+Runtime options are searched with the precision (``choose_runtime_options``): the options that
+change speed and not the graph (OpenVINO's denormal flushing; BF16 inference precision only where
+the CPU has native bfloat16) are tried greedily on FP32 first, each candidate measured on the eval
+images against the same budget and timed against the options so far in interleaved rounds
+(``compare_speed``, the same sign test as the ship rule, with fewer rounds); INT8 is then timed
+against the fastest FP32, and when INT8 ships its own options are searched the same way. Options
+the target fixes are never searched. What was decided goes into the plan (``runtime``) and each
+IR's sidecar, and every OpenVINO runner applies it.
 """
 
 from __future__ import annotations
@@ -21,8 +30,9 @@ import time
 import numpy as np
 
 from export.core import Context
-from export.verify import measure, run_frames
+from export.verify import FP32_MIN_PSNR_DB, measure, run_frames, within_budget
 from lowlight_edge.plan import FloatNode, PrecisionPlan
+from lowlight_edge.versions import versions
 from quantize import ptq
 from quantize.crops import quantize_from_crops
 from quantize.inputs import (
@@ -34,7 +44,7 @@ from quantize.inputs import (
     search_resolution,
 )
 from runtimes.backend_openvino import BACKEND as openvino  # NNCF quantizes openvino.Models; this runs them
-from runtimes.backend_openvino import float_compute_ops
+from runtimes.backend_openvino import RUNTIME_OPTIONS, cpu_capabilities, float_compute_ops
 from runtimes.base import Runner
 
 log = logging.getLogger(__name__)
@@ -52,6 +62,14 @@ SPEED_CONFIDENCE = 0.99  # two-sided, per look: with <= 6 looks each side errs w
 # ship the same thing, so only a clear, repeatable gain ships INT8.
 TIE_SHIPS = "fp32"
 SHIP_CHOICES = ("auto", "int8", "fp32")  # ExportRequest.ship / --ship: the rule decides, or the user pins
+# Runtime options: each candidate is timed against the options chosen so far; it is adopted only when
+# shown OPTION_MIN_SPEEDUP faster (a tie keeps what was there: an option must earn its place). Fewer
+# looks and a shorter cap than the ship rule keep the search near a minute for a 400x600 model.
+OPTION_MIN_SPEEDUP = 1.02
+OPTION_LOOKS = (10, 20, 40)
+OPTION_SECONDS = 6.0
+# The candidates, in the order they are tried (each on top of those adopted before it).
+OPTION_CANDIDATES = ({"denormals": True}, {"precision": "bf16"})
 
 
 def find_float_nodes(ctx: Context, budget: dict, plan: PrecisionPlan):
@@ -129,20 +147,127 @@ def search(ctx: Context, budget: dict) -> tuple[PrecisionPlan, object | None]:
 
     with openvino.runner(int8, ctx.target.threads) as int8_runner:
         plan.fidelity["eval"] = {**measure(run_frames(int8_runner, ctx.frames()), ctx.references()), "runtime": "openvino"}
-        plan.latency_ms = latency_vs_fp32(ctx, int8_runner)
+        plan.latency_ms = latency_vs_fp32(ctx, int8_runner, plan)
+        decide(plan, budget, ship=ctx.request.ship)
+        if plan.decision == "int8" and plan.runtime:
+            choose_runtime_options(ctx, plan, "int8", int8_runner, budget).close_variant()
 
-    decide(plan, budget, ship=ctx.request.ship)
     log.info("%s: %s (%s)", ctx.spec.name, plan.decision, plan.reason)
     return plan, int8 if plan.decision == "int8" else None
 
 
-def latency_vs_fp32(ctx: Context, int8_runner: Runner) -> dict:
-    """FP32 vs INT8 speed on this host (``time_speedup``); unmeasured for a GPU target."""
+def latency_vs_fp32(ctx: Context, int8_runner: Runner, plan: PrecisionPlan | None = None) -> dict:
+    """FP32 vs INT8 speed on this host (``time_speedup``); unmeasured for a GPU target.
+
+    With ``plan`` (an OpenVINO target), the FP32 runtime options are searched first
+    (``choose_runtime_options``, recorded in plan.runtime) and INT8, with OpenVINO's default
+    options, must beat the fastest FP32 (INT8's own options are searched only once it ships).
+    Without ``plan`` FP32 runs as loaded.
+    """
     if not cpu_timed(ctx):
         why = f"{ctx.target.runtime} on {ctx.target.device}: a CPU runtime's timing says nothing about it; the bench on the device measures it"
         return {"unmeasured": why}
     with fp32_runner_for_timing(ctx) as fp32_runner:
+        if plan is not None and ctx.target.runtime == "openvino":
+            chosen = choose_runtime_options(ctx, plan, "fp32", fp32_runner, plan.budget)
+            try:  # the FP32 side's options: plan.runtime["options"]["fp32"]
+                return time_speedup(chosen.runner, int8_runner, ctx.frames())
+            finally:
+                chosen.close_variant()
         return time_speedup(fp32_runner, int8_runner, ctx.frames())
+
+
+class ChosenOptions:
+    """The outcome of ``choose_runtime_options``: the options and a runner compiled with them
+    (the base runner itself when nothing was adopted; ``close_variant`` closes only a variant)."""
+
+    def __init__(self, base: Runner, runner: Runner, options: dict) -> None:
+        self.base, self.runner, self.options = base, runner, options
+
+    def close_variant(self) -> None:
+        if self.runner is not self.base:
+            self.runner.close()
+
+
+def runtime_host(ctx: Context) -> dict:
+    """The host a runtime-option decision is made on (it holds for that CPU and thread count only)."""
+    caps = cpu_capabilities()
+    return {"cpu": caps["cpu"], "machine": caps["machine"], "flags": caps["flags"], "threads": ctx.target.resolved_threads(),
+            "openvino": versions().get("openvino")}
+
+
+def option_candidates(target, precision: str, caps: dict | None = None) -> tuple[list[dict], list[dict], dict]:
+    """(candidate option sets to try in order, records of those that are not candidates and why,
+    the options the target fixes). A target option (targets.yaml ``options``) is the user's:
+    never searched, never changed. ``caps``: ``cpu_capabilities()`` of this host by default."""
+    pinned = {k: v for k, v in target.load_options().items() if k in RUNTIME_OPTIONS}
+    caps = caps or cpu_capabilities()
+    tried, skipped = [], []
+    for candidate in OPTION_CANDIDATES:
+        fixed = [k for k in candidate if k in pinned]
+        if candidate.get("precision") == "bf16" and not caps["bf16"]:
+            skipped.append({"precision": precision, "options": dict(candidate), "not_a_candidate": caps["bf16_why"]})
+        elif fixed:
+            skipped.append({"precision": precision, "options": dict(candidate), "not_a_candidate":
+                            f"target {target.name} sets {', '.join(f'{k}: {pinned[k]}' for k in fixed)} (its options are never searched)"})
+        else:
+            tried.append(dict(candidate))
+    return tried, skipped, pinned
+
+
+def choose_runtime_options(ctx: Context, plan: PrecisionPlan, precision: str, base: Runner, budget: dict,
+                           seconds: float = OPTION_SECONDS, looks: tuple[int, ...] = OPTION_LOOKS) -> ChosenOptions:
+    """The fastest runtime options for ``precision`` within the budget, greedily; recorded in plan.runtime.
+
+    ``base`` runs with no runtime option set (OpenVINO's defaults, f32). Each candidate of
+    ``option_candidates`` is added to the options adopted so far: its runner (``base.variant``)
+    is measured on the eval images (the target budget; an FP32 candidate also the float-stage
+    FP32_MIN_PSNR_DB, as the FP32 IR is verified at export) and, if it passes, timed against the
+    current runner (``compare_speed``, threshold OPTION_MIN_SPEEDUP); it is adopted when shown
+    faster. A tie or a slower candidate keeps the current options.
+    """
+    frames, refs = ctx.frames(), ctx.references()
+    tried, skipped, pinned = option_candidates(ctx.target, precision)
+    runtime = plan.runtime
+    if not runtime:
+        runtime.update(host=runtime_host(ctx), source_sha256=ctx.records["simplified"].sha256, options={},
+                       pinned=pinned, candidates=[])
+    runtime["candidates"] += skipped
+    original = base
+    if base.runtime_options != {"precision": "f32", **pinned}:
+        # e.g. an IR whose sidecar carries an earlier decision: start from the defaults (and the target's pins)
+        base = base.variant(pinned)
+    current, options = base, {}
+    floor = (budget["psnr_mean_db"], budget["psnr_min_db"])
+    if precision == "fp32":
+        floor = (max(floor[0], FP32_MIN_PSNR_DB), max(floor[1], FP32_MIN_PSNR_DB))
+    for candidate in tried:
+        trial = {**options, **candidate}
+        record: dict = {"precision": precision, "options": trial, "against": dict(options)}
+        runner = base.variant({**pinned, **trial})
+        fid = measure(run_frames(runner, frames), refs)
+        record["fidelity"] = {"psnr_db": fid["psnr_db"], "nonfinite": fid["nonfinite"], "floor_db": list(floor)}
+        if not within_budget(fid, *floor):
+            record["verdict"] = "misses the fidelity floor"
+            runner.close()
+        else:
+            speed = compare_speed(current, runner, frames, seconds=seconds, looks=looks, threshold=OPTION_MIN_SPEEDUP,
+                                  labels=("current", "candidate"))
+            record["speed"] = speed
+            adopted = speed["speedup"]["verdict"] == "faster"
+            record["verdict"] = "adopted" if adopted else f"kept the current options ({speed['speedup']['verdict']})"
+            if adopted:
+                if current is not original:
+                    current.close()
+                current, options = runner, trial
+            else:
+                runner.close()
+        runtime["candidates"].append(record)
+        log.info("%s %s runtime options %s: %s", ctx.spec.name, precision, trial, record["verdict"])
+    if base is not original and base is not current:
+        base.close()
+    runtime["options"][precision] = options
+    return ChosenOptions(original, current, options)
 
 
 def cpu_timed(ctx: Context) -> bool:
@@ -152,7 +277,16 @@ def cpu_timed(ctx: Context) -> bool:
 
 def time_speedup(fp32: Runner, int8: Runner, frames: list[np.ndarray], seconds: float = SPEED_SECONDS,
                  looks: tuple[int, ...] = SPEED_LOOKS) -> dict:
-    """Interleaved FP32/INT8 rounds until the speed-up's interval clears MIN_SPEEDUP, or a tie at the cap.
+    """FP32 vs INT8 for the ship rule: ``compare_speed`` at MIN_SPEEDUP, recorded as fp32/int8."""
+    return compare_speed(fp32, int8, frames, seconds=seconds, looks=looks)
+
+
+def compare_speed(fp32: Runner, int8: Runner, frames: list[np.ndarray], seconds: float = SPEED_SECONDS,
+                  looks: tuple[int, ...] = SPEED_LOOKS, threshold: float = MIN_SPEEDUP,
+                  labels: tuple[str, str] = ("fp32", "int8")) -> dict:
+    """Interleaved A/B rounds until the speed-up's interval clears ``threshold``, or a tie at the cap.
+
+    A is ``fp32`` (the baseline), B ``int8`` (the candidate); ``labels`` name them in the record.
 
     Each round times one FP32 and one INT8 run on the same frame (ptq.paired_rounds: the order
     alternates). After looks[0] rounds, then looks[1], ... the interval of ``speed_verdict`` is
@@ -170,12 +304,12 @@ def time_speedup(fp32: Runner, int8: Runner, frames: list[np.ndarray], seconds: 
         ptq.paired_rounds(fp32, int8, frames, fp32_ms, int8_ms, count, None if number == 1 else deadline)
         capped = len(fp32_ms) < count or (time.perf_counter() >= deadline and count < looks[-1])
         final = capped or count == looks[-1]
-        record = speed_record(fp32_ms, int8_ms, final=final)
+        record = speed_record(fp32_ms, int8_ms, final=final, threshold=threshold, labels=labels)
         speed = record["speedup"]
         speed["looks"] = number
         if speed["verdict"] in ("faster", "not_faster"):
             side = "above" if speed["verdict"] == "faster" else "below"
-            speed["stopped"] = f"the interval lay wholly {side} {MIN_SPEEDUP}x after {speed['rounds']} rounds"
+            speed["stopped"] = f"the interval lay wholly {side} {threshold}x after {speed['rounds']} rounds"
             break
         if final:
             speed["stopped"] = (
@@ -242,20 +376,27 @@ def speed_verdict(fp32_ms: list[float], int8_ms: list[float], final: bool = True
     }
 
 
-def speed_record(fp32_ms: list[float], int8_ms: list[float], final: bool = True) -> dict:
+def speed_record(fp32_ms: list[float], int8_ms: list[float], final: bool = True, threshold: float = MIN_SPEEDUP,
+                 labels: tuple[str, str] = ("fp32", "int8")) -> dict:
     """The plan's latency_ms: medians, the speed verdict and every round's times (ms, 3 decimals).
 
     The verdict is computed from the rounded times that are recorded, so the plan's samples
-    reproduce its decision exactly (``speed_verdict(**plan.latency_ms["samples_ms"])``).
+    reproduce its decision exactly (``speed_verdict(**plan.latency_ms["samples_ms"])`` for the
+    ship rule's fp32/int8 labels; other labels record the two sides under their own names).
     """
     fp32 = [round(float(t), 3) for t in fp32_ms]
     int8 = [round(float(t), 3) for t in int8_ms]
+    a, b = labels
+    speed = speed_verdict(fp32, int8, final=final, threshold=threshold)
+    if labels != ("fp32", "int8"):
+        speed["statistic"] = f"median of per-round {a}/{b} time ratios"
+        speed["tie_ships"] = a
     return {
-        "fp32": round(statistics.median(fp32), 2),
-        "int8": round(statistics.median(int8), 2),
-        "speedup": speed_verdict(fp32, int8, final=final),
-        "samples_ms": {"fp32_ms": fp32, "int8_ms": int8},
-        "order": "round i runs eval frame i (cycling); FP32 first in even rounds, INT8 first in odd ones",
+        a: round(statistics.median(fp32), 2),
+        b: round(statistics.median(int8), 2),
+        "speedup": speed,
+        "samples_ms": {f"{a}_ms": fp32, f"{b}_ms": int8},
+        "order": f"round i runs eval frame i (cycling); {a} first in even rounds, {b} first in odd ones",
     }
 
 

@@ -8,6 +8,21 @@ seen on an AVX2-only CPU) while ``ov.convert_model`` of the torch module compile
 identical output. When the ONNX path fails and the caller passed ``BuildConfig.torch_fallback``,
 the torch module is converted instead; the reason is logged and recorded in the artifact's
 sidecar ({"fallback": ...}). INT8 IRs made by NNCF elsewhere load like any other IR.
+
+Runtime options (``RUNTIME_OPTIONS``: inference precision, denormal flushing) change speed and
+not the graph. The quantize stage decides them per model and host and records them in the
+precision plan and in each IR's sidecar (``"runtime_options"``); ``load`` applies the sidecar's
+options, and an option the caller passes explicitly wins and is recorded as overriding it
+(``describe()["runtime_options"]``). ``build`` picks up the plan's options for the precision it
+builds from ``precision_plan.yaml`` beside the source ONNX when that plan was decided on the same
+ONNX (its sha256), so the FP32 IR of an export carries them too.
+
+Inference on the timed path makes no copies: the input reaches OpenVINO as a Tensor sharing the
+numpy buffer, and a static-shape model writes its image output into a buffer this runner owns and
+returns without copying. The returned array stays the caller's: if the caller still holds it (or
+a view of it) at the next call, the runner gives OpenVINO a fresh output buffer instead of
+overwriting it (checked by reference count), so ``[runner(x) for x in frames]`` keeps every
+output while a loop that drops each result reuses one buffer, as a deployment would.
 """
 
 from __future__ import annotations
@@ -15,6 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -22,8 +38,9 @@ from typing import Any
 
 import numpy as np
 
-from lowlight_edge.errors import DataError, MissingRequirement, UsageError
+from lowlight_edge.errors import ConfigError, DataError, MissingRequirement, UsageError
 from lowlight_edge.hashing import sha256_file
+from lowlight_edge.plan import PLAN_FILE, load_plan
 from runtimes.base import (
     Artifact,
     Backend,
@@ -39,7 +56,13 @@ from runtimes.base import (
 
 log = logging.getLogger(__name__)
 
-OPTIONS = ("threads", "hint", "precision")
+OPTIONS = ("threads", "hint", "precision", "denormals")
+# Options that change speed but not the graph: what the quantize stage searches and a sidecar carries.
+# precision: INFERENCE_PRECISION_HINT of the float layers; denormals: CPU_DENORMALS_OPTIMIZATION
+# (flush denormals to zero), True/False, absent = OpenVINO's default (off).
+RUNTIME_OPTIONS = ("precision", "denormals")
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # native bfloat16 arithmetic: a BF16 candidate needs one
 HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
 INFERENCE_PRECISIONS = ("f32", "f16", "bf16")
 QUANTIZED_OPS = {"FakeQuantize", "FakeConvert"}
@@ -125,15 +148,155 @@ def _compile_error(core: Any, model: Any, threads: int | None) -> str | None:
     return None
 
 
+def planned_runtime_options(model_file: Path, source_sha256: str, precision: str) -> dict[str, Any]:
+    """Sidecar entries for the runtime options the quantize stage decided for this ONNX and precision.
+
+    Read from PLAN_FILE beside ``model_file`` (where the export writes it), and only when the plan
+    was decided on this very ONNX (its ``runtime.source_sha256``): a plan left from another export
+    is ignored. {} when there is no plan or it decided nothing for ``precision``.
+    """
+    plan_path = Path(model_file).parent / PLAN_FILE
+    if not plan_path.is_file():
+        return {}
+    runtime = load_plan(plan_path).runtime
+    options = (runtime.get("options") or {}).get(precision)
+    if runtime.get("source_sha256") != source_sha256 or options is None:
+        return {}
+    return {
+        "runtime_options": check_runtime_options(options, f"precision plan {plan_path}"),
+        "runtime_options_decided": {"by": f"quantize stage ({PLAN_FILE})", "host": runtime.get("host", {})},
+    }
+
+
 def _is_quantized(model: Any) -> bool:
     return any(op.get_type_name() in QUANTIZED_OPS for op in model.get_ops())
+
+
+def check_runtime_options(options: Any, where: str) -> dict[str, Any]:
+    """Validated runtime options (RUNTIME_OPTIONS) as read from ``where`` (a sidecar or a plan).
+
+    A malformed record is a ConfigError naming the file: a runner must not guess what was decided.
+    """
+    if not isinstance(options, dict) or set(options) - set(RUNTIME_OPTIONS):
+        msg = f"{where}: runtime_options must map {' / '.join(RUNTIME_OPTIONS)} to values, got {options!r}; rebuild the artifact (python -m export)"
+        raise ConfigError(msg)
+    if "precision" in options and options["precision"] not in INFERENCE_PRECISIONS:
+        msg = f"{where}: runtime_options precision must be one of {', '.join(INFERENCE_PRECISIONS)}, got {options['precision']!r}; rebuild the artifact"
+        raise ConfigError(msg)
+    if "denormals" in options and not isinstance(options["denormals"], bool):
+        msg = f"{where}: runtime_options denormals must be true or false, got {options['denormals']!r}; rebuild the artifact"
+        raise ConfigError(msg)
+    return dict(options)
+
+
+def check_load_options(options: dict[str, Any]) -> None:
+    """UsageError for a hint, precision or denormals value OpenVINO would not take."""
+    if "hint" in options and options["hint"] not in HINTS:
+        msg = f"hint must be one of {', '.join(HINTS)}, got {options['hint']!r}"
+        raise UsageError(msg)
+    if "precision" in options and options["precision"] not in INFERENCE_PRECISIONS:
+        msg = f"precision must be one of {', '.join(INFERENCE_PRECISIONS)} (OpenVINO inference precision), got {options['precision']!r}"
+        raise UsageError(msg)
+    if options.get("denormals") is not None and not isinstance(options["denormals"], bool):
+        msg = f"denormals must be true or false (CPU_DENORMALS_OPTIMIZATION), got {options['denormals']!r}"
+        raise UsageError(msg)
+
+
+def merge_options(artifact: dict[str, Any], explicit: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(options to compile with, record): the artifact's runtime options, each explicit option winning.
+
+    The record says where each runtime option came from ("artifact", "caller", or "default" for an
+    f32 precision nobody asked for) and, under "overridden", every artifact option the caller
+    replaced with another value (what the artifact said, what was used): never a silent change.
+    """
+    merged = {**artifact, **{k: v for k, v in explicit.items() if v is not None}}
+    merged.setdefault("precision", "f32")
+    origin = {
+        key: ("caller" if explicit.get(key) is not None else "artifact" if key in artifact else "default")
+        for key in RUNTIME_OPTIONS
+        if key in merged
+    }
+    overridden = {
+        key: {"artifact": artifact[key], "used": explicit[key]}
+        for key in RUNTIME_OPTIONS
+        if key in artifact and explicit.get(key) is not None and explicit[key] != artifact[key]
+    }
+    record: dict[str, Any] = {key: merged[key] for key in RUNTIME_OPTIONS if key in merged}
+    record = {"used": record, "from": origin}
+    if overridden:
+        record["overridden"] = overridden
+    return merged, record
+
+
+def compile_config(options: dict[str, Any]) -> dict[str, Any]:
+    """OpenVINO CPU properties for runner options (the same for the runner and benchmark_app).
+
+    f32 unless asked: on CPUs with AVX-512 BF16/AMX, OpenVINO's default silently runs an "FP32" IR
+    in bfloat16 (measured: 69 dB instead of exact), and the float parts of an INT8 IR with it; a
+    precision change must be a decision (the user's, or the quantize stage's recorded in the
+    sidecar), never the host's.
+    """
+    config: dict[str, Any] = {"PERFORMANCE_HINT": options["hint"]} if options.get("hint") else {}
+    if options.get("threads"):
+        config["INFERENCE_NUM_THREADS"] = int(options["threads"])
+    config["INFERENCE_PRECISION_HINT"] = options.get("precision") or "f32"
+    if options.get("denormals") is not None:
+        config["CPU_DENORMALS_OPTIMIZATION"] = bool(options["denormals"])
+    return config
+
+
+def artifact_runtime_options(path: str | Path) -> dict[str, Any]:
+    """The runtime options an IR's sidecar carries ({} for an IR without any)."""
+    side = read_sidecar(path) or {}
+    return check_runtime_options(side.get("runtime_options") or {}, f"sidecar {sidecar_path(path)}")
+
+
+def runtime_properties(xml: str | Path, explicit: dict[str, Any] | None = None) -> dict[str, str]:
+    """The runtime-option properties a runner loading ``xml`` with ``explicit`` options compiles
+    with, as strings (for benchmark_app's -load_config): INFERENCE_PRECISION_HINT and, when set,
+    CPU_DENORMALS_OPTIMIZATION."""
+    merged, _ = merge_options(artifact_runtime_options(xml), {k: v for k, v in (explicit or {}).items() if k in RUNTIME_OPTIONS})
+    config = compile_config({k: merged[k] for k in RUNTIME_OPTIONS if k in merged})
+    return {k: ("YES" if v else "NO") if isinstance(v, bool) else str(v) for k, v in config.items()}
+
+
+def cpu_capabilities(cpuinfo: str | None = None) -> dict[str, Any]:
+    """What this host's CPU offers the runtime options: model, ISA flags, whether BF16 is native.
+
+    BF16 counts as native only with avx512_bf16 or amx_bf16 in /proc/cpuinfo (elsewhere OpenVINO
+    would emulate it or fall back to f32: no speed to gain). ``bf16_why`` says why not, else None.
+    """
+    import platform
+
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            cpuinfo = ""
+    name = next((ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines() if ln.startswith("model name")), "")
+    flags_line = next((ln.split(":", 1)[1] for ln in cpuinfo.splitlines() if ln.startswith(("flags", "Features"))), "")
+    present = set(flags_line.split())
+    flags = [f for f in ISA_FLAGS if f in present]
+    bf16 = [f for f in BF16_FLAGS if f in present]
+    return {
+        "cpu": name or platform.processor() or platform.machine() or "unknown",
+        "machine": platform.machine(),
+        "flags": flags,
+        "bf16": bool(bf16),
+        "bf16_why": None if bf16 else f"the CPU has no native bfloat16 ({' / '.join(BF16_FLAGS)} not in /proc/cpuinfo flags)",
+    }
 
 
 class OpenVinoRunner(Runner):
     backend = "openvino"
 
-    def __init__(self, model: Any, device: str, options: dict[str, Any], source: str, side: dict | None = None) -> None:
-        """Compile ``model`` (an openvino.Model read from ``source``, or one made in memory)."""
+    def __init__(self, model: Any, device: str, options: dict[str, Any], source: str, side: dict | None = None,
+                 option_record: dict | None = None) -> None:
+        """Compile ``model`` (an openvino.Model read from ``source``, or one made in memory).
+
+        ``options`` are what to compile with (``compile_config``); ``option_record`` says where
+        each runtime option came from (``merge_options``), for describe().
+        """
         import openvino as ov
 
         self._side = side or {}
@@ -142,35 +305,82 @@ class OpenVinoRunner(Runner):
             raise UsageError(msg)
         precision = self._side.get("precision") or ("int8" if _is_quantized(model) else "fp32")
         super().__init__(device=device, precision=precision, source=source, threads=options.get("threads"))
-        config: dict[str, Any] = {"PERFORMANCE_HINT": options["hint"]} if options.get("hint") else {}
-        if self.threads:
-            config["INFERENCE_NUM_THREADS"] = self.threads
-        # f32 unless asked: on CPUs with AVX-512 BF16/AMX, OpenVINO's default silently runs an
-        # "FP32" IR in bfloat16 (measured here: 69 dB instead of exact), and the float parts of an
-        # INT8 IR with it; a precision change must be the user's choice, never the host's.
-        config["INFERENCE_PRECISION_HINT"] = options.get("precision") or "f32"
+        self._options = dict(options)
+        self._option_record = option_record or merge_options({}, {k: options.get(k) for k in RUNTIME_OPTIONS})[1]
         try:
-            self._compiled = ov.Core().compile_model(model, device.upper(), config)
+            self._compiled = ov.Core().compile_model(model, device.upper(), compile_config(options))
         except Exception as err:
             msg = (
                 f"OpenVINO {ov.__version__} cannot compile {source} on {device.upper()}: {ov_error(err)}; "
                 "rebuild it with python -m export (which falls back to the torch module) or use another backend"
             )
             raise MissingRequirement(msg) from err
+        self._model = model  # kept for variant(): the same graph compiled with other runtime options
+        self._tensor = ov.Tensor
         self._request = self._compiled.create_infer_request()
         self._shape = partial_dims(self._compiled.input(0).get_partial_shape())
+        port = self._compiled.output(0)
+        # A static f32 image output goes straight into a buffer this runner owns (no copy);
+        # otherwise (dynamic H/W) OpenVINO allocates per shape and the result is copied out.
+        self._out: np.ndarray | None = None
+        if port.get_partial_shape().is_static and port.get_element_type() == ov.Type.f32:
+            self._out_shape = tuple(port.get_shape())
+            self._new_output()
+
+    def _new_output(self) -> None:
+        self._out = np.empty(self._out_shape, dtype=np.float32)
+        self._request.set_output_tensor(0, self._tensor(self._out, shared_memory=True))
+        self._out_refs = sys.getrefcount(self._out)  # this attribute, the Tensor, the call's argument
+
+    def _run(self, x: np.ndarray) -> None:
+        """One inference of ``x`` (C-contiguous float32), its input shared, not copied."""
+        if self._out is not None and sys.getrefcount(self._out) > self._out_refs:
+            self._new_output()  # the caller still holds the last result: never write over it
+        self._request.set_input_tensor(self._tensor(x, shared_memory=True))
+        self._request.infer(share_outputs=True)  # share_outputs: no result dict of copies
 
     @property
     def input_shape(self) -> tuple[int, ...] | None:
         return self._shape if len(self._shape) == 4 else None
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
-        self._request.infer({0: x})
+        self._run(x)
+        if self._out is not None:
+            return self._out
         return np.array(self._request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+
+    def _infer_outputs(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        self._run(x)
+        found = {}
+        for i, port in enumerate(self._compiled.outputs):
+            value = np.array(self._request.get_output_tensor(i).data, dtype=np.float32, copy=True)
+            found["output" if i == 0 else f"output_{i}"] = value
+            for name in port.get_names():  # a port may carry several tensor names; each finds it
+                found.setdefault(name, value)
+        return found
+
+    def variant(self, options: dict[str, Any]) -> OpenVinoRunner:
+        """The same model compiled with exactly these runtime options (the others at their defaults;
+        threads and hint as this runner's): the quantize stage's candidates."""
+        check_load_options(options)
+        unknown = set(options) - set(RUNTIME_OPTIONS)
+        if unknown:
+            msg = f"variant() changes only the runtime options {', '.join(RUNTIME_OPTIONS)}, not {sorted(unknown)}"
+            raise UsageError(msg)
+        merged = {**{k: v for k, v in self._options.items() if k not in RUNTIME_OPTIONS}, **options}
+        record = merge_options({}, {k: merged.get(k) for k in RUNTIME_OPTIONS})[1]
+        return OpenVinoRunner(self._model, self.device, merged, self.source, self._side, record)
+
+    @property
+    def runtime_options(self) -> dict[str, Any]:
+        """The runtime options this runner was compiled with (precision, and denormals when set)."""
+        return dict(self._option_record["used"])
 
     def _release(self) -> None:
         self._request = None
         self._compiled = None
+        self._model = None
+        self._out = None
 
     def _describe(self) -> dict[str, Any]:
         import openvino as ov
@@ -179,11 +389,14 @@ class OpenVinoRunner(Runner):
         for key in ("frontend", "fallback"):
             if key in self._side:
                 info[key] = self._side[key]
+        info["runtime_options"] = self._option_record
+        info["output_copy"] = "none (runner-owned buffer, renewed while a caller holds it)" if self._out is not None else "one copy (dynamic output shape)"
         if self._compiled is not None:
             for key, name in (
                 ("threads", "INFERENCE_NUM_THREADS"),
                 ("hint", "PERFORMANCE_HINT"),
                 ("inference_precision", "INFERENCE_PRECISION_HINT"),
+                ("denormals_optimization", "CPU_DENORMALS_OPTIMIZATION"),
             ):
                 try:
                     info[key] = self._compiled.get_property(name)
@@ -256,9 +469,11 @@ class OpenVinoBackend(Backend):
                 else f"precision int8 needs a quantized model but {model_file.name} has no Q/DQ nodes; quantize it first (python -m quantize) or build fp32/fp16"
             )
             raise UsageError(msg)
+        source_sha256 = sha256_file(model_file)
+        meta.update(planned_runtime_options(model_file, source_sha256, config.precision))
         meta.update(
             source=str(model_file),
-            source_sha256=sha256_file(model_file),
+            source_sha256=source_sha256,
             openvino=ov.__version__,
             input_shape=list(partial_dims(model.inputs[0].get_partial_shape())),
             shapes=config.shapes(),
@@ -318,7 +533,10 @@ class OpenVinoBackend(Backend):
         """Compiled model for an IR (.xml) or an ONNX file.
 
         Options: threads (INFERENCE_NUM_THREADS), hint LATENCY | THROUGHPUT |
-        CUMULATIVE_THROUGHPUT, precision f32 | f16 | bf16 (INFERENCE_PRECISION_HINT).
+        CUMULATIVE_THROUGHPUT, precision f32 | f16 | bf16 (INFERENCE_PRECISION_HINT), denormals
+        true | false (CPU_DENORMALS_OPTIMIZATION). The sidecar's ``runtime_options`` (decided by
+        the quantize stage) apply unless an option passed here names the same key: then the
+        caller's value is used and describe() records both.
         """
         self.require()
         import openvino as ov
@@ -330,18 +548,18 @@ class OpenVinoBackend(Backend):
         if device.upper() not in devices:
             msg = f"OpenVINO device {device!r} is not here (devices: {', '.join(devices)}); use device 'cpu'"
             raise MissingRequirement(msg)
-        if "hint" in options and options["hint"] not in HINTS:
-            msg = f"hint must be one of {', '.join(HINTS)}, got {options['hint']!r}"
-            raise UsageError(msg)
-        if "precision" in options and options["precision"] not in INFERENCE_PRECISIONS:
-            msg = f"precision must be one of {', '.join(INFERENCE_PRECISIONS)} (OpenVINO inference precision), got {options['precision']!r}"
-            raise UsageError(msg)
+        check_load_options(options)
+        side = read_sidecar(path) or {}
+        decided = check_runtime_options(side.get("runtime_options") or {}, f"sidecar {sidecar_path(path)}")
+        merged, record = merge_options(decided, options)
+        for key, change in record.get("overridden", {}).items():
+            log.info("%s: %s=%r passed explicitly overrides the artifact's %r", path, key, change["used"], change["artifact"])
         try:
             model = ov.Core().read_model(str(path))
         except Exception as err:
             msg = f"OpenVINO cannot read {path}: {ov_error(err)}; rebuild the IR (python -m export)"
             raise DataError(msg) from err
-        return OpenVinoRunner(model, device, options, str(path), read_sidecar(path))
+        return OpenVinoRunner(model, device, merged, str(path), side, record)
 
     # --- In-memory models, for the quantize stage ----------------------------------------------
     # NNCF quantizes an openvino.Model in memory; these keep every OpenVINO call in this module.
@@ -366,10 +584,14 @@ class OpenVinoBackend(Backend):
         with torch.no_grad():
             return ov.convert_model(module, example_input=torch.from_numpy(example))
 
-    def runner(self, model: Any, threads: int | None, source: str = "an in-memory model") -> OpenVinoRunner:
-        """A CPU runner of an in-memory model, compiled like a loaded IR (LATENCY, f32)."""
+    def runner(self, model: Any, threads: int | None, source: str = "an in-memory model",
+               options: dict[str, Any] | None = None) -> OpenVinoRunner:
+        """A CPU runner of an in-memory model, compiled like a loaded IR (LATENCY, f32 unless
+        ``options`` set runtime options)."""
         self.require()
-        return OpenVinoRunner(model, "cpu", {"threads": threads, "hint": "LATENCY"}, source)
+        options = {k: v for k, v in (options or {}).items() if v is not None}
+        check_load_options(options)
+        return OpenVinoRunner(model, "cpu", {"threads": threads, "hint": "LATENCY", **options}, source)
 
     def reshape(self, model: Any, shape: tuple[int, ...]) -> None:
         """Give ``model`` a static input shape (an INT8 model calibrated on crops, at full size)."""

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from bench.remote import code_files
+from tests.test_remote import server, ssh_env  # noqa: F401 - the real sshd fixtures
 
 # names whose subscription builds a generic alias: a TypeError on 3.8 when evaluated
 GENERIC_BUILTINS = {"list", "dict", "tuple", "set", "frozenset", "type"}
@@ -224,26 +225,26 @@ def python38() -> str | None:
 
 @pytest.fixture(scope="module")
 def py38_with_numpy(tmp_path_factory) -> str:
-    """A 3.8 interpreter with numpy and ONNX Runtime: the given one, else a venv of it made once under
+    """A 3.8 interpreter with numpy, onnx and ONNX Runtime (what a CPU device needs): the given one, else a venv of it made once under
     ~/.cache/lowlight-edge (pip from the package index); skipped when neither can be had."""
     base = python38()
     if base is None:
         pytest.skip(f"no Python 3.8 here (python3.8, ~/.pyenv/versions/3.8*, or {PY38_ENV}); the AST check above still ran")
-    probe = [base, "-c", "import numpy, onnxruntime"]
+    probe = [base, "-c", "import numpy, onnx, onnxruntime"]
     if subprocess.run(probe, capture_output=True).returncode == 0:
         return base
     venv = Path(os.path.expanduser("~/.cache/lowlight-edge/py38-venv"))
     python = venv / "bin" / "python"
-    if not python.is_file() or subprocess.run([str(python), "-c", "import numpy, onnxruntime"], capture_output=True).returncode != 0:
+    if not python.is_file() or subprocess.run([str(python), "-c", "import numpy, onnx, onnxruntime"], capture_output=True).returncode != 0:
         shutil.rmtree(venv, ignore_errors=True)
         made = subprocess.run([base, "-m", "venv", str(venv)], capture_output=True, text=True)
         if made.returncode != 0:
             pytest.skip(f"cannot make a Python 3.8 venv: {made.stderr.strip().splitlines()[-1:]}")
-        pip = subprocess.run([str(python), "-m", "pip", "install", "-q", "numpy<1.25", "onnxruntime<1.20"],
+        pip = subprocess.run([str(python), "-m", "pip", "install", "-q", "numpy<1.25", "onnxruntime<1.20", "onnx<1.18"],
                              capture_output=True, text=True, timeout=600)
         if pip.returncode != 0:
             shutil.rmtree(venv, ignore_errors=True)
-            pytest.skip(f"cannot install numpy and onnxruntime for Python 3.8: {pip.stderr.strip().splitlines()[-1:]}")
+            pytest.skip(f"cannot install numpy, onnx and onnxruntime for Python 3.8: {pip.stderr.strip().splitlines()[-1:]}")
     return str(python)
 
 
@@ -266,3 +267,41 @@ def test_the_bundle_imports_under_python_3_8(py38_with_numpy: str, tmp_path: Pat
     found = json.loads(done.stdout)
     assert found["version"] == [3, 8]
     assert found["trt"][0] is False and "tensorrt" in found["trt"][1]  # no TensorRT here: one line, no crash
+
+
+TINY_ORT = """
+version: 1
+targets:
+  tiny-ort:
+    description: a tiny ONNX Runtime target for the Python 3.8 device test
+    runtime: onnxruntime
+    device: cpu
+    precisions: [fp32]
+    threads: 1
+    budget: {psnr_mean_db: 40.0, psnr_min_db: 38.0}
+    warmup: 1
+    iterations: 3
+    timeout_s: 300
+    resolutions:
+      default: 48x72
+    requires: [onnxruntime]
+"""
+
+
+def test_a_python_3_8_device_benches_through_the_real_sshd(py38_with_numpy: str, server, ssh_env, tmp_path: Path, capsys) -> None:
+    """`python -m bench --device ssh://...?python=<3.8>`: hello, the agent and the worker all run on 3.8."""
+    from bench.cli import main as bench_main
+    from lowlight_edge.console import run_main
+
+    targets = tmp_path / "targets.yaml"
+    targets.write_text(TINY_ORT)
+    out = tmp_path / "r"
+    code = run_main(bench_main, ["--targets", str(targets), "--target", "tiny-ort", "--models", "tinydce", "--out", str(out),
+                                 "--artifacts", str(tmp_path / "artifacts"), "--quiet",
+                                 "--device", f"ssh://127.0.0.1:{server.port}?python={py38_with_numpy}"])
+    assert code == 0, capsys.readouterr().err
+    rows = json.loads((out / "results.json").read_text())
+    assert [(r["runtime"], r["precision"]) for r in rows] == [("onnxruntime", "fp32")]
+    row = rows[0]
+    assert row["host"]["versions"]["python"].startswith("3.8."), row["host"]
+    assert row["psnr_db"]["mean"] > 60 and row["nonfinite"] == 0 and row["latency_ms"]["p50"] > 0

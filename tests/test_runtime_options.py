@@ -1,0 +1,160 @@
+"""Runtime options (denormal flushing, BF16) decided per model and host, carried by the artifact.
+
+Real parts: a TinyDCE ONNX exported here, real OpenVINO IRs and runners. No timing is asserted:
+the search's timing decisions are tested on recorded samples in tests/test_ship_rule.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from export.config import ExportRequest
+from export.pipeline import export
+from lowlight_edge import zoo
+from lowlight_edge.errors import ConfigError, UsageError
+from lowlight_edge.hashing import sha256_file
+from lowlight_edge.images import fit, read_rgb, to_nchw
+from lowlight_edge.plan import PLAN_FILE, PrecisionPlan, load_plan, save_plan
+from lowlight_edge.targets import load_targets
+from quantize.search import option_candidates
+from runtimes import BuildConfig, get_backend
+from runtimes.backend_openvino import cpu_capabilities, merge_options, runtime_properties
+
+H, W = 48, 72
+AVX2_CPUINFO = "model name\t: AMD EPYC 7763\nflags\t\t: fpu sse2 avx fma avx2\n"
+AMX_CPUINFO = "model name\t: Intel Xeon Platinum 8480+\nflags\t\t: avx2 fma avx512f avx512_vnni avx512_bf16 amx_bf16 amx_int8\n"
+
+
+@pytest.fixture(scope="module")
+def onnx_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("onnx") / "tinydce.sim.onnx"
+    torch.onnx.export(zoo.get_model("tinydce"), (torch.rand(1, 3, H, W),), str(path), dynamo=True, verbose=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def frames(eval_dir: Path) -> list[np.ndarray]:
+    names = sorted(p.name for p in eval_dir.glob("*.png"))[:3]
+    return [to_nchw(fit(read_rgb(eval_dir / n), H, W)) for n in names]
+
+
+def _with_runtime_options(xml: Path, options: dict) -> None:
+    side = xml.with_name(xml.name + ".json")
+    data = json.loads(side.read_text())
+    side.write_text(json.dumps({**data, "runtime_options": options}))
+
+
+def test_artifact_options_apply_and_an_explicit_option_wins_and_is_recorded() -> None:
+    used, record = merge_options({"denormals": True}, {"threads": 2})
+    assert used == {"denormals": True, "precision": "f32", "threads": 2}
+    assert record["from"] == {"denormals": "artifact", "precision": "default"} and "overridden" not in record
+    used, record = merge_options({"denormals": True, "precision": "bf16"}, {"denormals": False, "precision": "bf16"})
+    assert used["denormals"] is False and used["precision"] == "bf16"
+    assert record["from"] == {"precision": "caller", "denormals": "caller"}
+    assert record["overridden"] == {"denormals": {"artifact": True, "used": False}}  # same value: not an override
+
+
+@pytest.mark.openvino
+def test_loaded_ir_runs_with_its_sidecar_options_unless_the_caller_says_otherwise(onnx_file, frames, tmp_path) -> None:
+    ov = get_backend("openvino")
+    xml = ov.build(onnx_file, BuildConfig(), tmp_path).path
+    assert "runtime_options" not in json.loads(xml.with_name("model.xml.json").read_text())  # no plan beside it
+    with ov.load(xml, options={"threads": 1}) as plain:
+        info = plain.describe()
+        assert info["denormals_optimization"] is False and info["runtime_options"]["used"] == {"precision": "f32"}
+        reference = [np.array(plain(f)) for f in frames]
+    _with_runtime_options(xml, {"denormals": True})
+    with ov.load(xml, options={"threads": 1}) as flushed:
+        info = flushed.describe()
+        assert info["denormals_optimization"] is True  # read back from the compiled model
+        assert info["runtime_options"]["from"]["denormals"] == "artifact"
+        for f, ref in zip(frames, reference, strict=True):
+            assert np.abs(flushed(f) - ref).max() < 1e-4
+    with ov.load(xml, options={"threads": 1, "denormals": False}) as caller:
+        info = caller.describe()
+        assert info["denormals_optimization"] is False
+        assert info["runtime_options"]["overridden"] == {"denormals": {"artifact": True, "used": False}}
+    assert runtime_properties(xml) == {"INFERENCE_PRECISION_HINT": "f32", "CPU_DENORMALS_OPTIMIZATION": "YES"}
+    assert runtime_properties(xml, {"denormals": False, "threads": 1})["CPU_DENORMALS_OPTIMIZATION"] == "NO"
+    with pytest.raises(UsageError, match="denormals must be true or false"):
+        ov.load(xml, options={"denormals": "yes"})
+    _with_runtime_options(xml, {"denormals": "sometimes"})
+    with pytest.raises(ConfigError, match="runtime_options denormals"):
+        ov.load(xml)
+
+
+@pytest.mark.openvino
+def test_outputs_a_caller_keeps_are_never_overwritten(onnx_file, frames, tmp_path) -> None:
+    ov = get_backend("openvino")
+    xml = ov.build(onnx_file, BuildConfig(), tmp_path).path
+    with ov.load(xml, options={"threads": 1}) as runner:
+        kept = [runner(f) for f in frames]  # held across calls: each its own buffer
+        again = [np.array(runner(f), copy=True) for f in frames]
+        for a, b in zip(kept, again, strict=True):
+            np.testing.assert_array_equal(a, b)
+        assert not np.array_equal(kept[0], kept[1])
+        view = runner(frames[0])[0, 0]  # a view keeps its buffer too
+        before = view.copy()
+        runner(frames[1])
+        np.testing.assert_array_equal(view, before)
+        del view
+        first = runner(frames[0]).ctypes.data  # dropped at once, as a timing loop does: the buffer is reused
+        assert runner(frames[1]).ctypes.data == first
+        assert runner.describe()["output_copy"].startswith("none")
+
+
+@pytest.mark.openvino
+def test_the_build_takes_the_plans_options_only_for_the_onnx_it_was_decided_on(onnx_file, tmp_path) -> None:
+    folder = tmp_path / "model"
+    folder.mkdir()
+    source = folder / onnx_file.name
+    source.write_bytes(onnx_file.read_bytes())
+    plan = PrecisionPlan("tinydce", "x86-cpu", "fp32", "test", {"psnr_mean_db": 40.0, "psnr_min_db": 38.0})
+    plan.runtime = {"host": {"cpu": "AMD EPYC"}, "source_sha256": sha256_file(source), "options": {"fp32": {"denormals": True}}}
+    save_plan(plan, folder / PLAN_FILE)
+    assert load_plan(folder / PLAN_FILE).runtime["options"] == {"fp32": {"denormals": True}}
+    ov = get_backend("openvino")
+    side = ov.build(source, BuildConfig(), folder / "fp32").meta
+    assert side["runtime_options"] == {"denormals": True} and side["runtime_options_decided"]["host"]["cpu"] == "AMD EPYC"
+    plan.runtime["source_sha256"] = "0" * 64  # a plan left from another export
+    save_plan(plan, folder / PLAN_FILE)
+    assert "runtime_options" not in ov.build(source, BuildConfig(), folder / "fp32b").meta
+    plan.runtime["options"] = {"fp32": ["denormals"]}
+    save_plan(plan, folder / PLAN_FILE)
+    with pytest.raises(ConfigError, match="runtime.options"):
+        load_plan(folder / PLAN_FILE)
+
+
+def test_bf16_is_a_candidate_only_on_a_cpu_with_native_bfloat16() -> None:
+    avx2, amx = cpu_capabilities(AVX2_CPUINFO), cpu_capabilities(AMX_CPUINFO)
+    assert avx2["cpu"] == "AMD EPYC 7763" and not avx2["bf16"] and "amx_bf16" in avx2["bf16_why"]
+    assert amx["bf16"] and amx["bf16_why"] is None and "amx_int8" in amx["flags"]
+    targets = load_targets()
+    tried, skipped, pinned = option_candidates(targets["x86-cpu"], "fp32", avx2)
+    assert tried == [{"denormals": True}] and pinned == {"precision": "f32"}
+    assert skipped[0]["options"] == {"precision": "bf16"} and "no native bfloat16" in skipped[0]["not_a_candidate"]
+    tried, skipped, _ = option_candidates(targets["x86-cpu"], "fp32", amx)  # the target pins f32: never searched
+    assert tried == [{"denormals": True}] and "sets precision: f32" in skipped[0]["not_a_candidate"]
+
+
+@pytest.mark.openvino
+def test_export_searches_options_and_the_fp32_ir_carries_what_was_decided(tmp_path: Path) -> None:
+    request = ExportRequest(model="tinydce", resolution=(H, W), out=tmp_path, verify_images=2, calib_size=8)
+    folder = export(request, progress=False).parent
+    plan = load_plan(folder / PLAN_FILE)
+    runtime = plan.runtime
+    assert runtime["host"]["cpu"] and runtime["host"]["threads"] >= 1 and runtime["source_sha256"]
+    assert set(runtime["options"]) >= {"fp32"} and ("int8" in runtime["options"]) == (plan.decision == "int8")
+    records = [c for c in runtime["candidates"] if c["options"] == {"denormals": True} and c["precision"] == "fp32"]
+    assert len(records) == 1 and records[0]["fidelity"]["floor_db"][1] >= 60.0
+    if "speed" in records[0]:  # timed only once it met the floor
+        assert records[0]["speed"]["speedup"]["rounds"] >= 10 and records[0]["verdict"]
+    side = json.loads((folder / "openvino" / "fp32" / "model.xml.json").read_text())
+    assert side.get("runtime_options", {}) == runtime["options"]["fp32"]
+    with get_backend("openvino").load(folder / "openvino" / "fp32" / "model.xml", options={"threads": 1}) as runner:
+        assert runner.describe()["runtime_options"]["used"] == {"precision": "f32", **runtime["options"]["fp32"]}
