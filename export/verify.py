@@ -21,13 +21,24 @@ FP32_MIN_PSNR_DB = 60.0  # a float stage must reproduce PyTorch to this (issue: 
 
 
 def measure(outputs: list[np.ndarray], references: list[np.ndarray]) -> dict:
-    """metrics.fidelity as the manifest records it (rounded, no SSIM); a shape mismatch is CheckFailed."""
+    """metrics.fidelity as the manifest records it (rounded, no SSIM); a shape mismatch is CheckFailed.
+
+    Next to the mean it names the worst frame (``worst``: its label and PSNR; the label comes from
+    the references' ``labels`` when they are a ``lowlight_edge.datasets.Frames`` list, as
+    ``Context.references`` returns them, else its index), and ``per_frame`` lists every frame's PSNR:
+    a budget's min must hold on that frame, and a reader must be able to find it.
+    """
     try:
         result = fidelity(outputs, references, with_ssim=False, rounded=True)
     except ValueError as err:
         msg = f"{err} (the PyTorch output); re-export the model"
         raise CheckFailed(msg) from err
-    del result["ssim"], result["psnr_per_image"]
+    psnrs = result.pop("psnr_per_image")
+    del result["ssim"]
+    labels = list(getattr(references, "labels", None) or [f"frame {i}" for i in range(len(psnrs))])
+    worst = int(np.argmin(psnrs))
+    result["worst"] = {"frame": labels[worst], "psnr_db": psnrs[worst]}
+    result["per_frame"] = dict(zip(labels, psnrs, strict=True)) if len(set(labels)) == len(labels) else psnrs
     return result
 
 
@@ -48,8 +59,9 @@ def require(result: dict, stage: str, min_psnr_db: float | None = None, what: st
     min_psnr_db = FP32_MIN_PSNR_DB if min_psnr_db is None else min_psnr_db
     got = result["psnr_db"]["min"]
     if result["nonfinite"] or got < min_psnr_db:
+        worst = f" on {result['worst']['frame']}" if "worst" in result else ""
         msg = (
-            f"stage {stage!r}{what} drifted from PyTorch FP32: min PSNR {got} dB < {min_psnr_db} dB "
+            f"stage {stage!r}{what} drifted from PyTorch FP32: min PSNR {got} dB{worst} < {min_psnr_db} dB "
             f"(max abs err {result['max_abs_err']}, NaN/Inf {result['nonfinite']}); the artifact was not kept"
         )
         raise CheckFailed(msg)

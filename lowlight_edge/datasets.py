@@ -13,6 +13,14 @@ calibration is the commonest silent failure), so a calibration set here is
 
 ``eval_frames`` applies the same preprocessing to the eval images, with RAW seeds distinct from
 calibration, for export verification and the bench.
+
+Both mix in the frames a night camera sees besides uniformly dark ones (issue 17): by default every
+second frame of a set (positions 1, 3, 5 ... in name order) is made from its photo by the
+``lowlight_edge.scenes`` recipe ``night_lights`` (light sources clipped in linear light on a night
+background; for RAW models, the amplification spread over the whole accepted range 1-300), so INT8
+ranges are measured on, and fidelity is checked on, highlights too. Each frame's recipe parameters
+and sha256 are recorded (``CalibrationSet.frames``, ``Frames.info``); ``scenes=None`` gives the
+plain frames.
 """
 
 from __future__ import annotations
@@ -37,11 +45,46 @@ from lowlight_edge.raw import (
     read_raw,
     synthesize_raw,
 )
+from lowlight_edge.scenes import RECIPE, RECIPE_VERSION, amp_spread, night_lights
 
 log = logging.getLogger(__name__)
 
 # Bump when the preprocessing changes, so that every hash (and every cache keyed on it) changes.
-PREPROCESS_VERSION = 1
+PREPROCESS_VERSION = 2
+SCENES = RECIPE  # the default scene recipe mixed into calibration and eval sets; None: plain frames only
+SCENE_EVERY = 2  # every second frame of a set (positions 1, 3, ...) is a light-source scene
+SCENE_CHOICES = (RECIPE, None)
+
+
+class Frames(list):
+    """A list of NCHW frames that also says what each one is.
+
+    ``labels``: one short name per frame (the file, plus ``+night_lights`` for a scene frame), used
+    to name the worst frame of a fidelity check. ``info``: per frame the file, its recipe
+    parameters (None for a plain frame) and the frame's sha256.
+    """
+
+    def __init__(self, arrays=(), labels=None, info=None) -> None:
+        super().__init__(arrays)
+        self.labels: list[str] = list(labels) if labels is not None else [f"frame {i}" for i in range(len(self))]
+        self.info: list[dict] = list(info) if info is not None else []
+
+
+def frames_digest(arrays: list[np.ndarray]) -> str:
+    """sha256 over every frame's shape, dtype and bytes: what a cache keyed on frames holds."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        a = np.ascontiguousarray(array)
+        digest.update(f"{a.shape}{a.dtype}".encode())
+        digest.update(a.tobytes())
+    return digest.hexdigest()
+
+
+def scene_summary(scenes: str | None) -> dict[str, Any] | None:
+    """What a hash and a plan record about the scene recipe (None when none is mixed in)."""
+    if scenes is None:
+        return None
+    return {"recipe": scenes, "version": RECIPE_VERSION, "every": SCENE_EVERY, "positions": f"1, 1+{SCENE_EVERY}, ... in name order"}
 
 
 @dataclass(frozen=True)
@@ -68,6 +111,8 @@ class CalibrationSet:
     seed: int = 0
     size: int = 0
     notes: list[str] = field(default_factory=list)
+    scenes: str | None = None
+    frames: list[dict] = field(default_factory=list)  # per frame: file, scene parameters (or None), sha256
 
     def __len__(self) -> int:
         return len(self.arrays)
@@ -83,6 +128,8 @@ class CalibrationSet:
             "size": self.size,
             "preprocess_version": PREPROCESS_VERSION,
             "notes": list(self.notes),
+            "scenes": scene_summary(self.scenes),
+            "frames": list(self.frames),
         }
 
 
@@ -96,7 +143,10 @@ def frame_seed(set_seed: int, purpose: str, name: str) -> int:
     return int(digest[:8], 16)
 
 
-def _check_args(spec: Any, resolution: tuple[int, int], size: int | None, seed: int) -> tuple[int, int]:
+def _check_args(spec: Any, resolution: tuple[int, int], size: int | None, seed: int, scenes: str | None = None) -> tuple[int, int]:
+    if scenes not in SCENE_CHOICES:
+        msg = f"scenes must be one of {', '.join(map(repr, SCENE_CHOICES))}, got {scenes!r}"
+        raise UsageError(msg)
     kind = getattr(spec, "input_kind", None)
     if kind not in ("rgb", "raw_bayer"):
         msg = f"model spec {getattr(spec, 'name', spec)!r} has input_kind {kind!r}; expected 'rgb' or 'raw_bayer' (fix the zoo entry)"
@@ -158,6 +208,19 @@ def _to_input(path: Path, spec: Any, height: int, width: int, seed: int) -> np.n
     return to_nchw(image)
 
 
+def _scene_input(path: Path, spec: Any, height: int, width: int, seed: int, index: int) -> tuple[np.ndarray, dict]:
+    """The ``index``-th light-source scene of a set, made from one photo: (1xCxHxW float32, parameters)."""
+    image = fit(read_rgb(path), height, width)
+    if spec.input_kind == "raw_bayer":
+        frame, params = night_lights(image, seed, raw=True, amp=amp_spread(index))
+        return to_nchw(frame), params
+    frame, params = night_lights(image, seed)
+    lo, hi = (float(v) for v in getattr(spec, "value_range", (0.0, 1.0)))
+    if (lo, hi) != (0.0, 1.0):
+        frame = lo + frame * np.float32(hi - lo)
+    return to_nchw(frame), params
+
+
 def _brightness(path: Path, spec: Any, array: np.ndarray) -> float:
     """Mean sRGB level of the scene: the array itself for RGB models, the source image of a synthetic RAW frame."""
     if spec.input_kind == "rgb":
@@ -175,13 +238,16 @@ def _prepare(
     seed: int,
     purpose: str,
     max_mean: float | None = None,
-) -> tuple[list[Path], list[np.ndarray], list[str], tuple[int, int]]:
+    scenes: str | None = None,
+) -> tuple[list[Path], list[np.ndarray], list[str], tuple[int, int], list[dict]]:
     """The shared core: list, pick a seeded order, read until ``size`` usable images are found.
 
     ``max_mean`` (RGB models) skips frames brighter than that mean level: a low-light model is
     deployed on dark frames, and bright calibration frames widen its INT8 ranges for nothing.
+    ``scenes``: the frames at positions 1, 1 + SCENE_EVERY, ... (name order) are replaced by that
+    recipe's scene made from the same photo (real RAW files stay as they are).
     """
-    height, width = _check_args(spec, resolution, size, seed)
+    height, width = _check_args(spec, resolution, size, seed, scenes)
     folder = Path(folder)
     role = "calibration" if purpose == "calib" else "eval"
     files = list_inputs(folder, spec.input_kind, role)
@@ -234,11 +300,27 @@ def _prepare(
     if size is not None and len(chosen) < size <= len(files):
         notes.append(f"only {len(chosen)} usable images for the {size} asked for")
     picked = sorted(chosen)
-    return [files[i] for i in picked], [chosen[i] for i in picked], notes, (height, width)
+    paths, arrays = [files[i] for i in picked], [chosen[i] for i in picked]
+    info: list[dict] = []
+    made = 0
+    for position, path in enumerate(paths):
+        params = None
+        if scenes is not None and position % SCENE_EVERY == 1 and path.suffix.lower() not in RAW_SUFFIXES:
+            scene_seed = frame_seed(seed, f"{purpose}:{scenes}", path.name)
+            arrays[position], params = _scene_input(path, spec, height, width, scene_seed, made)
+            made += 1
+        info.append({"file": path.name, "scene": params, "sha256": frames_digest([arrays[position]])})
+    return paths, arrays, notes, (height, width), info
 
 
 def calibration_hash(
-    files: list[Path], resolution: tuple[int, int], seed: int, size: int, input_kind: str, max_mean: float | None = None
+    files: list[Path],
+    resolution: tuple[int, int],
+    seed: int,
+    size: int,
+    input_kind: str,
+    max_mean: float | None = None,
+    scenes: str | None = None,
 ) -> str:
     """sha256 over the sorted file names, their contents' sha256 and the preprocessing parameters."""
     params: dict[str, Any] = {
@@ -251,6 +333,8 @@ def calibration_hash(
     }
     if max_mean is not None:
         params["max_mean"] = max_mean
+    if scenes is not None:
+        params["scenes"] = scene_summary(scenes)
     if input_kind == "raw_bayer":
         params["synthetic_raw"] = {"black": SYNTH_BLACK, "white": SYNTH_WHITE, "ratio": list(RATIO_RANGE)}
     return hash_dict(params, length=64)
@@ -263,6 +347,7 @@ def load_calibration(
     size: int = 32,
     seed: int = 0,
     max_mean: float | None = None,
+    scenes: str | None = SCENES,
 ) -> CalibrationSet:
     """A seeded subset of ``size`` real images from ``folder``, preprocessed for ``spec``.
 
@@ -279,13 +364,14 @@ def load_calibration(
         size: number of images.
         seed: subset seed, and the root of the synthetic-RAW seeds for RAW models.
         max_mean: skip scenes brighter than this mean sRGB level (None keeps all; real RAW files are kept).
+        scenes: the scene recipe mixed into every second frame (module docstring); None: plain frames.
 
     Raises:
         DataError: the folder is missing or empty, or no image in it is usable.
         UsageError: a bad resolution, size or seed.
     """
-    files, arrays, notes, res = _prepare(folder, spec, resolution, size, seed, "calib", max_mean)
-    digest = calibration_hash(files, res, seed, size, spec.input_kind, max_mean)
+    files, arrays, notes, res, info = _prepare(folder, spec, resolution, size, seed, "calib", max_mean, scenes)
+    digest = calibration_hash(files, res, seed, size, spec.input_kind, max_mean, scenes)
     return CalibrationSet(
         files=files,
         hash=digest,
@@ -295,18 +381,28 @@ def load_calibration(
         seed=seed,
         size=size,
         notes=notes,
+        scenes=scenes,
+        frames=info,
     )
 
 
 def eval_frames(
-    folder: str | Path, spec: Any, resolution: tuple[int, int], size: int | None = None, seed: int = 0
-) -> list[np.ndarray]:
+    folder: str | Path,
+    spec: Any,
+    resolution: tuple[int, int],
+    size: int | None = None,
+    seed: int = 0,
+    scenes: str | None = SCENES,
+) -> Frames:
     """The eval images preprocessed exactly like calibration (RAW models: eval-only noise seeds).
 
     ``size=None`` takes every usable image, in name order; otherwise the same seeded selection as
-    ``load_calibration``. Deterministic for given arguments.
+    ``load_calibration``. Every second frame is a ``scenes`` light-source scene (None: none).
+    Deterministic for given arguments. Returns a ``Frames`` list (labels and per-frame info).
     """
-    return _prepare(folder, spec, resolution, size, seed, "eval")[1]
+    files, arrays, _, _, info = _prepare(folder, spec, resolution, size, seed, "eval", scenes=scenes)
+    labels = [p.name + (f"+{scenes}" if i["scene"] else "") for p, i in zip(files, info, strict=True)]
+    return Frames(arrays, labels, info)
 
 
 def check_not_eval(calib_folder: str | Path, eval_folder: str | Path) -> None:

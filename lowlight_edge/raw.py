@@ -274,8 +274,25 @@ def unprocess_mosaic(rgb: np.ndarray) -> np.ndarray:
     if h % 2 or w % 2 or h == 0 or w == 0:
         msg = f"synthetic RAW needs an even H and W for the 2x2 Bayer mosaic, got {h}x{w}; fit the image to an even size first"
         raise UsageError(msg)
-    linear = srgb_to_linear(rgb)
-    cam = np.clip(linear @ RGB_TO_CAM.T.astype(np.float32), 0.0, 1.0)
+    return _mosaic(np.clip(srgb_to_linear(rgb) @ RGB_TO_CAM.T.astype(np.float32), 0.0, 1.0))
+
+
+def unprocess_linear(linear: np.ndarray) -> np.ndarray:
+    """Linear sRGB HxWx3 (any level >= 0, lights far above 1) -> camera RGGB mosaic, not clipped above.
+
+    ``unprocess_mosaic`` without the gamma and without the clip at 1: the light sources of a night
+    scene (lowlight_edge.scenes) keep their level until the simulated sensor clips them.
+    """
+    linear = np.asarray(linear, dtype=np.float32)
+    if linear.ndim != 3 or linear.shape[2] != 3 or linear.shape[0] % 2 or linear.shape[1] % 2:
+        msg = f"unprocess_linear needs an HxWx3 image with even H and W, got shape {linear.shape}; fit it to an even size first"
+        raise UsageError(msg)
+    return _mosaic(np.maximum(np.maximum(linear, 0.0) @ RGB_TO_CAM.T.astype(np.float32), 0.0))
+
+
+def _mosaic(cam: np.ndarray) -> np.ndarray:
+    """Camera RGB HxWx3 -> white balance undone (divide by WB_GAINS) -> RGGB mosaic HxW float32."""
+    h, w = cam.shape[:2]
     cam = cam / np.asarray(WB_GAINS, dtype=np.float32)
     mosaic = np.empty((h, w), dtype=np.float32)
     mosaic[0::2, 0::2] = cam[0::2, 0::2, 0]

@@ -15,30 +15,13 @@ from __future__ import annotations
 import numpy as np
 
 from lowlight_edge.raw import srgb_to_linear
+from lowlight_edge.scenes import exposure_for, linear_to_srgb  # noqa: F401  (one sRGB curve; re-exported for QAT)
 
 # Mean sRGB levels drawn log-uniformly: from a night street (0.01) to dim indoor light (0.2).
 DARKEST_MEAN = 0.01
 BRIGHTEST_MEAN = 0.2
 SHOT_NOISE = 2e-4  # variance per unit of linear signal
 READ_NOISE = 1e-3  # standard deviation, linear units
-
-
-def linear_to_srgb(linear: np.ndarray) -> np.ndarray:
-    """The sRGB transfer function (IEC 61966-2-1), inverse of lowlight_edge.raw.srgb_to_linear."""
-    linear = np.clip(linear, 0.0, 1.0)
-    return np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * np.power(linear, 1 / 2.4) - 0.055).astype(np.float32)
-
-
-def exposure_for(linear: np.ndarray, target_mean: float) -> float:
-    """The linear gain that brings the sRGB mean of ``linear`` to ``target_mean`` (bisection)."""
-    low, high = 0.0, 1.0
-    for _ in range(24):
-        gain = (low + high) / 2
-        if linear_to_srgb(linear * gain).mean() > target_mean:
-            high = gain
-        else:
-            low = gain
-    return (low + high) / 2
 
 
 def darken(frame: np.ndarray, target_mean: float, rng: np.random.Generator) -> np.ndarray:

@@ -19,10 +19,12 @@ from lowlight_edge.datasets import (
     check_not_eval,
     eval_frames,
     frame_seed,
+    frames_digest,
     load_calibration,
 )
 from lowlight_edge.errors import DataError, UsageError
 from lowlight_edge.images import fit, list_images, read_rgb
+from lowlight_edge.scenes import night_lights
 
 RES = (64, 96)
 
@@ -82,16 +84,28 @@ def test_any_parameter_changes_the_hash(
 
 
 def test_rgb_arrays_are_nchw_in_unit_range(calib_dir: Path, rgb_set: CalibrationSet) -> None:
-    for path, array in zip(rgb_set.files, rgb_set.arrays, strict=True):
+    for i, (path, array, info) in enumerate(zip(rgb_set.files, rgb_set.arrays, rgb_set.frames, strict=True)):
         assert array.shape == (1, 3, *RES) and array.dtype == np.float32
         assert 0.0 <= array.min() and array.max() <= 1.0 and array.std() > 0.01
-        np.testing.assert_array_equal(array[0].transpose(1, 2, 0), fit(read_rgb(path), *RES))
+        assert info["file"] == path.name and info["sha256"] == frames_digest([array])
+        if i % 2 == 0:  # plain frames: the photo itself
+            assert info["scene"] is None
+            np.testing.assert_array_equal(array[0].transpose(1, 2, 0), fit(read_rgb(path), *RES))
+        else:  # every second frame: the light-source night scene of the same photo, with its lights clipped
+            expected, params = night_lights(fit(read_rgb(path), *RES), frame_seed(0, "calib:night_lights", path.name))
+            np.testing.assert_array_equal(array[0].transpose(1, 2, 0), expected)
+            assert info["scene"] == params and params["recipe"] == "night_lights"
+            assert array.max() == 1.0 and params["clipped_fraction"] > 0.001
     meta = rgb_set.meta()
     assert meta["hash"] == rgb_set.hash and meta["files"] == [p.name for p in rgb_set.files]
+    assert meta["scenes"]["recipe"] == "night_lights" and meta["frames"] == rgb_set.frames
+    plain = load_calibration(calib_dir, RGB, RES, size=4, seed=0, scenes=None)
+    assert plain.files == rgb_set.files and plain.hash != rgb_set.hash  # the recipe is part of the hash
+    assert all(f["scene"] is None for f in plain.frames)
 
 
 def test_raw_model_gets_synthetic_bayer_frames(calib_dir: Path) -> None:
-    calib = load_calibration(calib_dir, RAW, RES, size=3, seed=0)
+    calib = load_calibration(calib_dir, RAW, RES, size=3, seed=0, scenes=None)
     for path, array in zip(calib.files, calib.arrays, strict=True):
         assert array.shape == (1, 1, *RES) and array.dtype == np.float32
         assert array.min() >= 0.0
@@ -105,12 +119,12 @@ def test_raw_model_gets_synthetic_bayer_frames(calib_dir: Path) -> None:
 
 def test_eval_frames_share_preprocessing_but_not_noise(calib_dir: Path, tmp_path: Path) -> None:
     folder = few_images(calib_dir, tmp_path / "three", 3)
-    rgb = eval_frames(folder, RGB, RES)
-    calib = load_calibration(folder, RGB, RES, size=3)
+    rgb = eval_frames(folder, RGB, RES, scenes=None)
+    calib = load_calibration(folder, RGB, RES, size=3, scenes=None)
     assert len(rgb) == 3 and all(np.array_equal(a, b) for a, b in zip(rgb, calib.arrays, strict=True))
-    raw_eval = eval_frames(folder, RAW, RES)
-    raw_calib = load_calibration(folder, RAW, RES, size=3).arrays
-    assert all(np.array_equal(a, b) for a, b in zip(raw_eval, eval_frames(folder, RAW, RES), strict=True))
+    raw_eval = eval_frames(folder, RAW, RES, scenes=None)
+    raw_calib = load_calibration(folder, RAW, RES, size=3, scenes=None).arrays
+    assert all(np.array_equal(a, b) for a, b in zip(raw_eval, eval_frames(folder, RAW, RES, scenes=None), strict=True))
     for e, c in zip(raw_eval, raw_calib, strict=True):
         assert e.shape == c.shape == (1, 1, *RES)
         assert not np.array_equal(e, c)  # distinct seeds: other ratio and noise

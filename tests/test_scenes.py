@@ -1,0 +1,134 @@
+"""lowlight_edge/scenes.py: light-source night scenes from real photos, and where they enter calibration and checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from export.verify import measure
+from lowlight_edge import raw as R
+from lowlight_edge import scenes as S
+from lowlight_edge.datasets import Frames, eval_frames, frame_seed, load_calibration
+from lowlight_edge.errors import UsageError
+from lowlight_edge.images import fit, list_images, read_rgb
+
+H, W = 64, 96
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    input_kind: str
+    channels: int
+    value_range: tuple[float, float]
+    bayer_pattern: str | None = None
+
+
+RGB = Spec("tiny_rgb", "rgb", 3, (0.0, 1.0))
+RAW = Spec("tiny_raw", "raw_bayer", 1, (0.0, 300.0), "RGGB")
+
+
+@pytest.fixture(scope="module")
+def photos(eval_dir: Path) -> list[np.ndarray]:
+    return [fit(read_rgb(p), H, W) for p in list_images(eval_dir)[::8]]
+
+
+def test_same_seed_same_frame_other_seed_other_frame(photos: list[np.ndarray]) -> None:
+    a, pa = S.night_lights(photos[0], 7)
+    b, pb = S.night_lights(photos[0], 7)
+    c, _ = S.night_lights(photos[0], 8)
+    assert np.array_equal(a, b) and pa == pb and not np.array_equal(a, c)
+    r1, _ = S.night_lights(photos[0], 7, raw=True, amp=30.0)
+    r2, _ = S.night_lights(photos[0], 7, raw=True, amp=30.0)
+    assert np.array_equal(r1, r2)
+
+
+def test_rgb_scene_is_a_dark_frame_with_clipped_lights(photos: list[np.ndarray]) -> None:
+    for i, photo in enumerate(photos):
+        frame, params = S.night_lights(photo, i)
+        assert frame.shape == photo.shape and frame.dtype == np.float32
+        np.testing.assert_array_equal(np.round(frame * 255), frame * 255)  # 8-bit levels like a capture
+        clipped = (frame >= 1.0).any(axis=-1)
+        assert 0.002 < clipped.mean() < 0.2, params  # lamps and windows, not the whole frame
+        assert params["lamps"] and params["found_light_pixels"] > 0
+        # away from the lights the frame sits at a night level, far below the lights
+        mask = S.light_mask(R.srgb_to_linear(photo), params["light_fraction"])
+        background = frame[~mask & ~clipped]
+        assert np.median(background) < 0.35
+
+
+def test_found_lights_are_the_photos_brightest_region() -> None:
+    photo = np.full((H, W, 3), 0.05, dtype=np.float32)
+    photo[10:20, 30:50] = 0.8  # a lit window: 200 px of 6144
+    mask = S.light_mask(R.srgb_to_linear(photo), 0.02)
+    assert mask.sum() > 60 and mask[10:20, 30:50].sum() >= 0.9 * mask.sum()
+    flat = np.full((H, W, 3), 0.1, dtype=np.float32)  # nothing stands out: a fraction is still lit, not half
+    assert S.light_mask(R.srgb_to_linear(flat), 0.01).mean() <= 0.02
+
+
+@pytest.mark.parametrize("amp", [1.0, 17.3, 300.0])
+def test_raw_scene_clips_at_the_amplification_like_a_sensor(photos: list[np.ndarray], amp: float) -> None:
+    frame, params = S.night_lights(photos[1], 3, raw=True, amp=amp)
+    assert frame.shape == (H, W) and frame.dtype == np.float32 and frame.min() >= 0.0
+    assert frame.max() == pytest.approx(amp, rel=1e-5)  # the sensor's white level, amplified
+    assert params["clipped_fraction"] > 0.001 and params["amp"] == amp
+    plain = R.synthesize_raw(photos[1], seed=3)
+    assert plain.max() < 2.0  # the uniformly dark frames never come near it
+    # the background stays at the photo's own linear level (the amplification's purpose)
+    level = R._robust_level(R.unprocess_mosaic(photos[1]), 90)
+    assert R._robust_level(frame, 90) == pytest.approx(level, rel=0.5, abs=0.02)
+
+
+def test_amp_spread_covers_the_accepted_range_in_every_run() -> None:
+    amps = [S.amp_spread(i) for i in range(40)]
+    assert amps[0] == 300.0 and amps[1] == 1.0
+    assert all(1.0 <= a <= 300.0 for a in amps) and len(set(amps)) == 40
+    for start in range(0, 36):  # any 4 consecutive frames span more than a factor 10
+        run = amps[start : start + 4]
+        assert max(run) / min(run) > 10, (start, run)
+    with pytest.raises(UsageError):
+        S.amp_spread(-1)
+
+
+def test_bad_arguments_are_usage_errors(photos: list[np.ndarray]) -> None:
+    with pytest.raises(UsageError, match="amp"):
+        S.night_lights(photos[0], 0, raw=True, amp=400.0)
+    with pytest.raises(UsageError, match="RAW frames only"):
+        S.night_lights(photos[0], 0, amp=2.0)
+    with pytest.raises(UsageError, match="HxWx3"):
+        S.night_lights(photos[0][..., 0], 0)
+    with pytest.raises(UsageError, match="scenes"):
+        eval_frames(Path("."), RGB, (H, W), scenes="daylight")
+
+
+def test_eval_and_calibration_sets_mix_in_light_scenes(eval_dir: Path, calib_dir: Path) -> None:
+    frames = eval_frames(eval_dir, RAW, (H, W), size=4)
+    assert isinstance(frames, Frames) and len(frames) == len(frames.labels) == len(frames.info) == 4
+    scene = [i["scene"] for i in frames.info]
+    assert scene[0] is None and scene[2] is None and scene[1]["amp"] == 300.0 and scene[3]["amp"] == 1.0
+    assert frames.labels[1].endswith("+night_lights") and not frames.labels[0].endswith("+night_lights")
+    assert frames[1].max() == pytest.approx(300.0) and frames[0].max() < 2.0
+    name = frames.info[1]["file"]
+    photo = fit(read_rgb(eval_dir / name), H, W)
+    expected, _ = S.night_lights(photo, frame_seed(0, "eval:night_lights", name), raw=True, amp=300.0)
+    np.testing.assert_array_equal(frames[1][0, 0], expected)
+    calib = load_calibration(calib_dir, RAW, (H, W), size=12)
+    amps = [f["scene"]["amp"] for f in calib.frames if f["scene"]]
+    assert len(amps) == 6 and max(amps) == 300.0 and min(amps) == 1.0
+    assert not {f["file"] for f in calib.frames} & {p.name for p in list_images(eval_dir)}  # never calibrated on eval
+
+
+def test_measure_names_the_worst_frame(photos: list[np.ndarray]) -> None:
+    refs = Frames([p[None].transpose(0, 3, 1, 2).copy() for p in photos[:3]], labels=["a.png", "b.png+night_lights", "c.png"])
+    outs = [r.copy() for r in refs]
+    outs[1][..., :8, :8] += 0.3  # the light-source frame breaks
+    outs[2] += 0.001
+    result = measure(outs, refs)
+    assert result["worst"]["frame"] == "b.png+night_lights"
+    assert result["worst"]["psnr_db"] == result["psnr_db"]["min"] < result["per_frame"]["c.png"]
+    assert set(result["per_frame"]) == {"a.png", "b.png+night_lights", "c.png"}
+    plain = measure(outs, list(refs))  # no labels: the index names it
+    assert plain["worst"]["frame"] == "frame 1"
