@@ -32,7 +32,7 @@ from bench.roofline import bytes_moved, count_flops, measure_host_limits, roofli
 from bench.worker import run_in_subprocess
 from export.config import ExportRequest
 from export.pipeline import export
-from lowlight_edge import zoo
+from lowlight_edge import refcache, zoo
 from lowlight_edge.datasets import eval_frames
 from lowlight_edge.errors import LowlightError, UsageError
 from lowlight_edge.targets import Target, get_target
@@ -120,14 +120,11 @@ def run_bench(request: BenchRequest) -> tuple[list[dict], list[str]]:
 
 def eval_set(name: str, spec, resolution: tuple[int, int], request: BenchRequest, work: Path):
     """(module, frames, FP32 references, frames .npy, references .npy): what every row is measured on."""
-    import torch
-
     count = 2 if resolution[0] * resolution[1] > LARGE_FRAME_PIXELS else request.frames
     eval_dir = request.images or ExportRequest(model=name).eval_folder
     frames = eval_frames(eval_dir, spec, resolution, size=count, seed=1)
     module = zoo.get_model(name)
-    with torch.inference_mode():
-        refs = [module(torch.from_numpy(f)).numpy() for f in frames]
+    refs, _ = refcache.references(name, module, frames)  # computed once per weights, frames and model
     frames_file, refs_file = work / f"{name}.frames.npy", work / f"{name}.refs.npy"
     np.save(frames_file, np.concatenate(frames))
     np.save(refs_file, np.concatenate(refs))

@@ -23,9 +23,9 @@ import numpy as np
 
 from export.config import ExportRequest, parse_resolution
 from export.manifest import source_digest
-from lowlight_edge import zoo
+from lowlight_edge import refcache, zoo
 from lowlight_edge.atomic import write_json
-from lowlight_edge.datasets import eval_frames, folder_digest
+from lowlight_edge.datasets import Frames, eval_frames, folder_digest
 from lowlight_edge.errors import DataError, UsageError
 from lowlight_edge.hashing import hash_dict, sha256_file
 from lowlight_edge.memory import peak_rss_mb, reset_peak_rss
@@ -102,14 +102,20 @@ class Context:
     def references(self, resolution: tuple[int, int] | None = None) -> list[np.ndarray]:
         """The FP32 PyTorch outputs for frames(resolution): the ground truth of every drift figure.
 
+        Computed once per weights, frames, resolution and model and kept on disk by content
+        (lowlight_edge.refcache); a ``Frames`` list carrying the frames' labels, so a fidelity
+        check can name its worst frame. What it cost and whether the cache had it is in the notes.
         A non-finite reference is a DataError here, before any stage blames its own output for it.
         """
-        import torch
-
         resolution = resolution or self.resolution
         if resolution not in self._refs:
-            with torch.inference_mode():
-                refs = [self.module(torch.from_numpy(f)).numpy() for f in self.frames(resolution)]
+            frames = self.frames(resolution)
+            refs, record = refcache.references(self.spec.name, self.module, frames)
+            self.notes.append(
+                f"FP32 PyTorch references at {resolution[0]}x{resolution[1]}: {record['frames']} frames, "
+                f"cache {record['cache']} ({record['seconds']} s, key {record['key'][:16]})"
+            )
+            refs = Frames(refs, labels=getattr(frames, "labels", None))
             bad = sum(int(np.count_nonzero(~np.isfinite(r))) for r in refs)
             if bad:
                 msg = (

@@ -16,7 +16,8 @@ import runtimes
 from export.core import Context
 from export.simplify import SimplifyOnnx
 from export.to_onnx import ExportOnnx
-from lowlight_edge.datasets import list_inputs, load_calibration
+from lowlight_edge import refcache
+from lowlight_edge.datasets import list_inputs, load_calibration, scene_summary
 from lowlight_edge.errors import UsageError
 from runtimes.base import BuildConfig, Runner
 
@@ -62,9 +63,12 @@ def calibration_size(ctx: Context) -> int:
 
 
 def load_split(ctx: Context, resolution: tuple[int, int] | None = None):
-    """Calibration frames and held-out validation frames (with FP32 references), disjoint."""
-    import torch
+    """Calibration frames and held-out validation frames (with FP32 references), disjoint.
 
+    Both halves mix uniformly dark frames with light-source scenes (lowlight_edge.datasets,
+    every second frame), so the search's accuracy control sees the highlights that saturate INT8
+    ranges and keeps the layers they break in float. References come from lowlight_edge.refcache.
+    """
     size = calibration_size(ctx)
     calib = load_calibration(
         ctx.request.calib_folder,
@@ -78,8 +82,7 @@ def load_split(ctx: Context, resolution: tuple[int, int] | None = None):
     if len(calib.arrays) < size + VALIDATION_IMAGES:  # a small folder: keep 3/4 of it for calibration
         n_val = max(1, len(calib.arrays) // 4)
     train, val = calib.arrays[:-n_val], calib.arrays[-n_val:]
-    with torch.inference_mode():
-        refs = [ctx.module(torch.from_numpy(v)).numpy() for v in val]
+    refs, record = refcache.references(ctx.spec.name, ctx.module, val)
     info = {
         "hash": calib.hash,
         "images": len(train),
@@ -87,6 +90,10 @@ def load_split(ctx: Context, resolution: tuple[int, int] | None = None):
         "folder": str(ctx.request.calib_folder),
         "max_mean": ctx.request.calib_max_mean,
         "notes": calib.notes,
+        # the recipe mixed into calibration and validation, and every frame's parameters and sha256
+        "scenes": scene_summary(calib.scenes),
+        "frames": [{**f, "role": "calibration" if i < len(train) else "validation"} for i, f in enumerate(calib.frames)],
+        "validation_references": record,
     }
     return train, val, refs, info
 
