@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main as bench_main
-from bench.crosscheck import compare, find_benchmark_app
+from bench.crosscheck import compare, find_benchmark_app, tolerance_for
 from bench.report import crosscheck_failures, render_markdown
 from lowlight_edge.console import run_main
 from lowlight_edge.errors import MissingRequirement
@@ -21,7 +21,7 @@ def rows() -> list[dict]:
             "nonfinite": 0, "latency_ms": {"p50": 12.1}}
     return [
         {**base, "runtime": "torch", "precision": "fp32", "psnr_db": None},
-        {**base, "runtime": "openvino", "precision": "fp32", "crosscheck": compare(12.1, 10.0)},  # 21% vs 20%
+        {**base, "runtime": "openvino", "precision": "fp32", "crosscheck": compare(12.1, 10.0)},  # 21% vs 10%
         {**base, "runtime": "openvino", "precision": "int8", "latency_ms": {"p50": 5.0}, "crosscheck": compare(5.0, 4.8)},
         {**base, "model": "llpacknet", "runtime": "openvino", "precision": "fp32",
          "crosscheck": {"skipped": "benchmark_app would time one tile, the row a whole frame"}},
@@ -35,17 +35,27 @@ def test_a_disagreement_is_one_line_naming_the_row_and_by_how_much() -> None:
     assert len(failures) == 2
     assert failures[0] == (
         "tinydce openvino fp32 @ 400x600 on x86-cpu: bench p50 12.10 ms vs benchmark_app 10.00 ms, "
-        "21.0% apart, over the 20% tolerance"
+        "21.0% apart, over the 10% tolerance"
     )
     assert failures[1].startswith("sgz openvino fp32") and "crosscheck did not run (benchmark_app failed" in failures[1]
     assert crosscheck_failures([r for r in rows() if r["precision"] == "int8"]) == []  # 4% apart agrees
+
+
+def test_rows_above_10_ms_agree_within_10_percent_faster_rows_within_20_percent_or_half_a_ms() -> None:
+    assert compare(11.0, 10.0)["ok"] and not compare(11.2, 10.0)["ok"]  # 10.0 -> 11.2 ms: 12%
+    assert not compare(9.5, 11.0)["ok"] and compare(9.5, 11.0)["tolerance"] == 0.10  # either side above 10 ms
+    assert compare(348.0, 380.0)["ok"] and not compare(496.0, 348.0)["ok"]  # the LLPackNet INT8 row
+    assert compare(3.5, 3.0)["ok"] and not compare(4.0, 3.0)["ok"]  # 17% / 33% of a 3 ms row
+    assert compare(1.0, 0.6)["ok"] and not compare(1.2, 0.6)["ok"]  # 0.4 ms apart / 0.6 ms apart
+    assert tolerance_for(5.0, 4.0)[:2] == (0.20, 0.5) and "whichever is looser" in tolerance_for(5.0, 4.0)[2]
+    assert compare(12.0, 10.0, tolerance=0.25)["ok"]  # an explicit tolerance is a plain relative one
 
 
 def test_results_md_shows_every_crosscheck() -> None:
     md = render_markdown(rows(), BUDGET)
     assert "**crosscheck vs OpenVINO benchmark_app: 2 of 4 rows DISAGREE or failed**" in md
     assert "## Crosscheck" in md
-    assert "| tinydce | openvino | fp32 | 12.10 | 10.00 | 21.0% | DISAGREE (tolerance 20%) |" in md
+    assert "| tinydce | openvino | fp32 | 12.10 | 10.00 | 21.0% | DISAGREE (tolerance 10%) |" in md
     assert "| tinydce | openvino | int8 | 5.00 | 4.80 | 4.2% | agree |" in md
     assert "not run: benchmark_app would time one tile" in md and "FAILED: benchmark_app failed" in md
     agreeing = [r for r in rows() if r["precision"] == "int8"]
