@@ -27,16 +27,24 @@ CROPS_PER_FRAME = 2
 
 
 def crops(frames: list[np.ndarray], size: tuple[int, int], multiple: int, seed: int = 0) -> list[np.ndarray]:
-    """CROPS_PER_FRAME seeded crops of ``size`` from each NCHW frame, offsets on the size multiple.
+    """CROPS_PER_FRAME crops of ``size`` from each NCHW frame, offsets on the size multiple.
 
-    Keeping offsets on the model's size multiple keeps a Bayer mosaic's colour phase.
+    The first crop of a frame is centred on its brightest pixel (as far as the frame and the grid allow):
+    a light-source scene's lamps cover a few percent of the frame, and random crops alone would
+    leave the highlights that set the widest INT8 ranges out of the statistics (issue 17). The
+    others are seeded random crops. Keeping offsets on the model's size multiple keeps a Bayer
+    mosaic's colour phase.
     """
     rng = np.random.default_rng(seed)
     h, w = size
     out = []
     for frame in frames:
         height, width = frame.shape[-2:]
-        for _ in range(CROPS_PER_FRAME):
+        y, x = np.unravel_index(int(np.argmax(frame.max(axis=tuple(range(frame.ndim - 2))))), (height, width))
+        top = min(max(0, int(y) - h // 2), height - h) // multiple * multiple
+        left = min(max(0, int(x) - w // 2), width - w) // multiple * multiple
+        out.append(np.ascontiguousarray(frame[..., top : top + h, left : left + w]))
+        for _ in range(CROPS_PER_FRAME - 1):
             top = int(rng.integers(0, height - h + 1)) // multiple * multiple
             left = int(rng.integers(0, width - w + 1)) // multiple * multiple
             out.append(np.ascontiguousarray(frame[..., top : top + h, left : left + w]))

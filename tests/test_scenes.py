@@ -14,6 +14,7 @@ from lowlight_edge import scenes as S
 from lowlight_edge.datasets import Frames, eval_frames, frame_seed, load_calibration
 from lowlight_edge.errors import UsageError
 from lowlight_edge.images import fit, list_images, read_rgb
+from quantize.crops import CROPS_PER_FRAME, crops
 
 H, W = 64, 96
 
@@ -132,3 +133,16 @@ def test_measure_names_the_worst_frame(photos: list[np.ndarray]) -> None:
     assert set(result["per_frame"]) == {"a.png", "b.png+night_lights", "c.png"}
     plain = measure(outs, list(refs))  # no labels: the index names it
     assert plain["worst"]["frame"] == "frame 1"
+
+
+def test_crop_calibration_keeps_the_light_sources() -> None:
+    rng = np.random.default_rng(0)
+    frames = []
+    for y, x in ((5, 7), (90, 150), (50, 80)):
+        frame = rng.random((1, 1, 96, 160), dtype=np.float32) * 0.05
+        frame[0, 0, y, x] = 300.0  # a clipped lamp at amplification 300
+        frames.append(frame)
+    out = crops(frames, (32, 48), multiple=16, seed=0)
+    assert len(out) == 3 * CROPS_PER_FRAME
+    for i in range(3):  # the first crop of every frame holds its lamp: the widest range is measured
+        assert out[i * CROPS_PER_FRAME].max() == 300.0
