@@ -19,6 +19,7 @@ from export.verify import verify_onnx_stage
 from lowlight_edge.atomic import atomic_path
 from lowlight_edge.errors import UsageError
 from lowlight_edge.versions import versions
+from lowlight_edge.zoo import ExposeGlobalParams
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,11 @@ def export_module(ctx: Context, path: Path) -> str:
     import torch
 
     module = ctx.module.eval()
+    params = ctx.spec.global_params
+    # IAT's gamma and colour matrix ride along as extra outputs after the image (zoo.GlobalParams),
+    # so a video runner can smooth them over time; every runner returns output 0, the image.
+    names = ["output", *(params.outputs if params else ())]
+    deployed = ExposeGlobalParams(module, params).eval() if params else module
     example = torch.from_numpy(ctx.frames()[0])
     dynamic_shapes = None
     if ctx.request.dynamic:
@@ -103,13 +109,13 @@ def export_module(ctx: Context, path: Path) -> str:
     try:
         with contextlib.redirect_stdout(quiet), torch.inference_mode(False), torch.no_grad():
             torch.onnx.export(
-                module,
+                deployed,
                 (example,),
                 str(path),
                 dynamo=True,
                 opset_version=ctx.request.opset,
                 input_names=["input"],
-                output_names=["output"],
+                output_names=names,
                 dynamic_shapes=dynamic_shapes,
                 external_data=False,
                 verbose=False,
@@ -121,16 +127,19 @@ def export_module(ctx: Context, path: Path) -> str:
         if cause is not None:  # a full disk or a read-only folder is the user's to fix, not the exporter's
             raise cause from err
         log.warning("dynamo exporter failed (%s); trying the TorchScript exporter", str(err).splitlines()[0])
-    dynamic_axes = {"input": {2: "height", 3: "width"}, "output": {2: "height", 3: "width"}} if dynamic_shapes else None
+    image_axes = {2: "height", 3: "width"}
+    dynamic_axes = {"input": image_axes, "output": image_axes} if dynamic_shapes else None
+    if dynamic_axes is not None and params:
+        dynamic_axes["img_local"] = image_axes
     with contextlib.redirect_stdout(quiet), torch.no_grad():
         torch.onnx.export(
-            module,
+            deployed,
             (example,),
             str(path),
             dynamo=False,
             opset_version=min(ctx.request.opset, 17),
             input_names=["input"],
-            output_names=["output"],
+            output_names=names,
             dynamic_axes=dynamic_axes,
         )
     module.eval()

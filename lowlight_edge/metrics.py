@@ -200,6 +200,17 @@ def mean_frame_change(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(np.abs(b64 - a64)))
 
 
+def block_means(image: np.ndarray, block: int) -> np.ndarray:
+    """Means over ``block`` x ``block`` squares of the last two axes (HxW or ...xHxW; a ragged edge is dropped)."""
+    if block <= 1:
+        return image
+    h, w = image.shape[-2] // block * block, image.shape[-1] // block * block
+    if h == 0 or w == 0:
+        return image.mean(axis=(-2, -1), keepdims=True)
+    cut = image[..., :h, :w]
+    return cut.reshape(*cut.shape[:-2], h // block, block, w // block, block).mean(axis=(-3, -1))
+
+
 class FlickerMeter:
     """Temporal flicker of an enhanced static-camera clip, measured as frames stream by.
 
@@ -209,15 +220,16 @@ class FlickerMeter:
     1.0 when the output has none either, else inf; fewer than two frames give None.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, block: int = 1) -> None:
+        self.block = block  # > 1: on block means (the low-frequency change a viewer sees as flicker)
         self._prev: tuple[np.ndarray, np.ndarray] | None = None
         self._in = 0.0
         self._out = 0.0
         self.pairs = 0
 
     def update(self, inp: np.ndarray, out: np.ndarray) -> None:
-        inp = np.asarray(inp, dtype=np.float64)
-        out = np.clip(np.asarray(out, dtype=np.float64), 0.0, 1.0)
+        inp = block_means(np.asarray(inp, dtype=np.float64), self.block)
+        out = block_means(np.clip(np.asarray(out, dtype=np.float64), 0.0, 1.0), self.block)
         if self._prev is not None:
             self._in += mean_frame_change(self._prev[0], inp)
             self._out += mean_frame_change(self._prev[1], out)

@@ -74,6 +74,12 @@ class OrtRunner(Runner):
         (out,) = self._session.run([self._output], {self._input.name: feed})
         return np.asarray(out, dtype=np.float32)
 
+    def _infer_outputs(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        feed = x.astype(np.float16) if self._half else x
+        names = [o.name for o in self._session.get_outputs()]
+        values = self._session.run(names, {self._input.name: feed})
+        return {n: np.asarray(v, dtype=np.float32) for n, v in zip(names, values)}
+
     def _release(self) -> None:
         self._session = None
 

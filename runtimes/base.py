@@ -286,6 +286,21 @@ class Runner(ABC):
             raise UsageError(msg)
         return self._infer(self.check_input(x))
 
+    def outputs(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output of the graph by name, float32; "output" (the image) first.
+
+        For graphs that expose more than the image, e.g. IAT's per-frame gamma and colour matrix
+        (zoo.GlobalParams) that a video runner smooths over time.
+        """
+        if self._closed:
+            msg = f"this {self.backend} runner was closed; load the artifact again to run it"
+            raise UsageError(msg)
+        return self._infer_outputs(self.check_input(x))
+
+    def _infer_outputs(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        msg = f"the {self.backend} runner returns only the image; use the openvino, onnxruntime or tensorrt backend for named outputs"
+        raise UsageError(msg)
+
     @property
     def closed(self) -> bool:
         return self._closed

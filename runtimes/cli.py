@@ -62,6 +62,13 @@ def _parser() -> argparse.ArgumentParser:
         "--amp", type=float, help="RAW amplification (exposure ratio, <= 300); default: estimated"
     )
     enh.add_argument("--device", help="device for the backend (default: cpu; cuda for tensorrt)")
+    enh.add_argument(
+        "--temporal-smoothing",
+        type=float,
+        metavar="A",
+        help="videos of iat/iat_student: smooth the per-frame gamma and colour matrix exponentially "
+        "(A in [0, 1), e.g. 0.9) before applying them; prints flicker with and without, and the cost",
+    )
     return parser
 
 
@@ -88,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         device=args.device,
         model=args.model,
         seam_check=not args.no_seam_check,
+        temporal_smoothing=args.temporal_smoothing,
     )
     return 0
 

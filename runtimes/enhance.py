@@ -33,6 +33,7 @@ from lowlight_edge.errors import CheckFailed, DataError, LowlightError, UsageErr
 from lowlight_edge.images import IMAGE_SUFFIXES, from_nchw, image_size, read_rgb, to_nchw, write_png
 from lowlight_edge.metrics import psnr
 from lowlight_edge.raw import read_raw
+from lowlight_edge.temporal import SmoothedModel, check_alpha
 from lowlight_edge.zoo import ModelSpec
 from runtimes import backend_for, get_backend, tiling, video
 from runtimes.base import read_sidecar
@@ -625,6 +626,24 @@ def _precheck(
         check_fit(contract, facts, (height // m * m, width // m * m), path.name, mode, False, overlap, artifact)
 
 
+def check_smoothing(alpha: float, facts: ModelFacts | None, files: Sequence[Path]) -> None:
+    """UsageError unless --temporal-smoothing can apply: a factor in [0, 1), a video, a model with global parameters."""
+    check_alpha(alpha)
+    if not any(video.is_video(p) for p in files):
+        msg = "--temporal-smoothing applies to videos (.mp4/.mov/.mkv...); none of the inputs is one: drop it for photos"
+        raise UsageError(msg)
+    if facts is None:
+        msg = "--temporal-smoothing needs to know the model: pass --model MODEL (or keep the manifest.json beside the artifact)"
+        raise UsageError(msg)
+    if facts.spec.global_params is None:
+        have = ", ".join(n for n in zoo.list_models() if zoo.get_spec(n).global_params is not None)
+        msg = (
+            f"{facts.spec.name} has no per-frame global parameters to smooth (its output is computed locally); "
+            f"--temporal-smoothing applies to {have}: drop it for {facts.spec.name}"
+        )
+        raise UsageError(msg)
+
+
 def enhance(
     artifact: str | Path,
     inputs: Sequence[str | Path],
@@ -638,6 +657,7 @@ def enhance(
     say: Callable[[str], None] = print,
     model: str | None = None,
     seam_check: bool = True,
+    temporal_smoothing: float | None = None,
 ) -> list[Path]:
     """Enhance ``inputs`` with ``artifact`` and write ``out_dir/<stem>.png``; returns the written files.
 
@@ -653,6 +673,9 @@ def enhance(
         model: "MODEL[:WEIGHTS]" the artifact was built from, when no manifest.json says.
         seam_check: measure each tiled or padded output against PyTorch FP32 on the full frame
             (and refuse one whose tiles alone cost more than SEAM_BUDGET_DB).
+        temporal_smoothing: for videos of models with per-frame global parameters (IAT's gamma and
+            colour matrix, zoo.GlobalParams): smooth them exponentially with this factor in [0, 1)
+            before applying them (lowlight_edge.temporal); prints flicker with and without, and the cost.
         say: where progress lines go (stdout by default).
 
     Raises:
@@ -680,6 +703,8 @@ def enhance(
     if amp is not None and not any(p.suffix.lower() in RAW_SUFFIXES for p in files):
         msg = "--amp applies to RAW inputs only (.dng/.arw/.nef/.cr2); drop it for RGB images"
         raise UsageError(msg)
+    if temporal_smoothing is not None:
+        check_smoothing(temporal_smoothing, facts, files)
     out_dir = Path(out_dir)
     check_out(out_dir, files)
     if isinstance(target, Path) and target.suffix.lower() == ".onnx":
@@ -695,13 +720,17 @@ def enhance(
             _precheck(files, contract, facts, mode or "tile", overlap, str(target))
             for path in files:
                 dest = output_path(out_dir, path)
+                smoothing = None
+                if temporal_smoothing is not None and video.is_video(path):  # one history per clip
+                    smoothing = SmoothedModel(runner, temporal_smoothing, facts.spec.global_params.outputs)
+                model_fn = smoothing or runner
 
                 def per_frame(
                     image: np.ndarray, tell: Callable[[str], None] | None, label: str = path.name, where: str = str(path)
                 ) -> tuple[np.ndarray, np.ndarray]:
                     # tell None: a video frame after the first, fitted the same way: no messages, no seam check
                     fitted = enhance_frame(
-                        runner, image, contract, label, mode or "tile", overlap, tell or _quiet, facts, str(target),
+                        model_fn, image, contract, label, mode or "tile", overlap, tell or _quiet, facts, str(target),
                         checker, name, where, seam=tell is not None,
                     )
                     return fitted.frame, fitted.out
@@ -711,6 +740,8 @@ def enhance(
                         msg = f"{path.name} is an RGB video but the artifact takes a RAW Bayer plane; pass an RGB artifact"
                         raise UsageError(msg)
                     say(video.enhance_video(path, dest, per_frame, say).line())
+                    if smoothing is not None:
+                        say(f"{path.name}: {smoothing.report.line()}")
                     written.append(dest)
                     continue
                 _, out = per_frame(_read(path, contract, amp, say), say)

@@ -107,6 +107,102 @@ class VideoResult:
         )
 
 
+class VideoWriter:
+    """H.264 MP4 at ``rate``, one pts per frame, written under a temporary name and renamed on close.
+
+    The stream is opened on the first frame (its size decides it); a frame of another size is a
+    DataError. Leaving the ``with`` block on an error or Ctrl-C leaves no file at ``dest``.
+    """
+
+    def __init__(self, dest: Path, rate: Fraction, source: Path | None = None) -> None:
+        self.dest, self.rate, self.source = dest, Fraction(rate), source or dest
+        self.count = 0
+        self.size: tuple[int, int] | None = None
+        self._stream = None
+
+    def __enter__(self) -> VideoWriter:
+        av = _av()
+        self._atomic = atomic_path(self.dest)
+        tmp = self._atomic.__enter__()
+        try:
+            self._sink = av.open(str(tmp), "w", format="mp4")
+        except BaseException as err:
+            self._atomic.__exit__(type(err), err, err.__traceback__)
+            raise
+        return self
+
+    def write(self, rgb: np.ndarray) -> None:
+        """Encode one HxWx3 frame in [0, 1] (clipped, rounded to 8 bits)."""
+        av = _av()
+        if self._stream is None:
+            self.size = rgb.shape[:2]
+            stream = self._sink.add_stream(CODEC, rate=self.rate, options={"crf": CRF})
+            stream.height, stream.width = self.size
+            stream.pix_fmt = "yuv420p" if self.size[0] % 2 == 0 and self.size[1] % 2 == 0 else "yuv444p"
+            stream.time_base = 1 / self.rate
+            self._stream = stream
+        elif rgb.shape[:2] != self.size:
+            msg = f"{self.source} changes frame size at frame {self.count} ({self.size} to {rgb.shape[:2]}); split it into constant-size clips"
+            raise DataError(msg)
+        pixels = np.round(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format="rgb24")
+        frame.pts = self.count
+        for packet in self._stream.encode(frame):
+            self._sink.mux(packet)
+        self.count += 1
+
+    def __exit__(self, kind: Any, err: BaseException | None, tb: Any) -> None:
+        try:
+            if err is None:
+                if self._stream is None:
+                    msg = f"{self.source} holds no decodable frames; pass another video"
+                    raise DataError(msg)
+                for packet in self._stream.encode(None):
+                    self._sink.mux(packet)
+        except BaseException as failure:
+            self._sink.close()
+            self._atomic.__exit__(type(failure), failure, failure.__traceback__)
+            raise
+        self._sink.close()
+        self._atomic.__exit__(kind, err, tb)
+
+
+def iter_frames(path: Path) -> Any:
+    """(VideoInfo, generator of HxWx3 float32 frames in [0, 1]) for ``path``'s first video stream.
+
+    Decoding errors become one DataError line; the container closes when the generator ends.
+    """
+    av = _av()
+    source = _open(path)
+    stream = source.streams.video[0]
+    try:
+        info = _info(stream, path)
+    except BaseException:
+        source.close()
+        raise
+    stream.thread_type = "AUTO"
+
+    def frames() -> Any:
+        try:
+            for frame in source.decode(stream):
+                yield frame.to_ndarray(format="rgb24").astype(np.float32) / 255.0
+        except av.error.FFmpegError as err:
+            msg = f"{path} could not be decoded to the end ({err}); nothing was written for it: re-encode or pass another video"
+            raise DataError(msg) from err
+        finally:
+            source.close()
+
+    return info, frames()
+
+
+def write_video(dest: Path, frames: Any, rate: Fraction) -> int:
+    """Encode an iterable of HxWx3 frames in [0, 1] to ``dest`` atomically; returns the frame count."""
+    with VideoWriter(dest, rate) as writer:
+        for rgb in frames:
+            writer.write(rgb)
+    return writer.count
+
+
 def enhance_video(
     path: Path,
     dest: Path,
@@ -123,53 +219,22 @@ def enhance_video(
     """
     from tqdm import tqdm
 
-    av = _av()
     meter = FlickerMeter()
-    count, size = 0, None
     start = time.perf_counter()
-    source = _open(path)
+    info, frames = iter_frames(path)
+    bar = tqdm(total=info.frames, unit="frame", desc=path.name, disable=None if progress is None else not progress)
     try:
-        stream = source.streams.video[0]
-        info = _info(stream, path)
-        stream.thread_type = "AUTO"
-        with atomic_path(dest) as tmp, av.open(str(tmp), "w", format="mp4") as sink:
-            out_stream = None
-            bar = tqdm(total=info.frames, unit="frame", desc=path.name, disable=None if progress is None else not progress)
-            try:
-                for frame in source.decode(stream):
-                    rgb = frame.to_ndarray(format="rgb24").astype(np.float32) / 255.0
-                    seen, out = per_frame(rgb, say if count == 0 else None)
-                    if out_stream is None:
-                        size = out.shape[:2]
-                        out_stream = sink.add_stream(CODEC, rate=info.rate, options={"crf": CRF})
-                        out_stream.height, out_stream.width = size
-                        out_stream.pix_fmt = "yuv420p" if size[0] % 2 == 0 and size[1] % 2 == 0 else "yuv444p"
-                        out_stream.time_base = 1 / info.rate
-                    elif out.shape[:2] != size:
-                        msg = f"{path} changes frame size at frame {count} ({size} to {out.shape[:2]}); split it into constant-size clips"
-                        raise DataError(msg)
-                    meter.update(seen, out)
-                    pixels = np.round(np.clip(out, 0.0, 1.0) * 255.0).astype(np.uint8)
-                    encoded = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format="rgb24")
-                    encoded.pts = count
-                    for packet in out_stream.encode(encoded):
-                        sink.mux(packet)
-                    count += 1
-                    bar.update(1)
-                if out_stream is None:
-                    msg = f"{path} holds no decodable frames; pass another video"
-                    raise DataError(msg)
-                for packet in out_stream.encode(None):
-                    sink.mux(packet)
-            finally:
-                bar.close()
-    except av.error.FFmpegError as err:
-        msg = f"{path} could not be decoded to the end ({err}); nothing was written for it: re-encode or pass another video"
-        raise DataError(msg) from err
+        with VideoWriter(dest, info.rate, source=path) as writer:
+            for rgb in frames:
+                seen, out = per_frame(rgb, say if writer.count == 0 else None)
+                meter.update(seen, out)
+                writer.write(out)
+                bar.update(1)
     finally:
-        source.close()
+        bar.close()
+        frames.close()
     elapsed = time.perf_counter() - start
-    assert size is not None  # set by the first frame, and an empty stream raised above
-    result = VideoResult(dest, count, info.rate, size[0], size[1], meter.ratio())
-    say(f"{path.name}: {count} frames in {elapsed:.1f} s ({count / elapsed if elapsed > 0 else 0.0:.1f} fps)")
+    assert writer.size is not None  # set by the first frame, and an empty stream raised above
+    result = VideoResult(dest, writer.count, info.rate, writer.size[0], writer.size[1], meter.ratio())
+    say(f"{path.name}: {writer.count} frames in {elapsed:.1f} s ({writer.count / elapsed if elapsed > 0 else 0.0:.1f} fps)")
     return result

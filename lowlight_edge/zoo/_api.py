@@ -60,6 +60,33 @@ class Tiling:
 
 
 @dataclass(frozen=True)
+class GlobalParams:
+    """Per-image parameters a model applies to the whole frame, exposed by its deployed graph.
+
+    IAT and its student compute one gamma and one 3x3 colour matrix per image and apply them to
+    the local branch's output: y = clamp(M p, 1e-8, 1) ** gamma (lowlight_edge.temporal.apply_global).
+    Their ONNX graphs carry these tensors as extra outputs after the image, so a video runner can
+    smooth them over time before applying them (runtimes enhance --temporal-smoothing).
+    """
+
+    outputs: tuple[str, ...] = ("img_local", "gamma", "color")  # graph output names after "output"
+    what: str = "gamma and 3x3 colour matrix per frame"
+
+
+class ExposeGlobalParams(torch.nn.Module):
+    """The deployable module with its global parameters as extra outputs: (image, img_local, gamma, color)."""
+
+    def __init__(self, module: torch.nn.Module, params: GlobalParams) -> None:
+        super().__init__()
+        self.module = module
+        self.names = params.outputs
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        stages = self.module.stages(x)
+        return (stages["img_high"], *(stages[n] for n in self.names))
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """The machine-readable input contract of one zoo entry.
 
@@ -92,6 +119,7 @@ class ModelSpec:
     # Why the output depends on statistics of the whole image (e.g. a global gamma from every
     # pixel), so that no tiling or padding can reproduce the full-frame output; "" for local models.
     whole_image_statistics: str = ""
+    global_params: GlobalParams | None = None  # per-frame parameters the deployed graph exposes (IAT)
 
     def check_resolution(self, height: int, width: int) -> None:
         """Raise UsageError unless HxW is positive and a multiple of size_multiple."""

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lowlight_edge.zoo._api import UPSTREAM, ModelSpec, QuantPreset, Weights, register
+from lowlight_edge.zoo._api import UPSTREAM, GlobalParams, ModelSpec, QuantPreset, Weights, register
 
 REPO, COMMIT = "cuiziteng/Illumination-Adaptive-Transformer", "c76472265247f47cea57649af28b15018bb64cb1"
 LICENSE = "Apache-2.0"
@@ -295,6 +295,7 @@ SPEC = ModelSpec(
     ),
     # Measured 2026-12-01 (PyTorch FP32, lol_v2, 12 eval scenes, 2x2 tiles of 192x288): tiles agree
     # with the full frame to 18.7 dB (worst scene) at 96 px overlap and 27.5 dB at 160 px.
+    global_params=GlobalParams(),
     whole_image_statistics="its global gamma and colour matrix come from attention over the tokens of the whole image",
 )
 

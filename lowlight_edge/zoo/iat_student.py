@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lowlight_edge.zoo._api import UPSTREAM, ModelSpec, QuantPreset, Weights, register
+from lowlight_edge.zoo._api import UPSTREAM, GlobalParams, ModelSpec, QuantPreset, Weights, register
 from lowlight_edge.zoo.iat import apply_color_gamma
 
 REPO, COMMIT = "gibsonlee01/IAT_Student", "336702c84913c9d23f390661646de847310636c8"
@@ -171,6 +171,7 @@ SPEC = ModelSpec(
     ),
     # Measured 2026-12-01 (PyTorch FP32, 12 eval scenes, 2x2 tiles of 192x288): tiles agree with
     # the full frame to 22.3 dB (worst scene) at 96 px overlap and 27.4 dB at 160 px.
+    global_params=GlobalParams(),
     whole_image_statistics="its global gamma and colour matrix come from features pooled over the whole image",
 )
 
