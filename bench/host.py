@@ -195,6 +195,29 @@ def cpu_flags(cpuinfo: str | None = None) -> list[str]:
     return names
 
 
+def cpu_clock_ghz(cpuinfo: str | None = None, sysfs: str | Path = "/sys/devices/system/cpu") -> tuple[float | None, str]:
+    """(the highest clock this CPU reports in GHz, where it came from), (None, why) when none does.
+
+    The kernel's cpufreq ``cpuinfo_max_freq`` (the boost ceiling) when there is one; else the
+    highest ``cpu MHz`` in /proc/cpuinfo, which in a VM is usually the nominal clock, below what a
+    boosting core runs at (the source says so); else a "@ 2.45GHz" in the model name.
+    """
+    try:
+        khz = max(int(f.read_text()) for f in Path(sysfs).glob("cpu[0-9]*/cpufreq/cpuinfo_max_freq"))
+    except (OSError, ValueError):  # no cpufreq (a VM), or unreadable
+        khz = 0
+    if khz > 0:
+        return khz / 1e6, "cpufreq cpuinfo_max_freq (boost ceiling)"
+    text = cpuinfo if cpuinfo is not None else _read("/proc/cpuinfo")
+    mhz = [float(m) for m in re.findall(r"^cpu MHz\s*:\s*([0-9.]+)", text, re.MULTILINE)]
+    if mhz and max(mhz) > 0:
+        return max(mhz) / 1e3, "/proc/cpuinfo cpu MHz (may be the nominal clock, below boost)"
+    named = re.search(r"@\s*([0-9.]+)\s*GHz", cpu_model(text))
+    if named:
+        return float(named.group(1)), "the model name's nominal clock (below boost)"
+    return None, "no clock reported (no cpufreq, no cpu MHz in /proc/cpuinfo)"
+
+
 def gpu_name() -> str | None:
     """Name and driver of GPU 0 from nvidia-smi, or the board model on a Jetson; None if neither."""
     smi = shutil.which("nvidia-smi")

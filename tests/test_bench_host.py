@@ -16,6 +16,7 @@ import pytest
 from bench.host import (
     TegrastatsSampler,
     check_host,
+    cpu_clock_ghz,
     cpu_flags,
     cpu_model,
     is_jetson,
@@ -25,6 +26,7 @@ from bench.host import (
     parse_tegrastats_line,
     summarize_samples,
 )
+from bench.roofline import isa_peaks, measure_host_limits, roofline_ms, roofline_row
 from lowlight_edge.errors import MissingRequirement
 from lowlight_edge.targets import Target, get_target
 
@@ -560,3 +562,57 @@ def test_benchmark_app_median_on_a_tiny_ir(tmp_path):
     median = benchmark_app_p50(tmp_path / "tiny.xml", threads=1, shape=(1, 3, 32, 32), seconds=1)
     assert isinstance(median, float) and 0 < median < 1000
     assert report.exists() == existed  # benchmark_app ran in a temporary folder
+
+
+# --------------------------------------------------------------------------------------------
+# Roofline bounds per precision (bench/roofline.py)
+
+
+def test_cpu_clock_prefers_cpufreq_then_cpu_mhz_then_the_model_name(tmp_path):
+    freq = tmp_path / "cpu0" / "cpufreq"
+    freq.mkdir(parents=True)
+    (freq / "cpuinfo_max_freq").write_text("3500000\n")
+    assert cpu_clock_ghz("cpu MHz : 2445.4\n", tmp_path) == (3.5, "cpufreq cpuinfo_max_freq (boost ceiling)")
+    ghz, source = cpu_clock_ghz("cpu MHz\t\t: 2445.434\ncpu MHz\t\t: 2600.0\n", tmp_path / "none")
+    assert ghz == pytest.approx(2.6) and "nominal" in source
+    assert cpu_clock_ghz("model name\t: Intel(R) Xeon(R) Gold 6148 CPU @ 2.40GHz\n", tmp_path / "none")[0] == 2.4
+    assert cpu_clock_ghz("model name\t: AMD EPYC\n", tmp_path / "none")[0] is None
+
+
+def test_isa_peaks_per_precision_and_the_measured_rate_when_the_clock_boosts():
+    zen3 = isa_peaks(["avx2", "fma"], 2, 2.45, "cpu MHz", measured_fp32_gflops=100.0)
+    assert zen3["fp32"]["gops"] == pytest.approx(2 * 2.45 * 32, abs=0.1) and "AVX2 FMA" in zen3["fp32"]["source"]
+    assert zen3["int8"]["gops"] == pytest.approx(2 * zen3["fp32"]["gops"], abs=0.1) and "without VNNI" in zen3["int8"]["source"]
+    assert zen3["bf16"]["gops"] == zen3["fp32"]["gops"]
+    boosted = isa_peaks(["avx2", "fma"], 2, 2.45, "cpu MHz", measured_fp32_gflops=200.0)
+    assert boosted["fp32"]["gops"] == 200.0 and "clock boosts" in boosted["fp32"]["source"]
+    spr = isa_peaks(["avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8"], 2, 3.0, "cpufreq")
+    assert spr["fp32"]["gops"] == pytest.approx(2 * 3.0 * 64)
+    assert spr["bf16"]["gops"] == pytest.approx(2 * 3.0 * 1024) and spr["int8"]["gops"] == pytest.approx(2 * 3.0 * 2048)
+    vnni = isa_peaks(["avx2", "fma", "avx512f", "avx512_vnni"], 1, 2.0, "cpufreq")
+    assert vnni["int8"]["gops"] == pytest.approx(4 * vnni["fp32"]["gops"]) and "VNNI" in vnni["int8"]["source"]
+    assert isa_peaks(["avx2"], 2, None, "no clock", measured_fp32_gflops=90.0)["fp32"]["gops"] == 90.0
+
+
+def test_a_row_gets_its_precisions_bound_and_never_a_fraction_above_one():
+    limits = {"matmul_gflops": 50.0, "copy_gbps": 10.0, "traffic_gbps": 20.0,
+              "peaks": isa_peaks(["avx2", "fma"], 2, 2.5, "cpu MHz", measured_fp32_gflops=50.0)}  # fp32 160, int8 320
+    fp32 = roofline_row(16e9, 1e6, limits, "fp32", 200.0)
+    assert fp32["roofline_ms"] == pytest.approx(100.0) and fp32["roofline_fraction"] == pytest.approx(0.5)
+    assert fp32["roofline_bound"].startswith("fp32 compute peak 160 GFLOP/s, ISA peak")
+    int8 = roofline_row(16e9, 1e6, limits, "int8", 100.0)
+    assert int8["roofline_ms"] == pytest.approx(50.0) and int8["roofline_fraction"] == pytest.approx(0.5)
+    assert "int8 compute peak 320 GOP/s" in int8["roofline_bound"]
+    beat = roofline_row(16e9, 1e6, limits, "fp32", 80.0)  # faster than the bound: the bound is wrong
+    assert beat["roofline_fraction"] is None and "the bound is wrong" in beat["roofline_note"]
+    memory = roofline_row(1e6, 2e9, limits, "fp32", 200.0)
+    assert memory["roofline_ms"] == pytest.approx(100.0) and memory["roofline_bound"].startswith("memory")
+    assert roofline_ms(16e9, 1e6, limits) == pytest.approx(100.0)  # the harness's call: the FP32 peak
+    assert roofline_ms(16e9, 1e6, {"matmul_gflops": 50.0, "copy_gbps": 10.0}) == pytest.approx(320.0)
+
+
+def test_measured_limits_carry_the_isa_peaks():
+    pytest.importorskip("torch")
+    limits = measure_host_limits(1, seconds_budget=0.05, matmul_n=128, copy_mb=4)
+    assert set(limits["peaks"]) == {"fp32", "bf16", "int8"}
+    assert limits["peaks"]["fp32"]["gops"] >= limits["matmul_gflops"] * 0.999  # a bound is never below a measured rate
