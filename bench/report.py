@@ -652,47 +652,60 @@ def _thin_log_ticks(fig, ax) -> None:
             return
 
 
+def _label_offsets() -> list[tuple[float, float, str]]:
+    """Candidate (dx, dy) label offsets in points, nearest first, with the alignment that keeps the text off its point."""
+    out = []
+    for r in (9, 16, 24, 34, 46, 60):
+        for deg in (30, -30, 150, -150, 90, -90, 0, 180, 60, -60, 120, -120):
+            dx, dy = r * math.cos(math.radians(deg)), r * math.sin(math.radians(deg))
+            out.append((dx, dy, "left" if dx > 2 else ("right" if dx < -2 else "center")))
+    return out
+
+
 def _place_labels(fig, ax, points, ys) -> None:
-    """Annotate each point at the first offset whose text box overlaps no marker, label, line label or legend."""
+    """Annotate each point at the nearest offset whose text overlaps no marker, label, line or legend.
+
+    Overlaps are weighted (another label 10, a marker 5, a budget/reference line 1, outside the
+    axes 100) and the cheapest candidate wins when none is free; a label set far from its point
+    gets a thin leader line.
+    """
+    from matplotlib.text import Text
     from matplotlib.transforms import Bbox
 
     renderer = fig.canvas.get_renderer()
     frame = ax.get_window_extent(renderer)
     legend = ax.get_legend()
-    taken = [legend.get_window_extent(renderer)] if legend else []
+    taken = [(legend.get_window_extent(renderer), 100)] if legend else []
     radius = 6 * fig.dpi / 72  # about a marker of s=60
     for row, y in zip(points, ys, strict=True):
         cx, cy = ax.transData.transform((row["latency_ms"]["p50"], y))
-        taken.append(Bbox.from_extents(cx - radius, cy - radius, cx + radius, cy + radius))
+        taken.append((Bbox.from_extents(cx - radius, cy - radius, cx + radius, cy + radius), 5))
     for line in ax.get_lines():  # the budget and reference lines: a label across one is hard to read
         if str(line.get_gid()).startswith(("budget", "reference")):
-            taken.append(line.get_window_extent(renderer).expanded(1.0, 1.0).padded(1.5))
-    rings = [(dx * r, dy * r) for r in (1, 2, 3, 4.5) for dx, dy in ((1, 0.6), (1, -1.4), (-1, 0.6), (-1, -1.4), (0, 1.6), (0, -2.4))]
+            taken.append((line.get_window_extent(renderer).padded(1.5), 1))
     for row, y in zip(points, ys, strict=True):
         text = f"{row.get('model')} {row.get('runtime')} {row.get('precision')}: {_psnr_label(float(row['psnr_db']['mean']))}"
         xy = (row["latency_ms"]["p50"], y)
+        note = ax.annotate(text, xy, xytext=(0, 0), textcoords="offset points", fontsize=7, va="center",
+                           annotation_clip=False, gid="label")
         best = None
-        for dx, dy in rings:
-            offset = (8 * dx, 8 * dy)
-            note = ax.annotate(text, xy, textcoords="offset points", xytext=offset, fontsize=7,
-                               ha="left" if dx > 0 else ("right" if dx < 0 else "center"), va="center",
-                               annotation_clip=False, gid="label")
-            box = note.get_window_extent(renderer).expanded(1.04, 1.15)
-            inside = frame.containsx(box.x0) and frame.containsx(box.x1) and frame.containsy(box.y0) and frame.containsy(box.y1)
-            clashes = sum(box.overlaps(t) for t in taken) + (0 if inside else 100)
-            if best is None or clashes < best[0]:
-                if best is not None:
-                    best[1].remove()
-                best = (clashes, note, box, offset)
-            else:
-                note.remove()
-            if clashes == 0:
+        for dx, dy, ha in _label_offsets():
+            note.set_position((dx, dy))
+            note.set_ha(ha)
+            note.update_positions(renderer)  # the text's transform follows the new offset only after this
+            box = Text.get_window_extent(note, renderer).padded(2)
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            cost = sum(weight for other, weight in taken if box.overlaps(other)) + (0 if inside else 100)
+            if best is None or cost < best[0]:
+                best = (cost, dx, dy, ha, box)
+            if cost == 0:
                 break
-        _, note, box, offset = best
-        if math.hypot(*offset) > 20:  # moved away from its point: a thin leader says whose label it is
-            ha = note.get_ha()
+        _, dx, dy, ha, box = best
+        note.set_position((dx, dy))
+        note.set_ha(ha)
+        if math.hypot(dx, dy) > 20:  # set away from its point: a thin leader says whose label it is
             note.remove()
-            ax.annotate(text, xy, textcoords="offset points", xytext=offset, fontsize=7, ha=ha, va="center",
+            ax.annotate(text, xy, textcoords="offset points", xytext=(dx, dy), fontsize=7, ha=ha, va="center",
                         annotation_clip=False, gid="label",
                         arrowprops={"arrowstyle": "-", "color": "grey", "linewidth": 0.5, "shrinkA": 0, "shrinkB": 4})
-        taken.append(box)
+        taken.append((box, 10))
