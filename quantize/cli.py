@@ -10,6 +10,7 @@ from export import pipeline
 from export.cli import add_int8_arguments, add_target_arguments, check_ship, print_summary
 from export.config import ExportRequest
 from lowlight_edge.console import parser_for, run_main
+from lowlight_edge.plan import load_plan
 from lowlight_edge.targets import parse_resolution
 from lowlight_edge.zoo import list_models
 
@@ -58,6 +59,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan = manifest.parent / "precision_plan.yaml"
     if plan.is_file():
         print(f"precision plan: {plan}")
+        runtime = load_plan(plan).runtime
+        if runtime.get("options"):
+            chosen = "; ".join(f"{p}: {o or 'OpenVINO defaults'}" for p, o in runtime["options"].items())
+            print(f"runtime options (decided on {runtime['host'].get('cpu')}, {runtime['host'].get('threads')} threads): {chosen}")
     return 0
 
 
