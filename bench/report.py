@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.preview import RowPreview
+from bench.video_rows import markdown_lines as video_markdown
 from lowlight_edge.atomic import write_json
 from lowlight_edge.errors import MissingRequirement
 from lowlight_edge.metrics import PSNR_CAP_DB
@@ -367,6 +368,7 @@ def render_markdown(rows: Sequence[Mapping[str, Any]], budget: Any = None, title
     if sources:
         lines += ["", f"`peak MB` is: {'; '.join(sources)}."]
     lines += crosscheck_lines
+    lines += video_markdown(list(rows))
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
@@ -385,7 +387,7 @@ section.row h3 { margin: 0.2em 0; font-size: 1.05em; } .where { color: #777; fon
 .verdict, .crosscheck { margin: 0.2em 0; font-size: 0.9em; }
 .pass { color: #1b5e20; } .fail { color: #b71c1c; font-weight: bold; } .ref { color: #555; }
 .thumbs { display: flex; gap: 12px; flex-wrap: wrap; margin-top: 0.5em; }
-.thumbs figure { width: 320px; } .thumbs img { max-width: 320px; image-rendering: pixelated; border: 1px solid #ddd; }
+.thumbs figure { width: 320px; } .thumbs img { width: 100%; height: auto; image-rendering: pixelated; border: 1px solid #ddd; }
 figcaption { font-size: 0.8em; color: #555; }
 .noimg { color: #777; font-style: italic; }
 ul.notes { font-size: 0.85em; color: #555; }
@@ -639,12 +641,12 @@ def _boxes_overlap(boxes) -> bool:
 
 
 def _thin_log_ticks(fig, ax) -> None:
-    """Ticks at 1-2-5 per decade when their labels fit side by side, else 1 per decade, else every other one."""
+    """Ticks at 1-2-3-5 per decade (a narrow span), else 1-2-5, else 1 per decade, else fewer: the densest whose labels fit."""
     from matplotlib.ticker import LogLocator
 
     renderer = fig.canvas.get_renderer()
     low, high = ax.get_xlim()
-    for subs, step in (((1.0, 2.0, 5.0), 1), ((1.0,), 1), ((1.0,), 2), ((1.0,), 3)):
+    for subs, step in (((1.0, 2.0, 3.0, 5.0), 1), ((1.0, 2.0, 5.0), 1), ((1.0,), 1), ((1.0,), 2), ((1.0,), 3)):
         ax.xaxis.set_major_locator(LogLocator(base=10.0 ** step, subs=subs))
         fig.canvas.draw()
         labels = [t for t in ax.get_xticklabels() if t.get_text() and low <= t.get_position()[0] <= high]
