@@ -1,10 +1,10 @@
 """The device agent: ``python -m bench.agent JOB.json OUT_DIR``, run on the device by bench/remote_boot.py.
 
-It needs only the device's Python, numpy and the target's runtime (OpenVINO / ONNX Runtime on a
-CPU device; TensorRT, onnx and torch where engines are built and run, since runtimes/backend_tensorrt.py
-reads ONNX precisions with onnx and runs engines through torch.cuda): everything that needs torch or NNCF ran on the
-workstation, which shipped the artifacts, the eval frames and their FP32 PyTorch references.
-The agent
+It needs only the device's Python (3.8+), numpy and the target's runtime (OpenVINO / ONNX Runtime
+on a CPU device; TensorRT's Python bindings, libcudart and onnx where engines are built and run:
+runtimes/backend_tensorrt.py reads ONNX precisions with onnx and runs engines through the CUDA runtime
+by ctypes, no torch): everything that needs torch or NNCF ran on the workstation, which shipped
+the artifacts, the eval frames and their FP32 PyTorch references. The agent
 
 1. checks the device against the target (bench.host.check_host: runtime, Jetson, power mode);
    a miss writes ``{"error", "exit_code": 2}`` and exits 2;
@@ -14,6 +14,9 @@ The agent
    across GPUs or TensorRT versions) into OUT_DIR/engines/, sidecar beside it;
 4. measures every row in its own process with bench.worker.run_in_subprocess, exactly as a
    local bench does (latency, cold start, memory, tegrastats power, drift vs the references).
+
+A job with ``"mode": "build"`` (``python -m export --device``) only builds: no host check and no
+measured rows, since building an engine needs the builder, not the target's GPU checks.
 
 OUT_DIR/result.json: {"host": ..., "rows": [{"index", "result", "engine"}]}.
 """
@@ -28,12 +31,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.host import check_host, host_info, module_available
+from bench.host import check_host, host_info
 from bench.worker import run_in_subprocess
 from lowlight_edge.atomic import write_json
 from lowlight_edge.errors import LowlightError, MissingRequirement
 from lowlight_edge.targets import Budget, Target
 from runtimes import BuildConfig, get_backend
+from runtimes.cuda import cuda_status
 
 TARGET_FIELDS = ("name", "runtime", "device", "precisions", "resolutions", "threads", "timeout_s", "requires", "options")
 
@@ -108,12 +112,10 @@ def jetpack_version() -> str | None:
 def run_job(job: dict[str, Any], out: Path) -> dict[str, Any]:
     base = Path(job["base"]).resolve() if job.get("base") else Path.cwd() / "tree"
     target = target_from_job(job["target"])
-    check_host(target)
-    if target.runtime == "tensorrt" and not module_available("torch"):
-        # runtimes/backend_tensorrt.py runs engines through torch.cuda (buffers, stream, GPU check)
-        msg = (f"target {target.name!r} needs torch on the device: the TensorRT backend runs engines through "
-               "torch.cuda (on a Jetson, NVIDIA's PyTorch wheel for the JetPack release)")
-        raise MissingRequirement(msg)
+    build_only = job.get("mode") == "build"
+    if not build_only:
+        check_host(target)
+        check_gpu(target)
     threads = target.resolved_threads()
     host = host_info(threads)
     host["limits"] = None  # measured with torch on the workstation only; no roofline on a device
@@ -123,14 +125,19 @@ def run_job(job: dict[str, Any], out: Path) -> dict[str, Any]:
     host["remote"] = job.get("remote")
     rows = []
     for index, row in enumerate(job["rows"]):
-        spec = dict(row["spec"])
+        spec = dict(row.get("spec") or {})
         engine = None
-        progress(f"row {index + 1}/{len(job['rows'])}: {row.get('label') or spec['backend']}")
+        progress(f"row {index + 1}/{len(job['rows'])}: {row.get('label') or spec.get('backend')}")
         if row.get("build"):
             try:
                 engine = build_engine(row["build"], base, out, target)
             except LowlightError as err:
+                if build_only:
+                    raise  # python -m export --device: the export fails with this line
                 rows.append({"index": index, "result": {"error": f"engine build on the device failed: {err}"}, "engine": None})
+                continue
+            if build_only:
+                rows.append({"index": index, "result": {}, "engine": str(engine.relative_to(out))})
                 continue
             spec["artifact"] = str(engine)
         else:
@@ -142,6 +149,16 @@ def run_job(job: dict[str, Any], out: Path) -> dict[str, Any]:
         result = run_in_subprocess(spec, timeout_s=target.timeout_s)
         rows.append({"index": index, "result": result, "engine": str(engine.relative_to(out)) if engine else None})
     return {"host": host, "rows": rows}
+
+
+def check_gpu(target: Target) -> None:
+    """A TensorRT target runs its engines on this device's GPU through libcudart: one line if it cannot."""
+    if target.runtime != "tensorrt":
+        return
+    ok, why = cuda_status(target.device)
+    if not ok:
+        msg = f"target {target.name!r} runs TensorRT engines on this device's GPU and it has none usable: {why}"
+        raise MissingRequirement(msg)
 
 
 def progress(line: str) -> None:

@@ -17,8 +17,11 @@ without it.
   the engine's own sha256. Nothing is prepended to the engine, so trtexec loads it. A build with
   a cached engine whose sidecar does not match (or whose bytes changed) rebuilds it; ``load``
   refuses an engine whose sidecar names another TensorRT version or GPU.
-- Buffers are torch CUDA tensors (torch is always installed); execution is ``execute_async_v3``
-  on a torch CUDA stream, with TensorRT 10's name-based I/O.
+- Running: no torch (JetPack has none). Device buffers, copies and the stream come from the CUDA
+  runtime through ctypes (runtimes/cuda.py, every cudaError_t checked); execution is
+  ``execute_async_v3`` with TensorRT 10's name-based I/O. Every output of the engine is allocated:
+  ``__call__`` returns output 0 (the image), ``_infer_outputs`` all of them by name.
+- Shipped to a remote device (bench.remote): kept Python 3.8.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from lowlight_edge.atomic import atomic_path
 from lowlight_edge.errors import ConfigError, DataError, LowlightError, MissingRequirement, UsageError
 from lowlight_edge.hashing import hash_dict, sha256_bytes, sha256_file
 from lowlight_edge.plan import PrecisionPlan, load_plan
+from runtimes.cuda import cuda_runtime, cuda_status, device_index
 from runtimes.base import (
     Artifact,
     Backend,
@@ -271,10 +275,8 @@ def builder_version(flavour: str = DEFAULT_FLAVOUR) -> str:
 
 
 def gpu_present(device: str = "cuda") -> bool:
-    """Whether a CUDA GPU is usable from torch (running an engine needs one; building RTX does not)."""
-    import torch
-
-    return bool(torch.cuda.is_available())
+    """Whether the CUDA runtime sees ``device`` (running an engine needs one; building RTX does not)."""
+    return cuda_status(device)[0]
 
 
 def runtime_identity(device: str = "cuda", flavour: str = DEFAULT_FLAVOUR) -> dict[str, Any]:
@@ -287,14 +289,13 @@ def runtime_identity(device: str = "cuda", flavour: str = DEFAULT_FLAVOUR) -> di
     ident = {"tensorrt": f"{trt.__name__} {trt.__version__}"}
     if trt.__name__ == "tensorrt_rtx":
         return {**ident, "gpu_name": "any supported (ahead-of-time build)", "compute_capability": RTX_DEFAULT_CCS}
-    import torch
-
-    if not torch.cuda.is_available():
-        msg = f"{trt.__name__} {trt.__version__} builds for the GPU it runs on and torch sees no CUDA GPU; build on the device, or use the rtx flavour"
+    ok, why = cuda_status(device)
+    if not ok:
+        msg = f"{trt.__name__} {trt.__version__} builds for the GPU it runs on and there is none here ({why}); build on the device, or use the rtx flavour"
         raise MissingRequirement(msg)
-    dev = torch.device(device)
-    major, minor = torch.cuda.get_device_capability(dev)
-    return {**ident, "gpu_name": torch.cuda.get_device_name(dev), "compute_capability": f"{major}.{minor}"}
+    cuda, index = cuda_runtime(), device_index(device)
+    major, minor = cuda.compute_capability(index)
+    return {**ident, "gpu_name": cuda.device_name(index), "compute_capability": f"{major}.{minor}"}
 
 
 def _build_engine(onnx_file: Path, config: BuildConfig, flavour: str) -> tuple[bytes, dict[str, Any]]:
@@ -361,43 +362,47 @@ def _build_engine(onnx_file: Path, config: BuildConfig, flavour: str) -> tuple[b
     return bytes(serialized), notes
 
 
-_TORCH_DTYPES: dict[str, str] = {
-    "FLOAT": "float32",
-    "HALF": "float16",
-    "INT8": "int8",
-    "INT32": "int32",
-    "BOOL": "bool",
+_NUMPY_DTYPES = {  # TensorRT DataType name -> numpy dtype of the host copy
+    "FLOAT": np.float32,
+    "HALF": np.float16,
+    "INT8": np.int8,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "BOOL": np.bool_,
+    "UINT8": np.uint8,
 }
 
 
-def _torch_dtype(trt_dtype: Any) -> Any:
-    import torch
-
-    name = _TORCH_DTYPES.get(getattr(trt_dtype, "name", ""))
-    if name is None:
+def _numpy_dtype(trt_dtype: Any) -> Any:
+    dtype = _NUMPY_DTYPES.get(getattr(trt_dtype, "name", ""))
+    if dtype is None:
         msg = f"engine I/O type {trt_dtype} is not supported here; export with float32 I/O"
         raise UsageError(msg)
-    return getattr(torch, name)
+    return np.dtype(dtype)
 
 
 class TensorRTRunner(Runner):
+    """One engine on one GPU: buffers for the input and every output, one CUDA stream, no torch."""
+
     backend = "tensorrt"
 
     def __init__(self, path: Path, device: str, sidecar: dict | None, flavour: str = DEFAULT_FLAVOUR) -> None:
-        import torch
-
         trt = import_trt(flavour)
         self._trt = trt
         self._side = sidecar or {}
         super().__init__(device=device, precision=self._side.get("precision", "unknown"), source=str(path))
-        self._device = torch.device(device)
+        self._cuda = cuda_runtime()
+        self._index = device_index(device)
+        self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, bytes)
+        self._stream = 0
+        self._context = self._engine = self._runtime = None
+        self._cuda.set_device(self._index)  # the runtime, engine and buffers live on this GPU
         _trt_logger(trt).errors = []
-        with torch.cuda.device(self._device):  # the runtime and engine live on the selected GPU
-            self._runtime = trt.Runtime(_trt_logger(trt))
-            dla = (self._side.get("fields") or {}).get("dla_core")
-            if dla is not None:
-                self._runtime.DLA_core = int(dla)
-            self._engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
+        self._runtime = trt.Runtime(_trt_logger(trt))
+        dla = (self._side.get("fields") or {}).get("dla_core")
+        if dla is not None:
+            self._runtime.DLA_core = int(dla)
+        self._engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
         if self._engine is None:
             msg = f"{trt.__name__} {trt.__version__} cannot deserialize {path}: {_last_errors(trt)}; rebuild the engine"
             raise UsageError(msg)
@@ -405,21 +410,26 @@ class TensorRTRunner(Runner):
         inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self._outputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         if len(inputs) != 1 or not self._outputs:
-            msg = f"{path} has inputs {inputs} and outputs {self._outputs}; runtimes runs single-image models (one input, one output image)"
+            msg = f"{path} has inputs {inputs} and outputs {self._outputs}; runtimes runs single-image models (one input; the image is output 0)"
             raise UsageError(msg)
         self._input = inputs[0]
-        self._dtypes = {n: _torch_dtype(self._engine.get_tensor_dtype(n)) for n in names}
+        self._dtypes = {n: _numpy_dtype(self._engine.get_tensor_dtype(n)) for n in names}
         self._shape = tuple(int(d) for d in self._engine.get_tensor_shape(self._input))
         self._bounds = None
         if any(d < 0 for d in self._shape):
             lo, _, hi = self._engine.get_tensor_profile_shape(self._input, 0)
             self._bounds = (tuple(int(d) for d in lo), tuple(int(d) for d in hi))
         self._context = self._engine.create_execution_context()
-        self._stream = torch.cuda.Stream(device=self._device)
+        self._stream = self._cuda.stream_create()
 
     @property
     def input_shape(self) -> tuple[int, ...] | None:
         return self._shape if len(self._shape) == 4 else None
+
+    @property
+    def output_names(self) -> list[str]:
+        """The engine's outputs in order; the first is the image."""
+        return list(self._outputs)
 
     def check_input(self, x: Any) -> np.ndarray:
         x = super().check_input(x)
@@ -431,40 +441,65 @@ class TensorRTRunner(Runner):
                 raise UsageError(msg)
         return x
 
-    def _infer(self, x: np.ndarray) -> np.ndarray:
-        import torch
+    def _buffer(self, name: str, nbytes: int) -> int:
+        """The device buffer of ``name``, grown (never shrunk) to ``nbytes``."""
+        ptr, size = self._buffers.get(name, (0, 0))
+        if size < nbytes:
+            self._buffers.pop(name, None)
+            self._cuda.free(ptr)
+            ptr = self._cuda.malloc(nbytes)
+            self._buffers[name] = (ptr, nbytes)
+        return ptr
 
-        with torch.cuda.device(self._device), torch.cuda.stream(self._stream):
-            inp = torch.from_numpy(x).to(self._device).to(self._dtypes[self._input])
-            self._context.set_input_shape(self._input, tuple(x.shape))
-            self._context.set_tensor_address(self._input, inp.data_ptr())
-            outs = {}
-            for name in self._outputs:
-                shape = tuple(int(d) for d in self._context.get_tensor_shape(name))
-                outs[name] = torch.empty(shape, dtype=self._dtypes[name], device=self._device)
-                self._context.set_tensor_address(name, outs[name].data_ptr())
-            if not self._context.execute_async_v3(self._stream.cuda_stream):
-                msg = f"TensorRT execution failed: {_last_errors(self._trt)}"
-                raise MissingRequirement(msg)
-            result = outs[self._outputs[0]].float().cpu()  # copies on this stream, then waits for it
-        self._stream.synchronize()
-        return result.numpy()
+    def _infer_outputs(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output of the engine by name (floating outputs as float32), output 0 first."""
+        cuda, stream = self._cuda, self._stream
+        cuda.set_device(self._index)
+        host_in = np.ascontiguousarray(x, dtype=self._dtypes[self._input])
+        if not self._context.set_input_shape(self._input, tuple(host_in.shape)):
+            msg = f"engine input {self._input!r} does not take shape {format_shape(host_in.shape)}: {_last_errors(self._trt)}"
+            raise UsageError(msg)
+        dev_in = self._buffer(self._input, host_in.nbytes)
+        cuda.copy_to_device(dev_in, host_in, stream)
+        self._context.set_tensor_address(self._input, dev_in)
+        hosts = {}
+        for name in self._outputs:
+            shape = tuple(int(d) for d in self._context.get_tensor_shape(name))
+            if any(d < 0 for d in shape):
+                msg = f"engine output {name!r} has an unresolved shape {shape} for input {format_shape(host_in.shape)}; rebuild the engine"
+                raise UsageError(msg)
+            hosts[name] = np.empty(shape, dtype=self._dtypes[name])
+            self._context.set_tensor_address(name, self._buffer(name, hosts[name].nbytes))
+        if not self._context.execute_async_v3(stream):
+            msg = f"TensorRT execution failed: {_last_errors(self._trt)}"
+            raise MissingRequirement(msg)
+        for name, host in hosts.items():
+            cuda.copy_to_host(host, self._buffers[name][0], stream)
+        cuda.synchronize(stream)  # host_in and every host output stay referenced until here
+        return {n: a.astype(np.float32, copy=False) if a.dtype.kind == "f" else a for n, a in hosts.items()}
+
+    def _infer(self, x: np.ndarray) -> np.ndarray:
+        return self._infer_outputs(x)[self._outputs[0]]
 
     def _release(self) -> None:
         self._context = None  # context before engine before runtime, as TensorRT requires
         self._engine = None
         self._runtime = None
-        self._stream = None
+        buffers, self._buffers = self._buffers, {}
+        for ptr, _ in buffers.values():  # after the context: nothing can still use them
+            self._cuda.free(ptr)
+        stream, self._stream = self._stream, 0
+        self._cuda.stream_destroy(stream)
 
     def _describe(self) -> dict[str, Any]:
-        import torch
-
         trt = self._trt
         fields = self._side.get("fields") or {}
         return {
-            "versions": {trt.__name__: trt.__version__, "torch": torch.__version__, "cuda": torch.version.cuda},
-            "gpu": torch.cuda.get_device_name(self._device),
-            "compute_capability": "{}.{}".format(*torch.cuda.get_device_capability(self._device)),
+            "versions": {trt.__name__: trt.__version__, **self._cuda.versions()},
+            "gpu": self._cuda.device_name(self._index),
+            "compute_capability": "{}.{}".format(*self._cuda.compute_capability(self._index)),
+            "libcudart": self._cuda.path,
+            "outputs": list(self._outputs),
             "engine_key": self._side.get("key"),
             "dla_core": fields.get("dla_core"),
             "profile": [list(b) for b in self._bounds] if self._bounds else None,
@@ -485,8 +520,9 @@ class TensorRTBackend(Backend):
             trt = import_trt(flavour)
         except MissingRequirement as err:
             return False, str(err)
-        run = "run: yes (CUDA GPU)" if gpu_present() else "run: no (needs a CUDA GPU; none here)"
-        if trt.__name__ == "tensorrt" and not gpu_present():
+        gpu, why = cuda_status()
+        run = f"run: yes ({why})" if gpu else f"run: no (needs a CUDA GPU: {why})"
+        if trt.__name__ == "tensorrt" and not gpu:
             return False, f"tensorrt {trt.__version__}: build needs the target GPU and none is here; {run}"
         return True, f"{trt.__name__} {trt.__version__}: build: yes; {run}"
 
@@ -545,8 +581,9 @@ class TensorRTBackend(Backend):
             raise UsageError(msg)
         side = read_sidecar(path)
         flavour = (side or {}).get("flavour") or DEFAULT_FLAVOUR
-        if not gpu_present(device):
-            msg = f"engine {path.name} needs a CUDA GPU to run and torch sees none here; run it on the target (python -m bench --target desktop-gpu)"
+        ok, why = cuda_status(device)
+        if not ok:
+            msg = f"engine {path.name} needs a CUDA GPU to run: {why}; run it on the target (python -m bench --target desktop-gpu, or --device ssh://...)"
             raise MissingRequirement(msg)
         if side is None:
             log.warning("%s has no sidecar JSON: cannot check its TensorRT version and GPU", path)

@@ -194,7 +194,7 @@ def test_the_checker_leaves_3_8_code_alone() -> None:
 def test_every_shipped_file_is_python_3_8() -> None:
     """Every file the device receives (our code and the vendored PyYAML) parses and runs as 3.8."""
     files = code_files()
-    assert "bench/agent.py" in files and "runtimes/backend_tensorrt.py" in files
+    assert "bench/agent.py" in files and "runtimes/backend_tensorrt.py" in files and "runtimes/cuda.py" in files
     problems = [p for rel, path in sorted(files.items()) for p in py38_problems(path.read_text(), rel)]
     assert not problems, "\n".join(problems)
 
@@ -258,7 +258,7 @@ def test_the_bundle_imports_under_python_3_8(py38_with_numpy: str, tmp_path: Pat
         "import sys, json\n"
         f"sys.path[:0] = [{str(tree)!r}, {str(tree / '_vendor')!r}]\n"
         "import bench.agent, bench.worker, runtimes.backend_onnxruntime, runtimes.backend_openvino\n"
-        "import runtimes.backend_tensorrt\n"
+        "import runtimes.backend_tensorrt, runtimes.cuda\n"
         "from runtimes import get_backend\n"
         "print(json.dumps({'version': list(sys.version_info[:2]), 'trt': get_backend('tensorrt').is_available('tensorrt')}))\n"
     )
@@ -267,6 +267,11 @@ def test_the_bundle_imports_under_python_3_8(py38_with_numpy: str, tmp_path: Pat
     found = json.loads(done.stdout)
     assert found["version"] == [3, 8]
     assert found["trt"][0] is False and "tensorrt" in found["trt"][1]  # no TensorRT here: one line, no crash
+    status = subprocess.run([py38_with_numpy, "-I", "-c", f"import sys; sys.path[:0] = [{str(tree)!r}]\n"
+                             "from runtimes.cuda import cuda_status; print(cuda_status())"],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert status.returncode == 0 and ("cudaGetDeviceCount" in status.stdout or "libcudart" in status.stdout
+                                       or "True" in status.stdout), status.stdout + status.stderr
 
 
 TINY_ORT = """

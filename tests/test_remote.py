@@ -324,6 +324,9 @@ def test_agent_builds_the_engine_on_the_device(shared, tmp_path: Path, monkeypat
     np.save(tree / "m" / "frames.npy", frames)
     target = get_target("desktop-gpu")
     monkeypatch.setattr(agent, "check_host", lambda target: None)  # this host has no CUDA GPU to run it on
+    with pytest.raises(MissingRequirement, match="runs TensorRT engines on this device's GPU and it has none usable: no CUDA device|libcudart"):
+        agent.check_gpu(target)  # this host is a device without a GPU: one line, not a torch requirement
+    monkeypatch.setattr(agent, "check_gpu", lambda target: None)
     job = {
         "base": str(tree),
         "target": agent.target_fields(target),

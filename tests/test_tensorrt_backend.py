@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,6 +17,7 @@ from lowlight_edge.errors import ConfigError, MissingRequirement, UsageError
 from lowlight_edge.plan import FloatNode, PrecisionPlan, load_plan, save_plan
 from runtimes import BuildConfig, get_backend
 from runtimes import backend_tensorrt as trt_backend
+from runtimes.cuda import LIBCUDART_ENV, CudaError, CudaRuntime, cuda_status, library_candidates, load_libcudart
 from runtimes.backend_tensorrt import (
     ENGINE_FORMAT,
     RUNTIME_FIELDS,
@@ -205,7 +207,8 @@ def test_is_available_names_both_flavours(onnx_file: Path, tmp_path: Path) -> No
     ok, reason = flavours["rtx"]
     assert ok, reason  # the README's test command installs tensorrt-rtx-cu12
     assert reason.startswith("tensorrt_rtx 1.") and "build: yes" in reason
-    assert ("run: yes" in reason) == torch.cuda.is_available()
+    assert ("run: yes" in reason) == cuda_status()[0]
+    assert "run: yes" in reason or "cudaGetDeviceCount" in reason or "libcudart" in reason, reason
     with pytest.raises(UsageError, match="threads"):
         backend.build(onnx_file, BuildConfig(threads=2), tmp_path)
     fake = tmp_path / "x.engine"
@@ -254,9 +257,10 @@ def test_engine_builds_for_real_and_caches(precision: str, onnx_file: Path, plan
     assert again.meta["cache"] == "hit" and again.path == artifact.path
     artifact.path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # a changed engine is rebuilt
     assert backend.build(source, config, tmp_path).meta["cache"] == "miss"
-    if not torch.cuda.is_available():
-        with pytest.raises(MissingRequirement, match="needs a CUDA GPU"):
+    if not cuda_status()[0]:  # the runner says why in one line: no device, no driver, or no libcudart
+        with pytest.raises(MissingRequirement, match="needs a CUDA GPU to run: (no CUDA device|libcudart not found)") as err:
             backend.load(artifact.path)
+        assert "\n" not in str(err.value)
 
 
 def test_dynamic_engine_needs_a_profile(tmp_path: Path) -> None:
@@ -279,3 +283,89 @@ def test_dynamic_engine_needs_a_profile(tmp_path: Path) -> None:
 
 def test_module_imports_without_tensorrt() -> None:
     assert trt_backend.BACKEND.name == "tensorrt" and trt_backend.BACKEND.can_build
+
+
+# --- the CUDA runtime through ctypes (runtimes/cuda.py): no torch on a Jetson ----------------
+
+
+def _system_libcudart() -> Path | None:
+    import glob
+
+    for folder in ("/usr/local/cuda/lib64", "/usr/local/cuda/targets/aarch64-linux/lib", "/usr/lib/x86_64-linux-gnu"):
+        found = sorted(glob.glob(f"{folder}/libcudart.so.*[0-9]"))
+        if found:
+            return Path(found[-1]).resolve()
+    return None
+
+
+def test_libcudart_is_found_in_the_pip_wheel_layout_and_answers_honestly(tmp_path: Path, monkeypatch) -> None:
+    """The nvidia-cuda-runtime wheel's folder comes first; with the real library loaded,
+    cudaGetDeviceCount's own error (no driver / no device here) is the one line we report."""
+    monkeypatch.delenv(LIBCUDART_ENV, raising=False)
+    real = _system_libcudart()
+    if real is None:
+        pytest.skip("no libcudart on this machine (install the CUDA runtime to run this test)")
+    lib = tmp_path / "site" / "nvidia" / "cuda_runtime" / "lib"
+    lib.mkdir(parents=True)
+    (lib / real.name).symlink_to(real)
+    assert library_candidates([str(tmp_path / "site")])[0] == str(lib / real.name)
+    cuda = CudaRuntime([str(tmp_path / "site")])
+    assert cuda.path == str(lib / real.name)
+    assert cuda.error_text(2).startswith("cudaErrorMemoryAllocation")  # CUDA's own names, not ours
+    ok, why = cuda_status()
+    if ok:  # a GPU machine: the count and the name are real
+        assert cuda.device_count() >= 1 and cuda.device_name(0)
+        return
+    with pytest.raises(CudaError, match=r"^no CUDA device: cudaGetDeviceCount returned cudaError(NoDevice|InsufficientDriver|NotInitialized|Unknown)") as err:
+        cuda.device_count()
+    assert "\n" not in str(err.value) and err.value.code != 0 and err.value.exit_code == 2
+    assert why.startswith("no CUDA device: cudaGetDeviceCount returned cudaError")
+    with pytest.raises(CudaError, match="no CUDA device"):
+        cuda.set_device(0)
+
+
+def test_a_libcudart_that_is_not_there_or_not_a_library_is_one_line(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv(LIBCUDART_ENV, str(tmp_path / "missing.so"))
+    with pytest.raises(MissingRequirement, match=f"libcudart not found: .{LIBCUDART_ENV}=.*does not load"):
+        load_libcudart()
+    junk = tmp_path / "libcudart.so.12"
+    junk.write_text("not an ELF file")
+    monkeypatch.setenv(LIBCUDART_ENV, str(junk))
+    assert library_candidates() == [str(junk)]  # chosen by the user: only that one
+    with pytest.raises(MissingRequirement, match="does not load") as err:
+        load_libcudart()
+    assert "\n" not in str(err.value)
+
+
+def _two_output_onnx(path: Path) -> Path:
+    """A graph with the image as output 0 and a per-image statistic as a second output (as IAT's gamma)."""
+
+    class TwoOut(torch.nn.Module):
+        def forward(self, x):
+            return torch.sigmoid(x * 2.0), x.mean(dim=(2, 3))
+
+    torch.onnx.export(TwoOut(), (torch.rand(1, 3, H, W),), str(path), dynamo=True, verbose=False,
+                      output_names=["output", "gamma"])
+    return path
+
+
+def test_an_engine_with_two_outputs_builds_and_runs_with_every_output(tmp_path: Path) -> None:
+    """Every output is allocated: __call__ gives output 0, _infer_outputs all of them by name."""
+    backend = get_backend("tensorrt")
+    onnx_file = _two_output_onnx(tmp_path / "two.onnx")
+    artifact = backend.build(onnx_file, BuildConfig(precision="fp32", workspace_mb=256), tmp_path / "engines")
+    assert artifact.path.stat().st_size > 1000
+    ok, why = cuda_status()
+    if not ok:
+        with pytest.raises(MissingRequirement, match="needs a CUDA GPU to run"):
+            backend.load(artifact.path)
+        pytest.skip(f"built; running needs a CUDA GPU ({why})")
+    x = np.random.default_rng(0).random((1, 3, H, W), dtype=np.float32)
+    with backend.load(artifact.path) as runner:
+        assert runner.output_names == ["output", "gamma"]
+        outs = runner._infer_outputs(x)
+        image = runner(x)
+    assert list(outs) == ["output", "gamma"] and outs["gamma"].shape == (1, 3)
+    np.testing.assert_allclose(image, 1 / (1 + np.exp(-2 * x)), atol=1e-5)
+    np.testing.assert_allclose(outs["gamma"], x.mean(axis=(2, 3)), atol=1e-5)
+    np.testing.assert_array_equal(outs["output"], image)
