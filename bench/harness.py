@@ -22,11 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.agent import target_fields
 from bench.crosscheck import benchmark_app_p50, compare, find_benchmark_app
 from bench.host import check_host, host_info
 from bench.preview import THUMB_SIDE, input_thumbnail, load_row_preview
-from bench.remote import RemoteJob, Session, SshDevice, parse_device, run_remote
+from bench.remote import RemoteJob, Session, SshDevice, parse_device, run_remote, target_fields
 from bench.report import budget_failures, fill_speedups, write_results
 from bench.roofline import bytes_moved, count_flops, measure_host_limits, roofline_fraction, roofline_ms
 from bench.worker import run_in_subprocess
@@ -250,7 +249,8 @@ def bench_remote(device: SshDevice, names, target: Target, precisions, request: 
     pending: list[dict] = []
     for name in names:
         log.info("%s: building artifacts and references for %s", name, device.url)
-        prepared = prepare_model(name, target, request, work, until="quantize" if target.runtime == "tensorrt" else "engine")
+        # TensorRT: the engines are built on the device, from the simplified, FP16 and QDQ ONNX made here
+        prepared = prepare_model(name, target, request, work, for_device=target.runtime == "tensorrt")
         manifest, folder, base, tiling, spec = prepared
         frames = job.ship(base.pop("_frames"), f"data/{name}")
         refs = job.ship(base.pop("_refs"), f"data/{name}")
@@ -296,16 +296,21 @@ def bench_remote(device: SshDevice, names, target: Target, precisions, request: 
     return rows
 
 
-def prepare_model(name, target: Target, request: BenchRequest, work: Path, until: str = "engine"):
-    """Export (or reuse) the model's artifacts and write its eval frames and FP32 references."""
+def prepare_model(name, target: Target, request: BenchRequest, work: Path, for_device: bool = False):
+    """Export (or reuse) the model's artifacts and write its eval frames and FP32 references.
+
+    ``for_device``: a TensorRT target's sources for the device's engine builds instead of engines
+    (export.pipeline: the FP16 ONNX is made here, so the device has an fp16 row too).
+    """
     spec = zoo.get_spec(name)
     resolution = target.resolution_for(name, raw=spec.input_kind == "raw_bayer")
     tiling = target_tiling(target, spec, resolution)
     shape_hw = tiling[:2] if tiling else resolution
     manifest_path = export(
         ExportRequest(model=name, target=target.name, targets_file=request.targets_file, resolution=shape_hw,
-                      out=request.artifacts, eval_dir=request.images, until=until),
+                      out=request.artifacts, eval_dir=request.images),
         progress=False,
+        for_device=for_device,
     )
     manifest = json.loads(manifest_path.read_text())
     module, frames, refs, frames_file, refs_file = eval_set(name, spec, resolution, request, work)

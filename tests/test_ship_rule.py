@@ -225,3 +225,15 @@ def test_a_new_pin_is_not_answered_from_the_cache(tmp_path: Path) -> None:
     quantize(tmp_path)
     _, plan = quantize(tmp_path, ship="fp32")
     assert plan.ship["requested"] == "fp32" and plan.decision == "fp32"
+
+
+def test_a_runtime_option_is_adopted_only_when_shown_faster_and_its_record_says_whose_times() -> None:
+    current = [10.0 + 0.1 * (i % 5) for i in range(40)]
+    record = speed_record(current, [t / 1.10 for t in current], threshold=1.02, labels=("current", "candidate"))
+    assert set(record) == {"current", "candidate", "speedup", "samples_ms", "order"}
+    assert set(record["samples_ms"]) == {"current_ms", "candidate_ms"} and "current first" in record["order"]
+    speed = record["speedup"]
+    assert speed["verdict"] == "faster" and speed["threshold"] == 1.02 and speed["tie_ships"] == "current"
+    assert speed_verdict(record["samples_ms"]["current_ms"], record["samples_ms"]["candidate_ms"], threshold=1.02)["verdict"] == "faster"
+    edge = speed_record(current, [t / 1.01 for t in current], threshold=1.02, labels=("current", "candidate"))
+    assert edge["speedup"]["verdict"] == "not_faster"  # 1% is real but under the 2% an option must earn
