@@ -25,10 +25,11 @@ from export.config import ExportRequest, parse_resolution
 from export.manifest import source_digest
 from lowlight_edge import refcache, zoo
 from lowlight_edge.atomic import write_json
-from lowlight_edge.datasets import Frames, eval_frames, folder_digest
+from lowlight_edge.datasets import SCENES, Frames, eval_frames, folder_digest, frames_digest
 from lowlight_edge.errors import DataError, UsageError
 from lowlight_edge.hashing import hash_dict, sha256_file
 from lowlight_edge.memory import peak_rss_mb, reset_peak_rss
+from lowlight_edge.scenes import RECIPE_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +95,16 @@ class Context:
         resolution = resolution or self.resolution
         if resolution not in self._frames:
 
-            self._frames[resolution] = eval_frames(
+            frames = eval_frames(
                 self.request.eval_folder, self.spec, resolution, size=self.request.verify_images, seed=0
             )
+            scenes = [i["scene"] for i in frames.info if i["scene"]]
+            amps = ", amplification " + ", ".join(f"{s['amp']:g}" for s in scenes) if scenes and "amp" in scenes[0] else ""
+            self.notes.append(
+                f"eval frames at {resolution[0]}x{resolution[1]}: {', '.join(frames.labels)} "
+                f"({len(scenes)} {SCENES} v{RECIPE_VERSION} light-source scenes{amps}; frames sha256 {frames_digest(frames)[:16]})"
+            )
+            self._frames[resolution] = frames
         return self._frames[resolution]
 
     def references(self, resolution: tuple[int, int] | None = None) -> list[np.ndarray]:

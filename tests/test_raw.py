@@ -6,6 +6,7 @@ the tests write with Pillow (a TIFF with the DNG and CFA tags, read back by LibR
 
 from __future__ import annotations
 
+import json
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -13,9 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from export.config import ExportRequest
+from export.pipeline import export
 from lowlight_edge import raw as R
 from lowlight_edge.errors import DataError, MissingRequirement, UsageError
 from lowlight_edge.images import fit, list_images, read_rgb
+from lowlight_edge.plan import load_plan
 
 H, W = 64, 96
 CODE = {"R": 0, "G": 1, "B": 2}
@@ -328,3 +332,25 @@ def test_read_raw_without_rawpy_names_the_extra(tmp_path: Path, monkeypatch: pyt
     path = write_dng(tmp_path / "a.dng", np.full((32, 32), 600, np.uint16))
     with pytest.raises(MissingRequirement, match=r"pip install 'lowlight-edge\[raw\]'"):
         R.read_raw(path)
+
+
+# --- light sources at the whole amplification range (issue 17) ----------------------------------
+
+
+def test_llpacknet_int8_never_ships_past_the_budget_on_light_source_frames(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The quantize stage checks INT8 on eval frames that include lamps clipped at amplification 300 and 1."""
+    monkeypatch.setenv("LOWLIGHT_EDGE_REF_CACHE", str(tmp_path / "refs"))
+    request = ExportRequest(model="llpacknet", resolution=(64, 96), until="quantize", out=tmp_path, verify_images=4, calib_size=8)
+    manifest = json.loads(export(request, progress=False).read_text())
+    folder = tmp_path / "x86-cpu" / "llpacknet"
+    plan = load_plan(folder / "precision_plan.yaml")
+    result = plan.fidelity["eval"]
+    lights = [name for name in result["per_frame"] if name.endswith("+night_lights")]
+    assert len(lights) == 2 and result["worst"]["psnr_db"] == result["psnr_db"]["min"]
+    assert any("amplification 300, 1" in n for n in manifest["notes"])
+    scenes = [f["scene"] for f in plan.calibration["frames"] if f["scene"]]
+    assert scenes and max(s["amp"] for s in scenes) == 300.0 and all(len(f["sha256"]) == 64 for f in plan.calibration["frames"])
+    if plan.decision == "int8":  # whatever shipped holds the budget's min on its worst frame, lamps included
+        assert result["worst"]["psnr_db"] >= plan.budget["psnr_min_db"]
+    else:
+        assert "ir_int8" not in {f["role"] for f in manifest["files"]}
