@@ -39,11 +39,8 @@ from lowlight_edge.targets import Budget, Target
 from runtimes import BuildConfig, get_backend
 from runtimes.cuda import cuda_status
 
-TARGET_FIELDS = ("name", "runtime", "device", "precisions", "resolutions", "threads", "timeout_s", "requires", "options")
-
-
 def target_from_job(fields: dict[str, Any]) -> Target:
-    """The Target the workstation validated, rebuilt from its JSON fields."""
+    """The Target the workstation validated, rebuilt from its JSON fields (export.remote.target_fields)."""
     return Target(
         name=fields["name"],
         runtime=fields["runtime"],
@@ -56,12 +53,6 @@ def target_from_job(fields: dict[str, Any]) -> Target:
         options=dict(fields.get("options") or {}),
         budget=Budget(),
     )
-
-
-def target_fields(target: Target) -> dict[str, Any]:
-    """What the agent needs of a Target, JSON-able (the inverse of target_from_job)."""
-    fields = {k: getattr(target, k) for k in TARGET_FIELDS}
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
 
 
 def device_flavour(target: Target) -> str | None:

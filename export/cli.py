@@ -9,6 +9,7 @@ from pathlib import Path
 
 from export import pipeline
 from export.config import DEFAULT_OPSET, STAGES, ExportRequest
+from export.remote import parse_device
 from lowlight_edge.console import parser_for, run_main
 from lowlight_edge.errors import UsageError
 from lowlight_edge.targets import get_target, parse_resolution
@@ -32,6 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval", dest="eval_dir", type=Path, help="real images for verification")
     add_int8_arguments(parser)
     parser.add_argument("--verify-images", type=int, default=4, help="eval images per verification (default 4)")
+    parser.add_argument(
+        "--device",
+        metavar="ssh://[user@]host[:port]",
+        help="TensorRT targets: build the engines on this device with its TensorRT (ONNX, QDQ ONNX and FP16 ONNX "
+        "are made here and sent); engines and sidecars land in the export folder. Other runtimes: refused "
+        "(their IR / ONNX is portable; bench it there with python -m bench --device)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -112,7 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     request = request_from_args(args)
     check_ship(request)
-    manifest_path = pipeline.export(request, progress=not args.quiet)
+    device = parse_device(args.device) if args.device else None
+    manifest_path = pipeline.export(request, progress=not args.quiet, device=device)
     print_summary(manifest_path)
     return 0
 

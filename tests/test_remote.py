@@ -24,7 +24,7 @@ import psutil
 import pytest
 
 from bench.cli import main as bench_main
-from bench.remote import parse_device
+from bench.remote import parse_device, target_fields
 from lowlight_edge.console import run_main
 from lowlight_edge.errors import MissingRequirement, UsageError
 from tests.test_bench_cli import TINY_TARGET
@@ -161,7 +161,8 @@ def test_remote_bench_matches_a_local_run(server, ssh_env, shared, tmp_path: Pat
     assert (remote_out / "results.md").is_file() and (remote_out / "results.png").stat().st_size > 1000
     assert ("openvino", "fp32") in remote and set(remote) == set(local) - {("torch", "fp32")}  # no torch on a device
     for key, row in remote.items():
-        assert set(local[key]) <= set(row) | {"crosscheck"}, set(local[key]) - set(row)  # same schema
+        # same schema (the local rows' report thumbnails and video figures are not made on a device yet)
+        assert set(local[key]) <= set(row) | {"crosscheck", "preview", "video"}, set(local[key]) - set(row)
         assert row["host"]["remote"] == f"ssh://127.0.0.1:{server.port}"
         assert row["host"]["cpu"] and row["host"]["versions"] and row["host"]["threads"] == 1
         assert "board" in row["host"] and row["host"]["limits"] is None  # the device's block, not this host's
@@ -329,7 +330,7 @@ def test_agent_builds_the_engine_on_the_device(shared, tmp_path: Path, monkeypat
     monkeypatch.setattr(agent, "check_gpu", lambda target: None)
     job = {
         "base": str(tree),
-        "target": agent.target_fields(target),
+        "target": target_fields(target),
         "rows": [{"spec": {"backend": "tensorrt", "artifact": None, "device": "cuda:0", "warmup": 0, "iterations": 1,
                            "frames": "m/frames.npy", "reference": None},
                   "build": {"model": "tinydce", "precision": "fp32", "onnx": "m/model.onnx",
@@ -369,3 +370,114 @@ def test_the_bundle_alone_runs_the_agent_without_torch(tmp_path: Path) -> None:
     assert found["file"].startswith(str(tree)) and found["yaml"].startswith(str(tree))
     heavy = set(found["top"]) - {"bench", "runtimes", "lowlight_edge", "numpy", "yaml", "__main__"}
     assert not {m for m in heavy if not m.startswith("_")}, heavy
+
+
+TINY_GPU = """
+version: 1
+targets:
+  tiny-gpu:
+    description: a tiny TensorRT target whose engines are built on the device (TensorRT-RTX needs no GPU)
+    runtime: tensorrt
+    device: cuda:0
+    precisions: [fp16, fp32]
+    threads: null
+    budget: {psnr_mean_db: 40.0, psnr_min_db: 38.0}
+    warmup: 1
+    iterations: 3
+    timeout_s: 600
+    resolutions:
+      default: 48x72
+    requires: [tensorrt, cuda]
+    options:
+      workspace_mb: 256
+      builder: rtx
+"""
+
+
+def test_export_builds_the_engines_on_the_device(server, ssh_env, tmp_path: Path, capsys) -> None:
+    """`python -m export tinydce --target T --device ssh://...`: ONNX and FP16 ONNX made here, engines
+    built by the device's TensorRT (this host plays the device: TensorRT-RTX builds without a GPU),
+    engines and sidecars back in the export folder, and the manifest lists exactly them by sha256."""
+    from export.cli import main as export_main
+    from lowlight_edge.hashing import sha256_file
+    from runtimes import get_backend
+
+    if not get_backend("tensorrt").is_available("rtx")[0]:
+        pytest.skip("no TensorRT-RTX builder here")
+    targets = tmp_path / "targets.yaml"
+    targets.write_text(TINY_GPU)
+    out = tmp_path / "artifacts"
+    args = ["tinydce", "--targets", str(targets), "--target", "tiny-gpu", "--out", str(out), "--quiet",
+            "--device", _url(server)]
+    assert run_main(export_main, args) == 0, capsys.readouterr().err
+    folder = out / "tiny-gpu" / "tinydce"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    files = {f["role"]: f for f in manifest["files"]}
+    assert {"simplified", "fp16_onnx", "engine_fp16", "engine_fp16_json", "engine_fp32", "engine_fp32_json"} <= set(files)
+    for role in ("engine_fp16", "engine_fp32"):
+        record = files[role]
+        engine = folder / record["path"]
+        assert engine.parent == folder / "tensorrt" and engine.suffix == ".engine"
+        assert sha256_file(engine) == record["sha256"] and engine.stat().st_size == record["bytes"]
+        side = json.loads(Path(f"{engine}.json").read_text())
+        assert side["engine_sha256"] == record["sha256"] and side["precision"] == record["precision"]
+        assert side["builder"].startswith("tensorrt_rtx") and f"127.0.0.1:{server.port}" in record["notes"][0]
+        assert sha256_file(Path(f"{engine}.json")) == files[role + "_json"]["sha256"]
+    source = {"engine_fp16": "fp16_onnx", "engine_fp32": "simplified"}
+    for role, src in source.items():
+        side = json.loads((folder / (files[role]["path"] + ".json")).read_text())
+        assert side["fields"]["onnx_sha256"] == files[src]["sha256"]  # built from exactly the ONNX listed
+    assert not list(folder.glob(".tmp-*")) and list((server.bundle / "runs").iterdir()) == []
+    listed = {f["path"] for f in manifest["files"]}
+    assert {f"tensorrt/{p.name}" for p in (folder / "tensorrt").iterdir()} == {p for p in listed if p.startswith("tensorrt/")}
+    assert "manifest:" in capsys.readouterr().out
+
+
+def test_export_device_refusals_are_one_line_before_any_write(server, ssh_env, shared, tmp_path: Path, capsys) -> None:
+    from export.cli import main as export_main
+
+    root, targets = shared
+    out = tmp_path / "artifacts"
+    assert run_main(export_main, ["tinydce", "--targets", str(targets), "--target", "tiny-cpu", "--out", str(out),
+                                  "--quiet", "--device", _url(server)]) == 2
+    line = _one_line(capsys)
+    assert "--device builds TensorRT engines on the device" in line and "python -m bench" in line
+    gpu = tmp_path / "gpu.yaml"
+    gpu.write_text(TINY_GPU)
+    assert run_main(export_main, ["tinydce", "--targets", str(gpu), "--target", "tiny-gpu", "--out", str(out),
+                                  "--quiet", "--device", f"ssh://127.0.0.1:{_free_port()}"]) == 2
+    assert "cannot reach" in _one_line(capsys)
+    assert run_main(export_main, ["tinydce", "--targets", str(gpu), "--target", "tiny-gpu", "--out", str(out),
+                                  "--quiet", "--device", "ssh://a;b"]) == 2
+    assert "is not ssh://" in _one_line(capsys)
+    assert not out.exists()
+
+
+def test_a_tensorrt_device_gets_an_fp16_source_and_a_gpu_check_not_a_torch_one(server, ssh_env, tmp_path: Path, capsys) -> None:
+    """The bench ships what each precision's engine is built from on the device, the FP16 ONNX
+    included (it used to be made only by the local engine stage, so there was no fp16 row); this
+    host as the device has no GPU, which is one line naming cudaGetDeviceCount's answer."""
+    from bench.harness import BenchRequest, prepare_model, ship_artifact
+    from bench.remote import RemoteJob
+    from lowlight_edge.targets import get_target
+    from runtimes.base import onnx_precision
+
+    targets = tmp_path / "targets.yaml"
+    targets.write_text(TINY_GPU)
+    target = get_target("tiny-gpu", targets)
+    request = BenchRequest(target="tiny-gpu", targets_file=targets, artifacts=tmp_path / "artifacts", out=tmp_path / "r")
+    manifest, folder, base, _, _ = prepare_model("tinydce", target, request, tmp_path, for_device=True)
+    assert not [f for f in manifest["files"] if f["role"].startswith("engine_")]  # nothing built here
+    job = RemoteJob(target=target_fields(target))
+    builds = {p: ship_artifact(job, manifest, target, p, folder, base["_shape"])[1] for p in ("fp16", "fp32")}
+    assert onnx_precision(job.files[builds["fp16"]["onnx"]]) == "fp16"
+    assert onnx_precision(job.files[builds["fp32"]["onnx"]]) == "fp32"
+
+    code = run_main(bench_main, ["--targets", str(targets), "--target", "tiny-gpu", "--models", "tinydce", "--out",
+                                 str(tmp_path / "r"), "--artifacts", str(tmp_path / "artifacts"), "--quiet",
+                                 "--device", _url(server)])
+    line = _one_line(capsys)
+    if code == 0:
+        pytest.skip("this device has a CUDA GPU: the rows ran")
+    assert code == 2 and "GPU" in line and "needs torch" not in line, line
+    assert not (tmp_path / "r").exists()
