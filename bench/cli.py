@@ -46,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
         "references are built here, the device needs Python 3.10+, numpy and the target's runtime; extra ssh "
         "options in LOWLIGHT_EDGE_SSH_OPTIONS; append ?python=/path/to/python3 for another interpreter there",
     )
+    parser.add_argument(
+        "--no-video",
+        action="store_true",
+        help="skip the video figures (streams at 30 fps end to end, temporal flicker with and without smoothing)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -72,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=not args.quiet,
             crosscheck=args.crosscheck,
             device=args.device,
+            video=not args.no_video,
         )
     )
     print((args.out / "results.md").read_text())

@@ -28,6 +28,7 @@ from bench.preview import THUMB_SIDE, input_thumbnail, load_row_preview
 from bench.remote import RemoteJob, Session, SshDevice, parse_device, run_remote, target_fields
 from bench.report import budget_failures, fill_speedups, write_results
 from bench.roofline import bytes_moved, count_flops, measure_host_limits, roofline_fraction, roofline_ms
+from bench.video_rows import make_clips, skip_reason, video_record
 from bench.worker import run_in_subprocess
 from export.config import ExportRequest
 from export.pipeline import export
@@ -57,6 +58,7 @@ class BenchRequest:
     progress: bool = True
     crosscheck: bool = False  # also time each OpenVINO IR with OpenVINO's own benchmark_app
     device: str | None = None  # ssh://[user@]host[:port]: measure there (bench.remote); None: this host
+    video: bool = True  # each row's streams at 30 fps and flicker on clips made from eval photos (bench.video_rows)
 
 
 def run_bench(request: BenchRequest) -> tuple[list[dict], list[str]]:
@@ -164,7 +166,7 @@ def bench_model(name, target: Target, threads: int, precisions, request: BenchRe
     }
     jobs = [("torch", "fp32", name, "cpu", [])]
     jobs += [job for p in precisions if (job := artifact_job(manifest, target, p, manifest_path.parent))]
-    rows = []
+    rows, loads = [], []
     for backend, precision, artifact, device, notes in jobs:
         bar.set_description(f"{name}: {backend} {precision}")
         spec_ = {
@@ -197,9 +199,30 @@ def bench_model(name, target: Target, threads: int, precisions, request: BenchRe
                 else crosscheck_row(artifact, threads, frames_shape, p50, target)
             )
         rows.append(row)
+        loads.append((device, spec_["options"]))
         bar.update(1)
+    if request.video:
+        add_video(rows, loads, spec, resolution, request, work, tiled=bool(tiling), bar=bar)
     bar.update(1 + len(precisions) - len(jobs))
     return rows
+
+
+def add_video(rows: list[dict], loads, spec, resolution, request: BenchRequest, work: Path, tiled: bool, bar) -> None:
+    """Each row's ``video`` record (bench.video_rows): streams at 30 fps and flicker, on clips made once per model.
+
+    ``loads``: each row's (device, load options), as its worker got them.
+    """
+    clips, recipe = None, None
+    for row, (device, options) in zip(rows, loads, strict=True):
+        skip = skip_reason(spec, row["runtime"], device, tiled)
+        if skip is None and clips is None:
+            eval_dir = request.images or ExportRequest(model=spec.name).eval_folder
+            clips, recipe = make_clips(Path(eval_dir), spec, resolution, work)
+        bar.set_description(f"{spec.name}: video {row['runtime']} {row['precision']}")
+        record = video_record(row["runtime"], Path(row["artifact"]), device, options, spec, clips, work, skip)
+        if "skipped" not in record:
+            record["clip"] = recipe
+        row["video"] = record
 
 
 def artifact_job(manifest: dict, target: Target, precision: str, folder: Path):

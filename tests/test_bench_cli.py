@@ -71,6 +71,12 @@ def test_bench_writes_the_three_files_with_torch_alongside(tmp_path: Path) -> No
     assert fp32["resolution"] == "48x72" and fp32["psnr_db"]["min"] >= 60 and fp32["nonfinite"] == 0
     assert fp32["speedup_vs_torch"] > 0 and 0 < fp32["roofline_fraction"]
     assert by[("torch", "fp32")]["speedup_vs_torch"] == pytest.approx(1.0)
+    # the video figures (issue 18): streams at 30 fps end to end, flicker; TinyDCE has nothing to smooth
+    video = fp32["video"]
+    assert video["frames"] > 0 and 0 < video["e2e_fps"] <= video["infer_fps"] and video["flicker"] > 0
+    assert "global parameters" in video["smoothing"]["skipped"] and video["clip"]["fps"] == 30
+    assert "skipped" in by[("torch", "fp32")]["video"]
+    assert "## Video: streams at 30 fps" in (out / "results.md").read_text()
 
 
 def test_collect_help_is_help_not_a_folder(tmp_path: Path) -> None:
