@@ -21,6 +21,7 @@ from typing import Any
 
 from bench.preview import RowPreview
 from bench.video_rows import markdown_lines as video_markdown
+from bench.video_rows import summary_text as video_text
 from lowlight_edge.atomic import write_json
 from lowlight_edge.errors import MissingRequirement
 from lowlight_edge.metrics import PSNR_CAP_DB
@@ -521,6 +522,7 @@ def render_html(rows: Sequence[Mapping[str, Any]], budget: Any = None, *, title:
             _metrics_html(row),
             _budget_html(row, budget),
             _crosscheck_html(row),
+            *([f'<p class="metrics video">{esc(text)}</p>'] if (text := video_text(row.get("video"))) else []),
             _thumbs_html(row),
         ]
         if notes:

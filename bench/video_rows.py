@@ -234,3 +234,24 @@ def markdown_lines(rows: list[dict]) -> list[str]:
         lines += ["", f"Clips: {recipe['scenes']} x {recipe['frames_per_scene']} frames at {recipe['fps']} fps, "
                   f"exposure ramp {recipe['exposure_ramp']} of each still's mean, sensor noise in linear light, seed {recipe['seed']}."]
     return lines
+
+
+def summary_text(video: Any) -> str | None:
+    """One line of a row's video figures for results.html, or None when the row has no record."""
+    if not isinstance(video, dict):
+        return None
+    if "skipped" in video:
+        return f"video: skipped ({video['skipped']})"
+    text = (
+        f"video: {_fmt(video['e2e_fps'])} fps end to end ({_fmt(video['streams_at_fps'])} streams at {TARGET_FPS} fps), "
+        f"{_fmt(video['infer_fps'])} fps inference only; flicker {_fmt(video['flicker'])} "
+        f"(blocks {_fmt(video['flicker_coarse'])})"
+    )
+    smooth = video.get("smoothing") or {}
+    if "flicker" in smooth:
+        cost = smooth["psnr_vs_unsmoothed_db"]
+        text += (
+            f"; smoothed (alpha {smooth['alpha']}): flicker {_fmt(smooth['flicker'])} (blocks {_fmt(smooth['flicker_coarse'])}), "
+            f"cost {_fmt(cost['mean'])} / {_fmt(cost['min'])} dB mean / min vs unsmoothed"
+        )
+    return text

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench import video_rows
+from bench.report import render_html, render_markdown
 from bench.cli import build_parser
 from export.config import ExportRequest
 from export.pipeline import export
@@ -50,3 +51,15 @@ def test_rows_that_cannot_be_measured_say_why() -> None:
     assert "CUDA" in video_rows.skip_reason(zoo.get_spec("tinydce"), "tensorrt", "cpu", tiled=False)
     assert video_rows.skip_reason(zoo.get_spec("tinydce"), "openvino", "CPU", tiled=False) is None
     assert build_parser().parse_args(["--no-video"]).no_video is True
+
+
+def test_reports_show_the_video_figures() -> None:
+    video = {"e2e_fps": 1.5, "infer_fps": 1.6, "streams_at_fps": 0.05, "flicker": 6.5, "flicker_coarse": 7.1,
+             "smoothing": {"alpha": 0.9, "flicker": 5.8, "flicker_coarse": 6.3, "psnr_vs_unsmoothed_db": {"mean": 57.4, "min": 42.6}}}
+    rows = [{"model": "iat", "runtime": "openvino", "precision": "fp32", "video": video},
+            {"model": "llpacknet", "runtime": "openvino", "precision": "fp32", "video": {"skipped": "RAW Bayer model: camera video is RGB"}}]
+    page = render_html(rows)
+    assert "1.5 fps end to end (0.05 streams at 30 fps)" in page and "flicker 5.8 (blocks 6.3)" in page
+    assert "video: skipped (RAW Bayer model" in page
+    table = render_markdown(rows)
+    assert "| iat | fp32 (openvino) | 1.5 | 1.6 | 0.05 | 6.5 | 7.1 | 5.8 | 6.3 | 57.4 / 42.6 |" in table
