@@ -76,7 +76,12 @@ def build_engine(build: dict[str, Any], base: Path, out: Path, target: Target) -
         dla_core=target.options.get("dla_core"),
         flavour=device_flavour(target),
     )
-    artifact = get_backend("tensorrt").build(base / build["onnx"], config, out / "engines" / build["model"])
+    engines = out / "engines" / build["model"]
+    for rel in build.get("cache") or ():  # engines built before from this ONNX: reused if their sidecar matches here
+        engines.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(str(base / rel), str(engines / Path(rel).name))
+    artifact = get_backend("tensorrt").build(base / build["onnx"], config, engines)
+    progress(f"{build['model']} {build['precision']} engine: {'reused' if artifact.meta.get('cache') == 'hit' else 'built'}")
     return Path(artifact.path)
 
 

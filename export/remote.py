@@ -39,6 +39,7 @@ import yaml
 
 from export.core import Context, FileRecord, Stage
 from export.engine import BuildEngine
+from lowlight_edge.atomic import write_json
 from lowlight_edge.errors import CheckFailed, MissingRequirement, UsageError
 from lowlight_edge.hashing import sha256_file
 
@@ -473,8 +474,26 @@ def engine_builds(model: str, records: dict[str, FileRecord], folder: Path, prec
             "onnx": job.ship(folder / records[role].path, prefix),
             "input_shape": list(shape) if shape else None,
             "plan": job.ship(folder / plan.path, prefix) if plan is not None else None,
+            "cache": _cached_engines(folder, records[role].sha256, precision, job, f"cache/{model}/{precision}"),
         })
     return builds
+
+
+def _cached_engines(folder: Path, onnx_sha256: str, precision: str, job: RemoteJob, prefix: str) -> list[str]:
+    """Engines built earlier from this very ONNX (and their sidecars), shipped so that the device's
+    build reuses one whose sidecar matches its TensorRT and GPU instead of building again."""
+    shipped = []
+    for sidecar in sorted((folder / "tensorrt").glob("*.engine.json")):
+        try:
+            side = json.loads(sidecar.read_text())
+        except (OSError, ValueError):
+            continue
+        engine = sidecar.with_name(sidecar.name[: -len(".json")])
+        fields = side.get("fields") if isinstance(side, dict) else None
+        if engine.is_file() and isinstance(fields, dict) and fields.get("onnx_sha256") == onnx_sha256 \
+                and side.get("precision") == precision:
+            shipped += [job.ship(engine, prefix), job.ship(sidecar, prefix)]
+    return shipped
 
 
 def build_on_device(ctx: Context, device: SshDevice, session: Session | None = None,
@@ -513,10 +532,14 @@ def build_on_device(ctx: Context, device: SshDevice, session: Session | None = N
                 raise CheckFailed(msg)
             placed.append((build, engine, sidecar))
         for build, engine, sidecar in placed:  # every build succeeded: now they land, sidecar last
+            source = ctx.records[SOURCE_ROLES[build["precision"]]]
+            side = json.loads(sidecar.read_text())
+            # the device's run-folder paths mean nothing here: name the sources as this folder has them
+            plan = ctx.records.get("plan")
+            side.update(onnx=source.path, plan=plan.path if plan is not None else None, built_on=device.url)
+            write_json(sidecar, side)
             os.replace(engine, final / engine.name)
             os.replace(sidecar, final / sidecar.name)
-            side = json.loads((final / sidecar.name).read_text())
-            source = ctx.records[SOURCE_ROLES[build["precision"]]]
             fid = dict(source.fidelity or {})
             fid["numerics"] = f"{source.path} in ONNX Runtime on the workstation; the engine was built on {device.url} and not run by the export"
             notes = [f"built on {device.url} by {side.get('builder')} from {source.path}",

@@ -422,6 +422,7 @@ def test_export_builds_the_engines_on_the_device(server, ssh_env, tmp_path: Path
         side = json.loads(Path(f"{engine}.json").read_text())
         assert side["engine_sha256"] == record["sha256"] and side["precision"] == record["precision"]
         assert side["builder"].startswith("tensorrt_rtx") and f"127.0.0.1:{server.port}" in record["notes"][0]
+        assert side["built_on"] == f"ssh://127.0.0.1:{server.port}" and (folder / side["onnx"]).is_file()
         assert sha256_file(Path(f"{engine}.json")) == files[role + "_json"]["sha256"]
     source = {"engine_fp16": "fp16_onnx", "engine_fp32": "simplified"}
     for role, src in source.items():
@@ -431,6 +432,17 @@ def test_export_builds_the_engines_on_the_device(server, ssh_env, tmp_path: Path
     listed = {f["path"] for f in manifest["files"]}
     assert {f"tensorrt/{p.name}" for p in (folder / "tensorrt").iterdir()} == {p for p in listed if p.startswith("tensorrt/")}
     assert "manifest:" in capsys.readouterr().out
+
+    # a rerun sends the engines back to the device, whose builder reuses them (same ONNX, TensorRT
+    # and GPU): the same files land again and the manifest still lists exactly them
+    before = {f["role"]: f["sha256"] for f in manifest["files"] if f["role"].startswith("engine_") and not f["role"].endswith("_json")}
+    built = {r: json.loads((folder / (files[r]["path"] + ".json")).read_text())["built"] for r in before}
+    time.sleep(1.1)  # a rebuild would stamp another second
+    assert run_main(export_main, [*args[:-2], "--device", _url(server)]) == 0, capsys.readouterr().err
+    again = json.loads((folder / "manifest.json").read_text())
+    assert {f["role"]: f["sha256"] for f in again["files"] if f["role"] in before} == before
+    again_files = {f["role"]: f for f in again["files"]}
+    assert {r: json.loads((folder / (again_files[r]["path"] + ".json")).read_text())["built"] for r in before} == built
 
 
 def test_export_device_refusals_are_one_line_before_any_write(server, ssh_env, shared, tmp_path: Path, capsys) -> None:
