@@ -493,3 +493,24 @@ def test_a_tensorrt_device_gets_an_fp16_source_and_a_gpu_check_not_a_torch_one(s
         pytest.skip("this device has a CUDA GPU: the rows ran")
     assert code == 2 and "GPU" in line and "needs torch" not in line, line
     assert not (tmp_path / "r").exists()
+
+
+def test_export_device_build_failure_leaves_no_manifest_and_no_engine(server, ssh_env, tmp_path: Path, capsys) -> None:
+    """The device's builder refuses (a DLA core asked of TensorRT-RTX): one line, exit 2, and the
+    export folder holds no manifest, no engine and no landing folder (the ONNX stages stay cached)."""
+    from export.cli import main as export_main
+    from runtimes import get_backend
+
+    if not get_backend("tensorrt").is_available("rtx")[0]:
+        pytest.skip("no TensorRT-RTX builder here")
+    targets = tmp_path / "targets.yaml"
+    targets.write_text(TINY_GPU.replace("      builder: rtx\n", "      builder: rtx\n      dla_core: 0\n"))
+    out = tmp_path / "artifacts"
+    code = run_main(export_main, ["tinydce", "--targets", str(targets), "--target", "tiny-gpu", "--out", str(out),
+                                  "--quiet", "--device", _url(server)])
+    line = _one_line(capsys)
+    assert code == 2 and "DLA" in line and f"127.0.0.1:{server.port}" in line, line
+    folder = out / "tiny-gpu" / "tinydce"
+    assert not (folder / "manifest.json").exists() and not list(folder.glob(".tmp-*"))
+    assert not list(folder.rglob("*.engine")) and (folder / "tinydce.sim.onnx").is_file()
+    assert list((server.bundle / "runs").iterdir()) == []
