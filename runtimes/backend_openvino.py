@@ -323,7 +323,8 @@ class OpenVinoRunner(Runner):
         # A static f32 image output goes straight into a buffer this runner owns (no copy);
         # otherwise (dynamic H/W) OpenVINO allocates per shape and the result is copied out.
         self._out: np.ndarray | None = None
-        if port.get_partial_shape().is_static and port.get_element_type() == ov.Type.f32:
+        self._zero_copy = port.get_partial_shape().is_static and port.get_element_type() == ov.Type.f32
+        if self._zero_copy:
             self._out_shape = tuple(port.get_shape())
             self._new_output()
 
@@ -390,7 +391,7 @@ class OpenVinoRunner(Runner):
             if key in self._side:
                 info[key] = self._side[key]
         info["runtime_options"] = self._option_record
-        info["output_copy"] = "none (runner-owned buffer, renewed while a caller holds it)" if self._out is not None else "one copy (dynamic output shape)"
+        info["output_copy"] = "none (runner-owned buffer, renewed while a caller holds it)" if self._zero_copy else "one copy (dynamic output shape)"
         if self._compiled is not None:
             for key, name in (
                 ("threads", "INFERENCE_NUM_THREADS"),
