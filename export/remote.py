@@ -538,6 +538,7 @@ def build_on_device(ctx: Context, device: SshDevice, session: Session | None = N
             plan = ctx.records.get("plan")
             side.update(onnx=source.path, plan=plan.path if plan is not None else None, built_on=device.url)
             write_json(sidecar, side)
+            (final / sidecar.name).unlink(missing_ok=True)  # never an old sidecar beside the new engine
             os.replace(engine, final / engine.name)
             os.replace(sidecar, final / sidecar.name)
             fid = dict(source.fidelity or {})
