@@ -19,7 +19,7 @@ from export.verify import verify_onnx_stage
 from lowlight_edge.atomic import atomic_path
 from lowlight_edge.errors import UsageError
 from lowlight_edge.versions import versions
-from lowlight_edge.zoo import ExposeGlobalParams
+from lowlight_edge.zoo import exposing_global_params
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +87,20 @@ def _os_error(err: BaseException | None) -> OSError | None:
 
 def export_module(ctx: Context, path: Path) -> str:
     """Export ctx.module to path; returns which exporter produced it."""
-    import torch
-
     module = ctx.module.eval()
     params = ctx.spec.global_params
     # IAT's gamma and colour matrix ride along as extra outputs after the image (zoo.GlobalParams),
     # so a video runner can smooth them over time; every runner returns output 0, the image.
     names = ["output", *(params.outputs if params else ())]
-    deployed = ExposeGlobalParams(module, params).eval() if params else module
+    with exposing_global_params(module, params) if params else contextlib.nullcontext():
+        return _export(ctx, module, names, path)
+
+
+def _export(ctx: Context, module, names: list[str], path: Path) -> str:
+    """torch.onnx.export with the dynamo exporter, falling back to TorchScript; returns which ran."""
+    import torch
+
+    params = ctx.spec.global_params
     example = torch.from_numpy(ctx.frames()[0])
     dynamic_shapes = None
     if ctx.request.dynamic:
@@ -109,7 +115,7 @@ def export_module(ctx: Context, path: Path) -> str:
     try:
         with contextlib.redirect_stdout(quiet), torch.inference_mode(False), torch.no_grad():
             torch.onnx.export(
-                deployed,
+                module,
                 (example,),
                 str(path),
                 dynamo=True,
@@ -133,7 +139,7 @@ def export_module(ctx: Context, path: Path) -> str:
         dynamic_axes["img_local"] = image_axes
     with contextlib.redirect_stdout(quiet), torch.no_grad():
         torch.onnx.export(
-            deployed,
+            module,
             (example,),
             str(path),
             dynamo=False,

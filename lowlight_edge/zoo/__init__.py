@@ -17,7 +17,7 @@ import torch
 
 from lowlight_edge.console import suggest
 from lowlight_edge.errors import UsageError, WeightsError
-from lowlight_edge.zoo._api import REGISTRY, ExposeGlobalParams, GlobalParams, ModelSpec, Weights
+from lowlight_edge.zoo._api import REGISTRY, GlobalParams, ModelSpec, Weights, exposing_global_params
 from lowlight_edge.zoo.weights import check_keys, load_checkpoint, resolve
 
 # The registry is the only list of models, and its order is the zoo's order (list_models, the
@@ -31,7 +31,7 @@ from lowlight_edge.zoo import dce  # noqa: F401  registers zero_dce_pp, tinydce,
 from lowlight_edge.zoo import llpacknet  # noqa: F401  registers llpacknet
 # isort: on
 
-__all__ = ["ExposeGlobalParams", "GlobalParams", "ModelSpec", "Weights", "get_model", "get_spec", "list_models", "weights_info"]
+__all__ = ["GlobalParams", "ModelSpec", "Weights", "exposing_global_params", "get_model", "get_spec", "list_models", "weights_info"]
 
 
 def list_models() -> list[str]:

@@ -7,7 +7,8 @@ instead of guessing (range, size multiple, default resolution, RAW or RGB).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -73,17 +74,18 @@ class GlobalParams:
     what: str = "gamma and 3x3 colour matrix per frame"
 
 
-class ExposeGlobalParams(torch.nn.Module):
-    """The deployable module with its global parameters as extra outputs: (image, img_local, gamma, color)."""
+@contextmanager
+def exposing_global_params(module: torch.nn.Module, params: GlobalParams) -> Iterator[torch.nn.Module]:
+    """Within the block ``module(x)`` returns (image, *params.outputs), e.g. for the ONNX export.
 
-    def __init__(self, module: torch.nn.Module, params: GlobalParams) -> None:
-        super().__init__()
-        self.module = module
-        self.names = params.outputs
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        stages = self.module.stages(x)
-        return (stages["img_high"], *(stages[n] for n in self.names))
+    A flag on the module rather than a wrapper module, so every node keeps its module path and the
+    plan's float-module prefixes (QuantPreset.float_modules, e.g. "global_net") still match.
+    """
+    module.exposed_outputs = params.outputs
+    try:
+        yield module
+    finally:
+        module.exposed_outputs = ()
 
 
 @dataclass(frozen=True)

@@ -209,8 +209,13 @@ class IAT(nn.Module):
             "img_high": img_high,
         }
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(x)["img_high"]
+    exposed_outputs: tuple[str, ...] = ()  # set by zoo.exposing_global_params for the deployed graph
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        stages = self.stages(x)
+        if self.exposed_outputs:  # the image first, then the global parameters (zoo.GlobalParams)
+            return (stages["img_high"], *(stages[n] for n in self.exposed_outputs))
+        return stages["img_high"]
 
 
 def _weights(name: str, path: str, file: str, sha256: str, description: str, trained_range) -> Weights:
