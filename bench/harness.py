@@ -27,7 +27,7 @@ from bench.host import check_host, host_info
 from bench.preview import THUMB_SIDE, input_thumbnail, load_row_preview
 from bench.remote import RemoteJob, Session, SshDevice, parse_device, run_remote, target_fields
 from bench.report import budget_failures, fill_speedups, write_results
-from bench.roofline import bytes_moved, count_flops, measure_host_limits, roofline_fraction, roofline_ms
+from bench.roofline import bytes_moved, count_flops, measure_host_limits, roofline_fraction, roofline_ms, roofline_row
 from bench.video_rows import make_clips, skip_reason, video_record
 from bench.worker import run_in_subprocess
 from export.config import ExportRequest
@@ -151,7 +151,8 @@ def bench_model(name, target: Target, threads: int, precisions, request: BenchRe
     manifest = json.loads(manifest_path.read_text())
     module, frames, refs, frames_file, refs_file = eval_set(name, spec, resolution, request, work)
     flops = count_flops(module, frames[0].shape)
-    bound = roofline_ms(flops, bytes_moved(frames[0].shape, refs[0].shape), limits)
+    moved = bytes_moved(frames[0].shape, refs[0].shape)
+    bound = roofline_ms(flops, moved, limits)
     frames_shape = frames[0].shape
     input_png, input_caption = input_thumbnail(frames[0], raw=spec.input_kind == "raw_bayer")  # results.html
     del module, frames, refs
@@ -191,7 +192,10 @@ def bench_model(name, target: Target, threads: int, precisions, request: BenchRe
         row["runtime_info"] = result.get("runtime")
         row["notes"] = notes + list(result.get("notes") or [])
         p50 = (row.get("latency_ms") or {}).get("p50")
-        row["roofline_fraction"] = roofline_fraction(bound, p50) if p50 else None
+        if backend == "torch":  # eager FP32: the FP32 bound
+            row["roofline_fraction"] = roofline_fraction(bound, p50) if p50 else None
+        else:  # the bound of the row's own precision (INT8 with VNNI/AMX or not, BF16), and which bound it is
+            row.update(roofline_row(flops, moved, limits, precision, p50))
         if request.crosscheck and backend == "openvino" and p50:
             row["crosscheck"] = (
                 {"skipped": "benchmark_app would time one tile, the row a whole frame"}

@@ -248,6 +248,7 @@ def qat_stage(ctx: Context, budget: dict) -> list[FileRecord]:
                          calibration=ptq_plan.calibration)
     plan.float_nodes, plan.quantized_nodes = list(ptq_plan.float_nodes), list(ptq_plan.quantized_nodes)
     plan.search = list(ptq_plan.search)
+    plan.runtime = ptq_plan.runtime  # the runtime options decided on this host travel with the QAT IR too
 
     student, training = train_qat(ctx, plan, search_resolution(ctx) or ctx.resolution)
     int8 = openvino.from_torch(student, ctx.frames()[0])
