@@ -77,9 +77,11 @@ class SmoothingReport:
     raw_coarse: FlickerMeter = field(default_factory=lambda: FlickerMeter(COARSE_BLOCK))
     smoothed_coarse: FlickerMeter = field(default_factory=lambda: FlickerMeter(COARSE_BLOCK))
     psnr_db: list[float] = field(default_factory=list)  # smoothed vs unsmoothed output, per frame
+    size: tuple[int, int] | None = None  # H x W the model ran at (flicker is measured there)
 
     def update(self, inp: np.ndarray, raw_out: np.ndarray, smoothed_out: np.ndarray) -> None:
         """One frame: the model input, the graph's own output and the smoothed output (same layout, CxHxW or NCHW)."""
+        self.size = tuple(np.shape(inp)[-2:])
         self.raw.update(inp, raw_out)
         self.smoothed.update(inp, smoothed_out)
         self.raw_coarse.update(inp, raw_out)
@@ -105,8 +107,9 @@ class SmoothingReport:
     def line(self) -> str:
         s = self.summary()
         cost = s["psnr_vs_unsmoothed_db"]
+        at = f" at the model's {self.size[0]}x{self.size[1]}" if self.size else ""
         return (
-            f"temporal smoothing {self.alpha}: flicker ratio {s['flicker_unsmoothed']} without -> {s['flicker_smoothed']} with "
+            f"temporal smoothing {self.alpha}{at}: flicker ratio {s['flicker_unsmoothed']} without -> {s['flicker_smoothed']} with "
             f"(on {COARSE_BLOCK}x{COARSE_BLOCK} block means {s['flicker_coarse_unsmoothed']} -> {s['flicker_coarse_smoothed']}); "
             f"cost: PSNR vs the unsmoothed frames mean {cost['mean']} dB, min {cost['min']} dB"
         )

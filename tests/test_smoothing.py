@@ -110,7 +110,7 @@ def test_smoothing_lowers_flicker_on_a_noisy_static_clip(iat_onnx: Path, noisy_c
     assert rc == 0, printed
     frames, rate = decode(out / "static.mp4")
     assert len(frames) == 16 and rate == RATE and frames[0].shape == (H, W, 3)
-    line = next(line for line in printed.splitlines() if "temporal smoothing 0.9" in line)
+    line = next(line for line in printed.splitlines() if f"temporal smoothing 0.9 at the model's {H}x{W}" in line)
     found = re.search(
         r"flicker ratio ([0-9.]+) without -> ([0-9.]+) with \(on 8x8 block means ([0-9.]+) -> ([0-9.]+)\); "
         r"cost: PSNR vs the unsmoothed frames mean ([0-9.]+) dB, min ([0-9.]+) dB",
