@@ -319,6 +319,7 @@ def bench_remote(device: SshDevice, names, target: Target, precisions, request: 
         out["notes"] = ["measured on " + device.url + " (no PyTorch eager row or roofline on a remote device)",
                         *(res.get("notes") or [])]
         out["roofline_fraction"] = None
+        out["roofline_bound"] = None  # the bound is this host's; the device's peaks are not measured
         rows.append(out)
     return rows
 
