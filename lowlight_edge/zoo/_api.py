@@ -74,6 +74,13 @@ class GlobalParams:
     what: str = "gamma and 3x3 colour matrix per frame"
 
 
+def image_and_params(stages: dict[str, torch.Tensor], exposed: tuple[str, ...]) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """A global-parameter model's forward result: the image, then the ``exposed`` stages (if any)."""
+    if exposed:
+        return (stages["img_high"], *(stages[n] for n in exposed))
+    return stages["img_high"]
+
+
 @contextmanager
 def exposing_global_params(module: torch.nn.Module, params: GlobalParams) -> Iterator[torch.nn.Module]:
     """Within the block ``module(x)`` returns (image, *params.outputs), e.g. for the ONNX export.

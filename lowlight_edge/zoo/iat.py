@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lowlight_edge.zoo._api import UPSTREAM, GlobalParams, ModelSpec, QuantPreset, Weights, register
+from lowlight_edge.zoo._api import UPSTREAM, GlobalParams, ModelSpec, QuantPreset, Weights, image_and_params, register
 
 REPO, COMMIT = "cuiziteng/Illumination-Adaptive-Transformer", "c76472265247f47cea57649af28b15018bb64cb1"
 LICENSE = "Apache-2.0"
@@ -212,10 +212,7 @@ class IAT(nn.Module):
     exposed_outputs: tuple[str, ...] = ()  # set by zoo.exposing_global_params for the deployed graph
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        stages = self.stages(x)
-        if self.exposed_outputs:  # the image first, then the global parameters (zoo.GlobalParams)
-            return (stages["img_high"], *(stages[n] for n in self.exposed_outputs))
-        return stages["img_high"]
+        return image_and_params(self.stages(x), self.exposed_outputs)
 
 
 def _weights(name: str, path: str, file: str, sha256: str, description: str, trained_range) -> Weights:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lowlight_edge.zoo._api import UPSTREAM, GlobalParams, ModelSpec, QuantPreset, Weights, register
+from lowlight_edge.zoo._api import UPSTREAM, GlobalParams, ModelSpec, QuantPreset, Weights, image_and_params, register
 from lowlight_edge.zoo.iat import apply_color_gamma
 
 REPO, COMMIT = "gibsonlee01/IAT_Student", "336702c84913c9d23f390661646de847310636c8"
@@ -113,10 +113,7 @@ class IATStudent(nn.Module):
     exposed_outputs: tuple[str, ...] = ()  # set by zoo.exposing_global_params for the deployed graph
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        stages = self.stages(x)
-        if self.exposed_outputs:  # the image first, then the global parameters (zoo.GlobalParams)
-            return (stages["img_high"], *(stages[n] for n in self.exposed_outputs))
-        return stages["img_high"]
+        return image_and_params(self.stages(x), self.exposed_outputs)
 
 
 WEIGHTS = {
