@@ -18,6 +18,7 @@ import torch
 
 import runtimes
 from export.config import ExportRequest
+from export.fp16 import convert_to_fp16
 from export.pipeline import export
 from lowlight_edge import zoo
 from lowlight_edge.console import run_main
@@ -153,3 +154,15 @@ def test_smoothing_refusals_are_one_line_and_write_nothing(iat_onnx: Path, noisy
     onnx.save(old, str(bare / "iat.onnx"))
     (bare / "manifest.json").write_text((iat_onnx.parent / "manifest.json").read_text())
     refused([str(bare / "iat.onnx"), str(noisy_clip), "--temporal-smoothing", "0.5"], "does not expose img_local, gamma, color")
+
+
+def test_fp16_onnx_keeps_the_extra_outputs(iat_onnx: Path, eval_dir: Path, tmp_path: Path) -> None:
+    """The FP16 ONNX (TensorRT's "fp16") of a graph whose outputs also feed other nodes still loads and keeps them."""
+    half = tmp_path / "iat.fp16.onnx"
+    convert_to_fp16(iat_onnx, half, [])
+    x = still(eval_dir).transpose(2, 0, 1)[None] * np.float32(0.5)
+    with runtimes.get_backend("onnxruntime").load(half) as r16, runtimes.get_backend("onnxruntime").load(iat_onnx) as r32:
+        o16, o32 = r16.outputs(x), r32.outputs(x)
+        assert list(o16)[:4] == list(OUTPUTS)
+        assert all(np.abs(o16[k] - o32[k]).max() < 5e-3 for k in OUTPUTS)
+    assert any(n.op_type == "Cast" for n in onnx.load(str(half)).graph.node)  # really converted
