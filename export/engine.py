@@ -148,7 +148,10 @@ class BuildEngine(Stage):
     def _fp16_onnx(self, ctx: Context) -> FileRecord | None:
         """The FP16 ONNX (plan's float nodes kept FP32), gated on the budget in ONNX Runtime."""
         plan = ctx.records.get("plan")
-        keep = load_plan(ctx.model_dir / plan.path).float_names if plan else []
+        loaded = load_plan(ctx.model_dir / plan.path) if plan else None
+        # the INT8 search's float nodes are its measured fragile layers only when INT8 ships; a plan that
+        # ships FP32 because no layer stayed INT8 lists every node, which would leave no FP16 at all
+        keep = loaded.float_names if loaded is not None and loaded.decision == "int8" else []
         name = f"{ctx.spec.name}.fp16.onnx"
         budget = ctx.target.budget
         try:
