@@ -345,7 +345,7 @@ def test_iat_student_exports_with_dynamic_hw(tmp_path: Path) -> None:
             dynamic_axes={"x": {0: "b", 2: "h", 3: "w"}},
         )
     ops = [node.op_type for node in onnx.load(str(path)).graph.node]
-    assert ops.count("Gather") <= 16 and ops.count("CumSum") == 2
+    assert ops.count("Gather") <= 16 and ops.count("CumSum") == 0 and ops.count("MatMul") >= 2  # the pool as products
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert zoo.get_spec("iat_student").dynamic_hw
     for hw in ((100, 70), (64, 128)):
