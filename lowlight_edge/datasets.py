@@ -50,7 +50,7 @@ from lowlight_edge.scenes import RECIPE, RECIPE_VERSION, amp_spread, night_light
 log = logging.getLogger(__name__)
 
 # Bump when the preprocessing changes, so that every hash (and every cache keyed on it) changes.
-PREPROCESS_VERSION = 2
+PREPROCESS_VERSION = 3  # 3: scenes.exposure_for samples the frame
 SCENES = RECIPE  # the default scene recipe mixed into calibration and eval sets; None: plain frames only
 SCENE_EVERY = 2  # every second frame of a set (positions 1, 3, ...) is a light-source scene
 SCENE_CHOICES = (RECIPE, None)

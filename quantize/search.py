@@ -232,6 +232,11 @@ def choose_runtime_options(ctx: Context, plan: PrecisionPlan, precision: str, ba
     if not runtime:
         runtime.update(host=runtime_host(ctx), source_sha256=ctx.records["simplified"].sha256, options={},
                        pinned=pinned, candidates=[])
+    if precision != "fp32":  # an option that did not pay on the all-float graph will not on a mostly-INT8 one
+        reasons = [_lost_on_fp32(runtime["candidates"], c) for c in tried]
+        skipped += [{"precision": precision, "options": dict(c), "not_a_candidate": why}
+                    for c, why in zip(tried, reasons, strict=True) if why]
+        tried = [c for c, why in zip(tried, reasons, strict=True) if not why]
     runtime["candidates"] += skipped
     original = base
     if base.runtime_options != {"precision": "f32", **pinned}:
@@ -268,6 +273,23 @@ def choose_runtime_options(ctx: Context, plan: PrecisionPlan, precision: str, ba
         base.close()
     runtime["options"][precision] = options
     return ChosenOptions(original, current, options)
+
+
+def _lost_on_fp32(records: list[dict], candidate: dict) -> str | None:
+    """Why ``candidate`` is not worth timing on INT8: it was timed on FP32 and not shown faster.
+
+    Denormal flushing and BF16 act on the float operations, and an INT8 graph has fewer of them
+    than the FP32 one, so a tie there is a tie here. A candidate that missed the FP32 floor (the
+    stricter float-stage floor) is still tried: INT8 is held to the target budget only.
+    """
+    for record in records:
+        if record.get("precision") != "fp32" or "speed" not in record:
+            continue
+        if all(record["options"].get(k) == v for k, v in candidate.items()):
+            verdict = record["speed"]["speedup"]["verdict"]
+            if verdict != "faster":
+                return f"not shown faster on FP32 on this host ({verdict}); it acts on float operations, which INT8 has fewer of"
+    return None
 
 
 def cpu_timed(ctx: Context) -> bool:

@@ -158,3 +158,18 @@ def test_export_searches_options_and_the_fp32_ir_carries_what_was_decided(tmp_pa
     assert side.get("runtime_options", {}) == runtime["options"]["fp32"]
     with get_backend("openvino").load(folder / "openvino" / "fp32" / "model.xml", options={"threads": 1}) as runner:
         assert runner.describe()["runtime_options"]["used"] == {"precision": "f32", **runtime["options"]["fp32"]}
+
+
+def test_an_option_not_faster_on_fp32_is_not_timed_again_on_int8() -> None:
+    from quantize.search import _lost_on_fp32
+
+    def timed(options: dict, verdict: str) -> dict:
+        return {"precision": "fp32", "options": options, "speed": {"speedup": {"verdict": verdict}}}
+
+    missed_floor = {"precision": "fp32", "options": {"precision": "bf16"}, "verdict": "misses the fidelity floor"}
+    records = [timed({"denormals": True}, "tie"), missed_floor]
+    assert "tie" in _lost_on_fp32(records, {"denormals": True})
+    assert _lost_on_fp32(records, {"precision": "bf16"}) is None  # INT8 has its own (lower) floor: still tried
+    assert _lost_on_fp32([timed({"denormals": True}, "faster")], {"denormals": True}) is None
+    assert _lost_on_fp32([timed({"denormals": True, "precision": "bf16"}, "not_faster")], {"precision": "bf16"})
+    assert _lost_on_fp32([], {"denormals": True}) is None
