@@ -2,9 +2,10 @@
 
 For every model the harness builds (or reuses) the target's artifacts through the export
 pipeline, writes the eval frames and their FP32 PyTorch outputs once, then measures a PyTorch
-eager FP32 row and one row per precision in fresh subprocesses. On a memory-bounded target
-(option tile or max_memory_mb) every row runs each full-size frame in tiles, so its fidelity
-includes the seams against the full-frame reference. Host limits are measured in the
+eager FP32 row, one row per precision and, on an OpenVINO target, a baseline row (the plain ONNX
+export read by OpenVINO with its defaults: what a user gets without lowlight-edge) in fresh
+subprocesses. On a memory-bounded target (option tile or max_memory_mb) every row runs each
+full-size frame in tiles, so its fidelity includes the seams against the full-frame reference. Host limits are measured in the
 same run, so speed-ups and roofline fractions are ratios taken side by side.
 
 With a device (``--device ssh://...`` or the target's ``remote:``) the artifacts, frames and
@@ -36,6 +37,7 @@ from lowlight_edge import refcache, zoo
 from lowlight_edge.datasets import eval_frames
 from lowlight_edge.errors import LowlightError, UsageError
 from lowlight_edge.targets import Target, get_target
+from runtimes.base import sidecar_path
 from runtimes.tiling import target_tiling
 
 log = logging.getLogger(__name__)
@@ -64,7 +66,8 @@ class BenchRequest:
 def run_bench(request: BenchRequest) -> tuple[list[dict], list[str]]:
     """Measure and write results.{json,md,png}; returns (rows, budget failures).
 
-    With ``crosscheck`` each OpenVINO row gets a ``crosscheck`` record (bench.crosscheck.compare,
+    With ``crosscheck`` each OpenVINO row (the baseline on its plain .onnx included: its p50 is what
+    ``speedup_vs_baseline`` rests on) gets a ``crosscheck`` record (bench.crosscheck.compare,
     or {"error"} when benchmark_app failed, or {"skipped"} for a tiled row); report.crosscheck_failures
     lists the ones that disagree or failed, and results.md shows every one.
     """
@@ -107,7 +110,7 @@ def run_bench(request: BenchRequest) -> tuple[list[dict], list[str]]:
         limits = measure_host_limits(threads)
         host = host_info(threads)
         host["limits"] = limits
-        bar = tqdm(total=len(names) * (1 + len(precisions)), unit="row", disable=not request.progress)
+        bar = tqdm(total=len(names) * rows_per_model(target, precisions), unit="row", disable=not request.progress)
         with tempfile.TemporaryDirectory(prefix="bench-") as work:
             for name in names:
                 rows += bench_model(name, target, threads, precisions, request, Path(work), limits, host, bar)
@@ -165,11 +168,15 @@ def bench_model(name, target: Target, threads: int, precisions, request: BenchRe
         "roofline_ms": round(bound, 3),
         "host": host,
     }
-    jobs = [("torch", "fp32", name, "cpu", [])]
-    jobs += [job for p in precisions if (job := artifact_job(manifest, target, p, manifest_path.parent))]
+    # the two references first (PyTorch eager, then OpenVINO's defaults on the plain export), then the shipped rows
+    jobs = [("torch", "fp32", name, "cpu", [], None)]
+    if (job := baseline_job(manifest, target, manifest_path.parent, [1, frames_shape[1], *(tiling[:2] if tiling else resolution)])):
+        jobs.append((*job, BASELINE))
+    jobs += [(*job, None) for p in precisions if (job := artifact_job(manifest, target, p, manifest_path.parent))]
     rows, loads = [], []
-    for backend, precision, artifact, device, notes in jobs:
-        bar.set_description(f"{name}: {backend} {precision}")
+    for backend, precision, artifact, device, notes, baseline in jobs:
+        bar.set_description(f"{name}: {backend} {precision}" + (" baseline" if baseline else ""))
+        tag = f"{precision}.baseline" if baseline else precision
         spec_ = {
             "backend": backend,
             "artifact": str(artifact),
@@ -181,10 +188,12 @@ def bench_model(name, target: Target, threads: int, precisions, request: BenchRe
             "frames": str(frames_file),
             "reference": str(refs_file),
             "tile": [*tiling, spec.size_multiple] if tiling else None,
-            "preview": {"path": str(work / f"{name}.{backend}.{precision}.preview.npz"), "max_side": THUMB_SIDE},
+            "preview": {"path": str(work / f"{name}.{backend}.{tag}.preview.npz"), "max_side": THUMB_SIDE},
         }
         result = run_in_subprocess(spec_, timeout_s=target.timeout_s)
         row = {**base, **result, "runtime": backend, "precision": precision, "artifact": str(artifact)}
+        if baseline:
+            row["baseline"] = baseline
         preview_file = Path(spec_["preview"]["path"])
         if preview_file.is_file():  # small PNGs only: the report's thumbnails of the row's first frame
             row["preview"] = load_row_preview(preview_file, input_png, input_caption)
@@ -197,18 +206,23 @@ def bench_model(name, target: Target, threads: int, precisions, request: BenchRe
         else:  # the bound of the row's own precision (INT8 with VNNI/AMX or not, BF16), and which bound it is
             row.update(roofline_row(flops, moved, limits, precision, p50))
         if request.crosscheck and backend == "openvino" and p50:
-            row["crosscheck"] = (
-                {"skipped": "benchmark_app would time one tile, the row a whole frame"}
-                if tiling
-                else crosscheck_row(artifact, threads, frames_shape, p50, target)
-            )
+            # the baseline too: benchmark_app reads the plain .onnx as it is, and its p50 is what the ratios rest on
+            if tiling:
+                row["crosscheck"] = {"skipped": "benchmark_app would time one tile, the row a whole frame"}
+            else:
+                row["crosscheck"] = crosscheck_row(artifact, threads, frames_shape, p50, target)
         rows.append(row)
         loads.append((device, spec_["options"]))
         bar.update(1)
     if request.video:
         add_video(rows, loads, spec, resolution, request, work, tiled=bool(tiling), bar=bar)
-    bar.update(1 + len(precisions) - len(jobs))
+    bar.update(rows_per_model(target, precisions) - len(jobs))
     return rows
+
+
+def rows_per_model(target: Target, precisions) -> int:
+    """Rows a local run plans per model: PyTorch, one per precision, and the baseline on OpenVINO."""
+    return 1 + len(precisions) + (target.runtime == "openvino")
 
 
 def add_video(rows: list[dict], loads, spec, resolution, request: BenchRequest, work: Path, tiled: bool, bar) -> None:
@@ -218,7 +232,7 @@ def add_video(rows: list[dict], loads, spec, resolution, request: BenchRequest, 
     """
     clips, recipe = None, None
     for row, (device, options) in zip(rows, loads, strict=True):
-        skip = skip_reason(spec, row["runtime"], device, tiled)
+        skip = skip_reason(spec, row["runtime"], device, tiled, baseline=bool(row.get("baseline")))
         if skip is None and clips is None:
             eval_dir = request.images or ExportRequest(model=spec.name).eval_folder
             clips, recipe = make_clips(Path(eval_dir), spec, resolution, work)
@@ -246,6 +260,57 @@ def artifact_job(manifest: dict, target: Target, precision: str, folder: Path):
     else:
         log.warning("%s: no %s artifact for %s", manifest["model"], precision, target.name)
     return None
+
+
+BASELINE = "openvino-default"
+BASELINE_NOTE = (
+    "baseline: the plain ONNX export (before simplification and our graph passes), read by OpenVINO with "
+    "its defaults and no sidecar runtime options (only the target's own load options): what a user gets "
+    "without lowlight-edge; a reference, not judged against the budget"
+)
+
+
+def baseline_job(manifest: dict, target: Target, folder: Path, shape: list[int]):
+    """(backend, precision, artifact, device, notes) of the baseline row, or None (reason logged).
+
+    Only on OpenVINO targets: the issue's claim is "faster than OpenVINO FP32 with default options".
+    The row runs like the FP32 row (tiled when it is), so the raw ONNX must take the same input:
+    the bench exports it at the row's shape, but a static ONNX of another size is skipped, not reshaped.
+    """
+    if target.runtime != "openvino":
+        return None
+    files = {f["role"]: f for f in manifest["files"]}
+    if "onnx" not in files:
+        log.info("%s: no baseline row (the manifest lists no plain ONNX export, role 'onnx')", manifest["model"])
+        return None
+    onnx_file = folder / files["onnx"]["path"]
+    if sidecar_path(onnx_file).exists():  # the OpenVINO runner would apply its runtime options: no longer the defaults
+        log.info("%s: no baseline row (%s beside the plain ONNX export carries options)", manifest["model"], sidecar_path(onnx_file).name)
+        return None
+    dims = onnx_input_dims(onnx_file)
+    if dims is None:
+        return None
+    if len(dims) != len(shape) or any(d > 0 and d != s for d, s in zip(dims, shape)):
+        log.info("%s: no baseline row (the plain ONNX input is %s, the rows run %s)", manifest["model"], dims, shape)
+        return None
+    return ("openvino", "fp32", onnx_file, target.device, [BASELINE_NOTE])
+
+
+def onnx_input_dims(path: Path) -> list[int] | None:
+    """The first graph input's dims (-1 where dynamic), or None when the file cannot be read."""
+    import onnx
+
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception as err:  # missing or corrupt: OSError, or protobuf's DecodeError
+        log.warning("%s: cannot read the plain ONNX export: %s", path, err)
+        return None
+    initializers = {t.name for t in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in initializers]
+    if not inputs:
+        return None
+    dims = inputs[0].type.tensor_type.shape.dim
+    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1 for d in dims]
 
 
 def crosscheck_row(xml: Path, threads: int, shape, p50: float, target: Target) -> dict:

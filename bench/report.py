@@ -43,6 +43,7 @@ ROW_KEYS = (
     "max_abs_err",
     "nonfinite",
     "speedup_vs_torch",
+    "speedup_vs_baseline",
     "roofline_ms",
     "roofline_fraction",
     "host",
@@ -67,6 +68,20 @@ def _budget_values(budget: Any) -> tuple[float, float]:
 def _is_reference(row: Mapping[str, Any]) -> bool:
     """The PyTorch FP32 row: the reference itself, so it has no fidelity to judge."""
     return row.get("runtime") == "torch" and row.get("precision") == "fp32"
+
+
+def _is_baseline(row: Mapping[str, Any]) -> bool:
+    """The OpenVINO-defaults row on the plain export (bench.harness.baseline_job): a speed reference, not shipped."""
+    return bool(row.get("baseline"))
+
+
+BASELINE_PRECISION = "fp32 (OpenVINO defaults, plain export)"
+BASELINE_MARKER = "X"  # the plot's marker for a baseline row
+
+
+def _precision_text(row: Mapping[str, Any]) -> str:
+    """The row's precision as the tables show it: the baseline's says what it is."""
+    return BASELINE_PRECISION if _is_baseline(row) else str(row.get("precision"))
 
 
 def row_verdict(row: Mapping[str, Any], budget: Any) -> str | None:
@@ -96,11 +111,12 @@ def budget_failures(
 
     A row that crashed or has no fidelity counts as a failure: it cannot show it meets the
     budget (``include_errors=False`` leaves crashed rows to the caller's own report). The
-    PyTorch FP32 reference row is never judged.
+    PyTorch FP32 reference row is never judged, nor the OpenVINO-defaults baseline row: it is not
+    an artifact we ship (its PSNR is still reported).
     """
     failures = []
     for row in rows:
-        if row.get("error") and not include_errors:
+        if (row.get("error") and not include_errors) or _is_baseline(row):
             continue
         verdict = row_verdict(row, budget)
         if verdict:
@@ -162,27 +178,29 @@ def _crosscheck_section(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], l
     for row in checked:
         check = row["crosscheck"]
         lines.append(
-            f"| {row.get('model')} | {row.get('runtime')} | {row.get('precision')} | {_fmt(check.get('bench_p50_ms'))} | "
+            f"| {row.get('model')} | {row.get('runtime')} | {_precision_text(row)} | {_fmt(check.get('bench_p50_ms'))} | "
             f"{_fmt(check.get('benchmark_app_p50_ms'))} | {_fmt(check.get('rel_diff'), '.1%')} | {_crosscheck_verdict(check)} |"
         )
     return [summary], lines
 
 
 def _label(row: Mapping[str, Any]) -> str:
-    return f"{row.get('model')} {row.get('runtime')} {row.get('precision')} @ {row.get('resolution')} on {row.get('target')}"
+    return f"{row.get('model')} {row.get('runtime')} {_precision_text(row)} @ {row.get('resolution')} on {row.get('target')}"
 
 
 def fill_speedups(rows: Sequence[dict[str, Any]]) -> None:
-    """Set speedup_vs_torch = torch FP32 p50 / row p50 for rows of the same model, resolution and target."""
-    reference = {
-        (r.get("model"), r.get("resolution"), r.get("target")): r["latency_ms"]["p50"]
-        for r in rows
-        if _is_reference(r) and not r.get("error") and r.get("latency_ms")
-    }
-    for row in rows:
-        base = reference.get((row.get("model"), row.get("resolution"), row.get("target")))
-        p50 = (row.get("latency_ms") or {}).get("p50")
-        row["speedup_vs_torch"] = base / p50 if base and p50 else None
+    """Set speedup_vs_torch = torch FP32 p50 / row p50 and speedup_vs_baseline = OpenVINO-defaults
+    baseline p50 / row p50, for rows of the same model, resolution and target (None without one)."""
+    for key, is_base in (("speedup_vs_torch", _is_reference), ("speedup_vs_baseline", _is_baseline)):
+        reference = {
+            (r.get("model"), r.get("resolution"), r.get("target")): r["latency_ms"].get("p50")
+            for r in rows
+            if is_base(r) and not r.get("error") and r.get("latency_ms")
+        }
+        for row in rows:
+            base = reference.get((row.get("model"), row.get("resolution"), row.get("target")))
+            p50 = (row.get("latency_ms") or {}).get("p50")
+            row[key] = base / p50 if base and p50 else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -306,6 +324,7 @@ def render_markdown(rows: Sequence[Mapping[str, Any]], budget: Any = None, title
         "p99 ms",
         "fps",
         "vs torch",
+        "vs baseline",
         "cold s",
         "peak MB",
         "PSNR mean/min dB",
@@ -334,12 +353,13 @@ def render_markdown(rows: Sequence[Mapping[str, Any]], budget: Any = None, title
         cells = [
             str(row.get("model")),
             str(row.get("runtime")),
-            str(row.get("precision")),
+            _precision_text(row),
             str(row.get("resolution")),
             _fmt(latency.get("p50")),
             _fmt(latency.get("p99")),
             _fmt(row.get("fps"), ".1f"),
             _fmt(row.get("speedup_vs_torch"), ".2f") + ("x" if row.get("speedup_vs_torch") else ""),
+            _fmt(row.get("speedup_vs_baseline"), ".2f") + ("x" if row.get("speedup_vs_baseline") else ""),
             _fmt(row.get("cold_start_s")),
             _fmt(row.get("peak_mem_mb"), ".0f"),
             fidelity,
@@ -352,7 +372,12 @@ def render_markdown(rows: Sequence[Mapping[str, Any]], budget: Any = None, title
             cells.append(_fmt(row.get("energy_mj_per_frame"), ".1f"))
         if budget is not None:
             verdict = row_verdict(row, budget)
-            cells.append("–" if _is_reference(row) else ("FAIL" if verdict else "pass"))
+            if _is_reference(row):
+                cells.append("–")
+            elif _is_baseline(row):  # a reference: never fails the bench, its PSNR is shown all the same
+                cells.append("not judged (baseline)")
+            else:
+                cells.append("FAIL" if verdict else "pass")
         if row.get("error"):
             cells[4] = "error"
             notes.append(f"{_label(row)}: {row['error']}")
@@ -362,6 +387,9 @@ def render_markdown(rows: Sequence[Mapping[str, Any]], budget: Any = None, title
     lines += [
         "",
         "Latency is per frame over varied real frames; `vs torch` is PyTorch FP32 p50 / row p50; "
+        f"`vs baseline` is the p50 of the `{BASELINE_PRECISION}` row (the ONNX as exported, before "
+        "simplification and our graph passes, read by OpenVINO with its defaults: what a user gets without "
+        "lowlight-edge) / row p50; "
         "`roofline` is the row's fraction of this host's lower bound (1.0 = at the bound); "
         "fidelity is against the PyTorch FP32 output (PSNR capped at 99 dB).",
     ]
@@ -419,6 +447,10 @@ def _budget_html(row: Mapping[str, Any], budget: Any) -> str:
     if budget is None:
         return '<p class="verdict ref">budget: none given</p>'
     verdict = row_verdict(row, budget)
+    if _is_baseline(row):
+        detail = f"; it would fail: {verdict}" if verdict else ""
+        return f'<p class="verdict ref">budget: not judged (the OpenVINO-defaults baseline, not a shipped artifact){html.escape(detail)}</p>'
+
     if verdict:
         return f'<p class="verdict fail">budget: FAIL, {html.escape(verdict)}</p>'
     return '<p class="verdict pass">budget: pass</p>'
@@ -438,12 +470,12 @@ def _thumbs_html(row: Mapping[str, Any]) -> str:
     preview = row.get("preview")
     if row.get("error") or not isinstance(preview, RowPreview):
         return f'<p class="noimg">no image: {html.escape(_no_image_reason(row))}</p>'
-    what = f"{row.get('model')} {row.get('runtime')} {row.get('precision')}"
+    what = f"{row.get('model')} {row.get('runtime')} {_precision_text(row)}"
     frames = row.get("frames")
     frame = f"eval frame 1 of {frames}" if frames else "first eval frame"
     cells = [
         (preview.input_png, f"{preview.input_caption} ({frame})", f"input of {what}"),
-        (preview.output_png, f"output of {row.get('runtime')} {row.get('precision')}", f"output of {what}"),
+        (preview.output_png, f"output of {row.get('runtime')} {_precision_text(row)}", f"output of {what}"),
     ]
     if preview.diff_png is not None:
         if preview.diff_max == 0:
@@ -474,6 +506,7 @@ def _metrics_html(row: Mapping[str, Any]) -> str:
         f"p99 {_fmt(latency.get('p99'))} ms",
         f"{_fmt(row.get('fps'), '.1f')} fps",
         f"vs torch {_fmt(row.get('speedup_vs_torch'))}" + ("x" if row.get("speedup_vs_torch") else ""),
+        f"vs baseline {_fmt(row.get('speedup_vs_baseline'))}" + ("x" if row.get("speedup_vs_baseline") else ""),
         f"peak {_fmt(row.get('peak_mem_mb'), '.0f')} MB",
         fidelity,
         f"SSIM {_fmt(row.get('ssim'), '.4f')}",
@@ -517,7 +550,7 @@ def render_html(rows: Sequence[Mapping[str, Any]], budget: Any = None, *, title:
         notes = [*(row.get("notes") or [])]
         out += [
             f'<section class="row" id="row-{i}">',
-            f"<h3>{esc(str(row.get('model')))} \u00b7 {esc(str(row.get('runtime')))} \u00b7 {esc(str(row.get('precision')))} "
+            f"<h3>{esc(str(row.get('model')))} \u00b7 {esc(str(row.get('runtime')))} \u00b7 {esc(_precision_text(row))} "
             f'<span class="where">{esc(where)}</span></h3>',
             _metrics_html(row),
             _budget_html(row, budget),
@@ -579,13 +612,13 @@ def latency_figure(rows: Sequence[Mapping[str, Any]], budget: Any = None):
         ax.scatter(
             row["latency_ms"]["p50"],
             y,
-            marker=shapes.get(str(row.get("precision")), "D"),
+            marker=BASELINE_MARKER if _is_baseline(row) else shapes.get(str(row.get("precision")), "D"),
             s=60,
             color=colours[str(row.get("model"))],
             edgecolors="black",
             linewidths=0.5,
             zorder=3,
-            gid=f"point:{row.get('model')}:{row.get('runtime')}:{row.get('precision')}",
+            gid=f"point:{row.get('model')}:{row.get('runtime')}:{row.get('precision')}" + (":baseline" if _is_baseline(row) else ""),
         )
     handles = []
     for row in references:
@@ -626,8 +659,11 @@ def latency_figure(rows: Sequence[Mapping[str, Any]], budget: Any = None):
     handles += [
         plt.Line2D([], [], color="black", marker=shape, linestyle="", label=p, markerfacecolor="none")
         for p, shape in shapes.items()
-        if any(r.get("precision") == p for r in points)
+        if any(r.get("precision") == p and not _is_baseline(r) for r in points)
     ]
+    if any(_is_baseline(r) for r in points):
+        handles.append(plt.Line2D([], [], color="black", marker=BASELINE_MARKER, linestyle="", markerfacecolor="none",
+                                  label="fp32, OpenVINO defaults on the plain export (baseline)"))
     if handles:
         ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
 
@@ -688,7 +724,8 @@ def _place_labels(fig, ax, points, ys) -> None:
         if str(line.get_gid()).startswith(("budget", "reference")):
             taken.append((line.get_window_extent(renderer).padded(1.5), 1))
     for row, y in zip(points, ys, strict=True):
-        text = f"{row.get('model')} {row.get('runtime')} {row.get('precision')}: {_psnr_label(float(row['psnr_db']['mean']))}"
+        kind = f"{row.get('precision')} baseline" if _is_baseline(row) else row.get("precision")
+        text = f"{row.get('model')} {row.get('runtime')} {kind}: {_psnr_label(float(row['psnr_db']['mean']))}"
         xy = (row["latency_ms"]["p50"], y)
         note = ax.annotate(text, xy, xytext=(0, 0), textcoords="offset points", fontsize=7, va="center",
                            annotation_clip=False, gid="label")

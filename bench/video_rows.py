@@ -13,8 +13,8 @@ fresh sensor noise per frame in linear light, like the QAT re-exposure; the reci
 * for models with per-frame global parameters (IAT, its student) the same with those parameters
   smoothed over time (lowlight_edge.temporal), and the per-frame PSNR that smoothing costs.
 
-RAW models (video is RGB), tiled rows and rows whose runtime cannot run here get a ``skipped``
-reason instead of figures.
+RAW models (video is RGB), tiled rows, the OpenVINO-defaults baseline row and rows whose runtime
+cannot run here get a ``skipped`` reason instead of figures.
 """
 
 from __future__ import annotations
@@ -182,10 +182,12 @@ def video_record(
         return {"skipped": f"could not run here: {err}"}
 
 
-def skip_reason(spec: Any, backend: str, device: str, tiled: bool) -> str | None:
+def skip_reason(spec: Any, backend: str, device: str, tiled: bool, baseline: bool = False) -> str | None:
     """Why a row gets no video figures, or None."""
     if backend == "torch":
         return "PyTorch eager is the fidelity reference, not a deployment"
+    if baseline:  # a speed reference for the shipped rows; its clips would only lengthen the run
+        return "the OpenVINO-defaults baseline is a speed reference, not a deployment"
     if spec.input_kind == "raw_bayer":
         return "RAW Bayer model: camera video is RGB"
     if tiled:
@@ -201,7 +203,7 @@ def _fmt(value: Any) -> str:
 
 def markdown_lines(rows: list[dict]) -> list[str]:
     """The results.md section: one line per row with a video record."""
-    measured = [r for r in rows if isinstance(r.get("video"), dict) and r.get("runtime") != "torch"]
+    measured = [r for r in rows if isinstance(r.get("video"), dict) and r.get("runtime") != "torch" and not r.get("baseline")]
     if not measured:
         return []
     lines = [

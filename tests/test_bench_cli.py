@@ -60,7 +60,7 @@ def test_bench_writes_the_three_files_with_torch_alongside(tmp_path: Path) -> No
     assert code == 0
     rows = json.loads((out / "results.json").read_text())
     assert (out / "results.md").is_file() and (out / "results.png").stat().st_size > 1000
-    by = {(r["runtime"], r["precision"]): r for r in rows}
+    by = {(r["runtime"], r["precision"]): r for r in rows if not r.get("baseline")}
     assert ("torch", "fp32") in by and ("openvino", "fp32") in by
     fp32 = by[("openvino", "fp32")]
     for key in ("model", "target", "runtime", "precision", "resolution", "latency_ms", "fps", "cold_start_s",
@@ -77,6 +77,25 @@ def test_bench_writes_the_three_files_with_torch_alongside(tmp_path: Path) -> No
     assert "global parameters" in video["smoothing"]["skipped"] and video["clip"]["fps"] == 30
     assert "skipped" in by[("torch", "fp32")]["video"]
     assert "## Video: streams at 30 fps" in (out / "results.md").read_text()
+    # the baseline (OpenVINO FP32 with its defaults on the plain export): one more row, the ratio beside each row
+    (baseline,) = [r for r in rows if r.get("baseline")]
+    assert baseline["baseline"] == "openvino-default" and (baseline["runtime"], baseline["precision"]) == ("openvino", "fp32")
+    assert Path(baseline["artifact"]).name == "tinydce.onnx" and Path(baseline["artifact"]).is_file()
+    assert not Path(baseline["artifact"] + ".json").exists()  # no sidecar beside the raw export
+    options = baseline["runtime_info"]["runtime_options"]
+    assert "artifact" not in options["from"].values() and "overridden" not in options  # nothing from any sidecar
+    assert options["used"] == {"precision": "f32"}  # the target's own pin; denormals at OpenVINO's default
+    assert "denormals_optimization" not in baseline["runtime_info"] or not baseline["runtime_info"]["denormals_optimization"]
+    assert any("plain ONNX export" in n for n in baseline["notes"])
+    assert baseline["speedup_vs_baseline"] == pytest.approx(1.0)
+    assert baseline["psnr_db"]["mean"] is not None and "skipped" in baseline["video"]
+    for row in rows:
+        if row["runtime"] == "openvino" and not row.get("error"):
+            assert isinstance(row["speedup_vs_baseline"], float) and row["speedup_vs_baseline"] > 0
+    assert by[("torch", "fp32")]["speedup_vs_baseline"] > 0  # the ratio is there for every row of the model
+    md = (out / "results.md").read_text()
+    assert "| vs baseline |" in md and "fp32 (OpenVINO defaults, plain export)" in md
+    assert md.count("1.00x") >= 1
 
 
 def test_collect_help_is_help_not_a_folder(tmp_path: Path) -> None:

@@ -266,6 +266,37 @@ def test_fill_speedups_against_the_torch_row():
     assert rows[3]["speedup_vs_torch"] is None  # no torch row for sgz
 
 
+def baseline_row(p50: float = 10.0, psnr: float = 30.0) -> dict:
+    """The OpenVINO-defaults row on the plain export, over the budget here: a reference, never a failure."""
+    row = make_rows()[2]
+    return {**row, "baseline": "openvino-default", "artifact": "tinydce.onnx", "latency_ms": {**row["latency_ms"], "p50": p50},
+            "psnr_db": {"mean": psnr, "min": psnr - 1}, "nonfinite": 3}
+
+
+def test_baseline_over_budget_fails_nothing_but_shows_its_psnr():
+    rows = [*make_rows()[:3], baseline_row()]
+    assert budget_failures(rows, BUDGET) == budget_failures(rows[:3], BUDGET)
+    assert budget_failures([rows[0], rows[1], rows[3]], BUDGET) == []
+    md = render_markdown(rows, BUDGET)
+    line = next(ln for ln in md.splitlines() if "OpenVINO defaults, plain export" in ln)
+    assert "30.00 / 29.00" in line and "not judged (baseline)" in line and "FAIL" not in line
+
+
+def test_fill_speedups_against_the_baseline_row():
+    rows = [*make_rows(), baseline_row(p50=10.0)]
+    fill_speedups(rows)
+    assert rows[-1]["speedup_vs_baseline"] == pytest.approx(1.0)
+    assert rows[1]["speedup_vs_baseline"] == pytest.approx(2.0)  # INT8 at 5 ms
+    assert rows[2]["speedup_vs_baseline"] == pytest.approx(1.25)  # the shipped FP32 IR at 8 ms
+    assert rows[0]["speedup_vs_baseline"] == pytest.approx(0.5)  # PyTorch eager at 20 ms
+    assert rows[3]["speedup_vs_baseline"] is None  # no baseline for sgz
+    md = render_markdown(rows, BUDGET)
+    assert "| vs torch | vs baseline |" in md and "| 2.00x |" in md and "| 1.25x |" in md
+    no_baseline = make_rows()
+    fill_speedups(no_baseline)
+    assert all(r["speedup_vs_baseline"] is None for r in no_baseline)
+
+
 def test_write_results_four_files_with_the_issue_keys(tmp_path):
     pytest.importorskip("matplotlib")
     rows = make_rows()

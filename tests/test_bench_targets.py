@@ -273,3 +273,23 @@ def test_importing_bench_loads_no_runtime():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_tiled_target_tiles_the_baseline_row_like_the_fp32_row(tmp_path, shared):
+    """The plain ONNX export is made at the tile size, as the IRs are: the baseline runs the same tiles."""
+    from bench.harness import BenchRequest, run_bench
+    from tests.test_bench_cli import TINY_TARGET
+
+    targets = tmp_path / "targets.yaml"
+    targets.write_text(TINY_TARGET.replace("      hint: LATENCY\n", "      hint: LATENCY\n      tile: 32x48\n"))
+    request = BenchRequest(target="tiny-cpu", targets_file=targets, models=("tinydce",), precisions=("fp32",), iterations=2,
+                           warmup=0, frames=2, out=tmp_path / "results", artifacts=tmp_path / "artifacts", progress=False,
+                           video=False)
+    rows, failures = run_bench(request)
+    assert failures == [] and not any(r.get("error") for r in rows)
+    (baseline,) = [r for r in rows if r.get("baseline")]
+    (fp32,) = [r for r in rows if r["runtime"] == "openvino" and not r.get("baseline")]
+    assert baseline["artifact"].endswith("tinydce.onnx") and baseline["tiled"] == fp32["tiled"]
+    assert baseline["tiled"]["tile"] == "32x48" and baseline["tiled"]["tiles"] > 1
+    assert baseline["psnr_db"]["min"] >= 60  # the seams are the same as the IR's: the plain export is exact FP32 too
+    assert baseline["speedup_vs_baseline"] == 1.0 and fp32["speedup_vs_baseline"] > 0

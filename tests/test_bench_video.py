@@ -50,6 +50,7 @@ def test_rows_that_cannot_be_measured_say_why() -> None:
     assert "reference" in video_rows.skip_reason(zoo.get_spec("tinydce"), "torch", "cpu", tiled=False)
     assert "CUDA" in video_rows.skip_reason(zoo.get_spec("tinydce"), "tensorrt", "cpu", tiled=False)
     assert video_rows.skip_reason(zoo.get_spec("tinydce"), "openvino", "CPU", tiled=False) is None
+    assert "baseline" in video_rows.skip_reason(zoo.get_spec("tinydce"), "openvino", "CPU", tiled=False, baseline=True)
     assert build_parser().parse_args(["--no-video"]).no_video is True
 
 
@@ -63,3 +64,8 @@ def test_reports_show_the_video_figures() -> None:
     assert "video: skipped (RAW Bayer model" in page
     table = render_markdown(rows)
     assert "| iat | fp32 (openvino) | 1.5 | 1.6 | 0.05 | 6.5 | 7.1 | 5.8 | 6.3 | 57.4 / 42.6 |" in table
+    # the baseline row's skip is said once, on its own row, not as a line of the video table
+    baseline = {"model": "iat", "runtime": "openvino", "precision": "fp32", "baseline": "openvino-default",
+                "video": {"skipped": "the OpenVINO-defaults baseline is a speed reference, not a deployment"}}
+    table = render_markdown([*rows, baseline])
+    assert table.split("## Video")[1].count("| iat |") == 1 and "speed reference" not in table.split("## Video")[1]

@@ -81,7 +81,7 @@ def render(page: Path, tmp: Path) -> tuple[dict, list[str]]:
 
 @pytest.fixture(scope="module")
 def bench_run(tmp_path_factory, shared) -> tuple[list[dict], Path]:
-    """A real bench of tinydce on a tiny OpenVINO target: PyTorch, FP32 IR and (if shipped) INT8 rows."""
+    """A real bench of tinydce on a tiny OpenVINO target: PyTorch, FP32 IR, (if shipped) INT8 and the baseline rows."""
     tmp = tmp_path_factory.mktemp("bench")
     targets = tmp / "targets.yaml"
     targets.write_text(TINY_TARGET)
@@ -105,8 +105,12 @@ def test_bench_page_renders_offline_with_every_thumbnail(bench_run, tmp_path: Pa
     assert all(r["preview"]["in"] == "results.html" and r["preview"]["frame"] == 0 for r in saved)
     assert "base64" not in (out / "results.json").read_text()  # the images live in the page only
     # the FP32 IR matches PyTorch to far below one level of 255: its difference is amplified, and says how much
-    fp32 = next(r for r in rows if r["runtime"] == "openvino" and r["precision"] == "fp32")
+    fp32 = next(r for r in rows if r["runtime"] == "openvino" and r["precision"] == "fp32" and not r.get("baseline"))
     assert fp32["preview"].diff_scale >= 10 and f"\u00d7{fp32['preview'].diff_scale:.0f}" in page
+    # the baseline row: its own section, thumbnails and ratio, its budget not judged
+    assert [r["artifact"].endswith("tinydce.onnx") for r in rows if r.get("baseline")] == [True]
+    assert "openvino \u00b7 fp32 (OpenVINO defaults, plain export)" in page and "vs baseline 1.00x" in page
+    assert "budget: not judged (the OpenVINO-defaults baseline" in page
 
     probe, console = render(out / "results.html", tmp_path)
     assert probe["errors"] == [] and console == []
@@ -117,8 +121,9 @@ def test_bench_page_renders_offline_with_every_thumbnail(bench_run, tmp_path: Pa
 
 def test_failed_and_remote_rows_say_why_they_have_no_image(bench_run, tmp_path: Path) -> None:
     rows, _ = bench_run
-    failed = {**rows[-1], "precision": "int8", "error": "killed by SIGKILL (out of memory?)", "preview": None}
-    remote = {**rows[-1], "host": {**rows[-1]["host"], "remote": "ssh://orin.local"}, "preview": None}
+    last = [r for r in rows if not r.get("baseline")][-1]  # a shipped row: a failed one fails a check
+    failed = {**last, "precision": "int8", "error": "killed by SIGKILL (out of memory?)", "preview": None}
+    remote = {**last, "host": {**last["host"], "remote": "ssh://orin.local"}, "preview": None}
     write_results([*rows, failed, remote], tmp_path / "out", BUDGET, title="with failures")
     page = (tmp_path / "out" / "results.html").read_text(encoding="utf-8")
     assert "no image: the row failed (killed by SIGKILL (out of memory?))" in page
@@ -132,7 +137,7 @@ def test_failed_and_remote_rows_say_why_they_have_no_image(bench_run, tmp_path: 
 
 def test_page_shows_crosscheck_and_budget_verdicts(bench_run, tmp_path: Path) -> None:
     rows, _ = bench_run
-    fp32 = next(r for r in rows if r["runtime"] == "openvino" and r["precision"] == "fp32")
+    fp32 = next(r for r in rows if r["runtime"] == "openvino" and r["precision"] == "fp32" and not r.get("baseline"))
     checked = {**fp32, "crosscheck": {"ok": False, "bench_p50_ms": 5.0, "benchmark_app_p50_ms": 4.0, "rel_diff": 0.25, "tolerance": 0.2}}
     write_results([r if r is not fp32 else checked for r in rows], tmp_path / "out", BUDGET)
     page = (tmp_path / "out" / "results.html").read_text(encoding="utf-8")
@@ -215,6 +220,29 @@ def decode(png: bytes) -> np.ndarray:
     from PIL import Image
 
     return np.asarray(Image.open(io.BytesIO(png)))
+
+
+def test_plot_draws_the_baseline_as_its_own_point_with_its_own_label() -> None:
+    import matplotlib.pyplot as plt
+    from matplotlib.text import Text
+
+    rows = plot_rows()
+    rows.append({**rows[1], "baseline": "openvino-default", "latency_ms": {"p50": 7.9}, "psnr_db": {"mean": PSNR_CAP_DB, "min": PSNR_CAP_DB}})
+    fig = latency_figure(rows, BUDGET)
+    try:
+        ax = fig.axes[0]
+        fig.canvas.draw()
+        gids = [str(c.get_gid()) for c in ax.collections if str(c.get_gid()).startswith("point:")]
+        assert "point:tinydce:openvino:fp32:baseline" in gids and "point:tinydce:openvino:fp32" in gids
+        labels = [t for t in ax.texts if t.get_gid() == "label"]
+        assert len(labels) == 7 and "tinydce openvino fp32 baseline: \u2265 99 dB" in [t.get_text() for t in labels]
+        renderer = fig.canvas.get_renderer()
+        boxes = [Text.get_window_extent(t, renderer) for t in labels]
+        assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+        legend = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert "fp32, OpenVINO defaults on the plain export (baseline)" in legend
+    finally:
+        plt.close(fig)
 
 
 def test_png_bytes_round_trip_through_pillow() -> None:
