@@ -81,7 +81,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     )
     print((args.out / "results.md").read_text())
-    errors = [r for r in rows if r.get("error")]
+    # the baseline row (the plain export on OpenVINO's defaults) is a reference, not an artifact of
+    # ours: when OpenVINO cannot run it, that is said, and the run is judged on the shipped rows
+    errors = [r for r in rows if r.get("error") and not r.get("baseline")]
+    for row in rows:
+        if row.get("error") and row.get("baseline"):
+            print(f"baseline row failed (not judged): {row['model']} plain export on OpenVINO defaults: {row['error']}",
+                  file=sys.stderr)
     for row in errors:
         print(f"row failed: {row['model']} {row['runtime']} {row['precision']}: {row['error']}", file=sys.stderr)
     for failure in failures:
