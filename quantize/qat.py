@@ -60,6 +60,7 @@ TORCH_TYPES = {
     "ReduceMean": ("mean",),
     "AveragePool": ("avg_pool2d",),
     "GlobalAveragePool": ("adaptive_avg_pool2d",),
+    "LayerNormalization": ("layer_norm",),
 }
 TORCH_COMPUTE = {"Conv": ("conv2d", "conv_transpose2d"), "Gemm": ("linear",), "MatMul": ("matmul", "bmm", "linear")}
 

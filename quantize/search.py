@@ -94,9 +94,17 @@ def find_float_nodes(ctx: Context, budget: dict, plan: PrecisionPlan):
     plan.search.append({"step": "preset" + at, "float_nodes": len(floats), "validation": ptq.summary(psnrs)})
     log.info("%s preset plan: %.1f dB mean on validation%s", ctx.spec.name, np.mean(psnrs), at)
     if not ptq.meets(psnrs, aim):
-        int8 = ptq.accuracy_control_ov(model, train, val, val_refs, scope, preset, aim, max_iterations=12)
-        psnrs = ptq.evaluate(openvino.runner(int8, ctx.target.threads), val, val_refs)
-        plan.search.append({"step": "nncf accuracy control" + at, "validation": ptq.summary(psnrs)})
+        speed = preset_speed(ctx, int8)
+        skip = skip_accuracy_control(speed, ctx.request.ship)
+        if speed is not None:
+            plan.search.append({"step": "preset INT8 vs FP32 before accuracy control" + at, "speedup": speed["speedup"],
+                                **({"accuracy_control": f"skipped: {skip}"} if skip else {})})
+        if skip:
+            log.info("%s: accuracy control skipped (%s)", ctx.spec.name, skip)
+        else:
+            int8 = ptq.accuracy_control_ov(model, train, val, val_refs, scope, preset, aim, max_iterations=12)
+            psnrs = ptq.evaluate(openvino.runner(int8, ctx.target.threads), val, val_refs)
+            plan.search.append({"step": "nncf accuracy control" + at, "validation": ptq.summary(psnrs)})
 
     # What actually stayed float, read off the INT8 model itself.
     by_name = {n.name: n for n in nodes}
@@ -112,6 +120,31 @@ def find_float_nodes(ctx: Context, budget: dict, plan: PrecisionPlan):
     ]
     plan.calibration = calib_info
     return chosen, nodes, int8, psnrs
+
+
+def preset_speed(ctx: Context, int8) -> dict | None:
+    """FP32 (OpenVINO defaults) vs the preset INT8 model on this host, or None where the target is not timed here."""
+    if not cpu_timed(ctx):
+        return None
+    with fp32_runner_for_timing(ctx) as fp32, openvino.runner(int8, ctx.target.threads) as preset:
+        return time_speedup(fp32, preset, ctx.frames())
+
+
+def skip_accuracy_control(speed: dict | None, ship: str) -> str | None:
+    """Why accuracy control need not run, or None when it must.
+
+    Accuracy control only returns layers to float, so its plan is no faster than the preset's.
+    When the preset INT8 is not shown MIN_SPEEDUP faster than FP32 on this host, no plan the
+    search could find would ship under the ship rule, and its search (minutes for IAT) is skipped.
+    It always runs when the target is not timed here (a GPU) or the user pinned INT8.
+    """
+    if speed is None or ship != "auto":
+        return None
+    record = speed["speedup"]
+    if record["verdict"] == "faster":
+        return None
+    return (f"the preset INT8 plan, the most INT8 the search starts from, was not shown {record['threshold']}x faster "
+            f"than FP32 on this host ({record['verdict']}, median {record['median']:.3f}x over {record['rounds']} rounds)")
 
 
 def search(ctx: Context, budget: dict) -> tuple[PrecisionPlan, object | None]:
@@ -149,6 +182,9 @@ def search(ctx: Context, budget: dict) -> tuple[PrecisionPlan, object | None]:
         plan.fidelity["eval"] = {**measure(run_frames(int8_runner, ctx.frames()), ctx.references()), "runtime": "openvino"}
         plan.latency_ms = latency_vs_fp32(ctx, int8_runner, plan)
         decide(plan, budget, ship=ctx.request.ship)
+        skipped = next((step["accuracy_control"] for step in plan.search if "accuracy_control" in step), None)
+        if skipped and plan.decision == "fp32":
+            plan.reason += f"; accuracy control was {skipped}"
         if plan.decision == "int8" and plan.runtime:
             choose_runtime_options(ctx, plan, "int8", int8_runner, budget).close_variant()
 

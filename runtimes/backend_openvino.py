@@ -632,6 +632,7 @@ ONNX_TO_OV_TYPES = {
     "ReduceMean": ("ReduceMean",),
     "AveragePool": ("AvgPool",),
     "GlobalAveragePool": ("ReduceMean",),
+    "LayerNormalization": ("MVN",),
 }
 LAYOUT_OPS = ("Reshape", "Transpose", "DepthToSpace", "SpaceToDepth", "Squeeze", "Unsqueeze", "Pad")
 COMPUTE_TYPES = ("Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData")

@@ -237,3 +237,16 @@ def test_a_runtime_option_is_adopted_only_when_shown_faster_and_its_record_says_
     assert speed_verdict(record["samples_ms"]["current_ms"], record["samples_ms"]["candidate_ms"], threshold=1.02)["verdict"] == "faster"
     edge = speed_record(current, [t / 1.01 for t in current], threshold=1.02, labels=("current", "candidate"))
     assert edge["speedup"]["verdict"] == "not_faster"  # 1% is real but under the 2% an option must earn
+
+
+def test_accuracy_control_is_skipped_only_when_even_the_preset_int8_does_not_pay() -> None:
+    from quantize.search import skip_accuracy_control
+
+    tie = speed_record([100.0 + i % 3 for i in range(40)], [97.0 + i % 3 for i in range(40)])
+    faster = speed_record([100.0 + i % 3 for i in range(40)], [80.0 + i % 3 for i in range(40)])
+    assert tie["speedup"]["verdict"] in ("tie", "not_faster") and faster["speedup"]["verdict"] == "faster"
+    why = skip_accuracy_control(tie, "auto")
+    assert why and "preset INT8" in why and "not shown 1.05x faster" in why
+    assert skip_accuracy_control(faster, "auto") is None
+    assert skip_accuracy_control(tie, "int8") is None  # a pinned INT8 gets its search
+    assert skip_accuracy_control(None, "auto") is None  # a GPU target: speed unmeasured here, search runs

@@ -139,7 +139,12 @@ ZERO_DCE_PP = ModelSpec(
         "project page / paper: 10K params; 1000 FPS GPU / 11 FPS CPU for a 1200x900x3 image (paper Table 7: 1.2 ms GPU)",
     ),
     notes=(NOTE_12, NOTE_CURVE, NOTE_RESIZE),
-    preset=QuantPreset(quantize_ops=("Conv",), float_first_conv="the first conv reads the dark input image"),
+    preset=QuantPreset(
+        quantize_ops=("Conv",),
+        float_first_conv="the first conv reads the dark input image",
+        # NNCF accuracy control reverted it at 396x600 on x86-cpu (2026-12-01): in the preset, a build skips that search
+        float_modules=(("e_conv3.point_conv", "third block's pointwise conv (measured)"),),
+    ),
     # Measured 2026-12-01, PyTorch FP32, official checkpoint, CPU: the 12 eval scenes fitted to
     # (2T - ov) frames cut into 2x2 tiles of T = 192x288 and 288x432 overlapping by exactly ov,
     # offsets multiples of 12, worst scene (table in runtimes.tiling). >= 50 dB needs 120 px

@@ -169,6 +169,12 @@ SPEC = ModelSpec(
             ("global_refine", "global gamma/colour branch alone cost 16 dB in INT8 (baseline.md)"),
             ("gamma_head", "global gamma head"),
             ("color_head", "global colour-matrix head"),
+            # the first block of each stack and the add head: NNCF accuracy control reverted it at 400x600 on x86-cpu (2026-12-01): in the preset, a build skips that search
+            ("mul_blocks.0.conv1", "first multiply block (measured)"),
+            ("mul_blocks.0.bn1", "first multiply block (measured)"),
+            ("add_blocks.0.conv1", "first add block (measured)"),
+            ("add_blocks.0.bn1", "first add block (measured)"),
+            ("add_end", "add head, tanh: its INT8 error is added to every pixel (measured)"),
         ),
     ),
     # Measured 2026-12-01 (PyTorch FP32, 12 eval scenes, 2x2 tiles of 192x288): tiles agree with
