@@ -28,7 +28,14 @@ from bench.host import check_host, host_info
 from bench.preview import THUMB_SIDE, input_thumbnail, load_row_preview
 from bench.remote import RemoteJob, Session, SshDevice, parse_device, run_remote, target_fields
 from bench.report import budget_failures, fill_speedups, write_results
-from bench.roofline import bytes_moved, count_flops, measure_host_limits, roofline_fraction, roofline_ms, roofline_row
+from bench.roofline import (
+    bytes_moved,
+    count_flops,
+    measure_host_limits,
+    roofline_fraction,
+    roofline_ms,
+    roofline_row,
+)
 from bench.video_rows import make_clips, skip_reason, video_record
 from bench.worker import run_in_subprocess
 from export.config import ExportRequest
@@ -37,7 +44,7 @@ from lowlight_edge import refcache, zoo
 from lowlight_edge.datasets import eval_frames
 from lowlight_edge.errors import LowlightError, UsageError
 from lowlight_edge.targets import Target, get_target
-from runtimes.base import sidecar_path
+from runtimes.base import onnx_input_dims, sidecar_path
 from runtimes.tiling import target_tiling
 
 log = logging.getLogger(__name__)
@@ -287,30 +294,15 @@ def baseline_job(manifest: dict, target: Target, folder: Path, shape: list[int])
     if sidecar_path(onnx_file).exists():  # the OpenVINO runner would apply its runtime options: no longer the defaults
         log.info("%s: no baseline row (%s beside the plain ONNX export carries options)", manifest["model"], sidecar_path(onnx_file).name)
         return None
-    dims = onnx_input_dims(onnx_file)
-    if dims is None:
+    try:
+        dims = onnx_input_dims(onnx_file)
+    except Exception as err:  # missing (OSError), corrupt (protobuf's DecodeError) or not one input (UsageError)
+        log.warning("%s: no baseline row (cannot read the plain ONNX export: %s)", manifest["model"], err)
         return None
     if len(dims) != len(shape) or any(d > 0 and d != s for d, s in zip(dims, shape)):
         log.info("%s: no baseline row (the plain ONNX input is %s, the rows run %s)", manifest["model"], dims, shape)
         return None
     return ("openvino", "fp32", onnx_file, target.device, [BASELINE_NOTE])
-
-
-def onnx_input_dims(path: Path) -> list[int] | None:
-    """The first graph input's dims (-1 where dynamic), or None when the file cannot be read."""
-    import onnx
-
-    try:
-        graph = onnx.load(str(path), load_external_data=False).graph
-    except Exception as err:  # missing or corrupt: OSError, or protobuf's DecodeError
-        log.warning("%s: cannot read the plain ONNX export: %s", path, err)
-        return None
-    initializers = {t.name for t in graph.initializer}
-    inputs = [i for i in graph.input if i.name not in initializers]
-    if not inputs:
-        return None
-    dims = inputs[0].type.tensor_type.shape.dim
-    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1 for d in dims]
 
 
 def crosscheck_row(xml: Path, threads: int, shape, p50: float, target: Target) -> dict:

@@ -76,10 +76,10 @@ def fold_linear_convs(model) -> tuple[object, list[str]]:
             continue
         if len(readers.get(first.output[0], [])) != 1 or first.output[0] in outputs:
             continue
-        wb_b, wa_b = weights(reader), weights(first)
-        if wb_b is None or wa_b is None:
+        reader_weights, first_weights = weights(reader), weights(first)
+        if reader_weights is None or first_weights is None:
             continue
-        (wb, bb), (wa, ba) = wb_b, wa_b
+        (wb, bb), (wa, ba) = reader_weights, first_weights
         if wb.shape[2:] != (1, 1) or wb.shape[1] != wa.shape[0]:
             continue
         cout, cmid, cin = wb.shape[0], wa.shape[0], wa.shape[1]

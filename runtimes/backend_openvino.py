@@ -49,6 +49,7 @@ from runtimes.base import (
     artifact_path,
     check_options,
     format_shape,
+    onnx_input_dims,
     onnx_precision,
     read_sidecar,
     sidecar_path,
@@ -81,20 +82,6 @@ def ov_error(err: BaseException) -> str:
 def partial_dims(partial_shape: Any) -> tuple[int, ...]:
     """An OpenVINO PartialShape as a tuple with -1 for each dynamic (or bounded) dim."""
     return tuple(d.get_length() if d.is_static else -1 for d in partial_shape)
-
-
-def _onnx_input_dims(path: Path) -> tuple[int, ...]:
-    """Input dims of a single-input ONNX, -1 where dynamic."""
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
-    initializers = {t.name for t in graph.initializer}
-    inputs = [i for i in graph.input if i.name not in initializers]
-    if len(inputs) != 1:
-        msg = f"{path} has {len(inputs)} inputs; runtimes builds single-image models with one NCHW input"
-        raise UsageError(msg)
-    dims = inputs[0].type.tensor_type.shape.dim
-    return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1 for d in dims)
 
 
 def target_shape(onnx_dims: tuple[int, ...], config: BuildConfig) -> list[Any]:
@@ -449,7 +436,7 @@ class OpenVinoBackend(Backend):
             msg = f"{', '.join(foreign)} are TensorRT build options that an OpenVINO build cannot use; drop them"
             raise UsageError(msg)
         core = ov.Core()
-        dims = target_shape(_onnx_input_dims(model_file), config)
+        dims = target_shape(onnx_input_dims(model_file), config)
         meta: dict[str, Any] = {"frontend": "onnx"}
         try:
             model = ov.convert_model(str(model_file))

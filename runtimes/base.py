@@ -125,6 +125,20 @@ def check_profile(profile: Mapping[str, Any]) -> dict[str, Shape]:
     return shapes
 
 
+def onnx_input_dims(path: str | Path) -> tuple[int, ...]:
+    """Input dims of a single-input ONNX, -1 where dynamic (read without its external weights)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    initializers = {t.name for t in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        msg = f"{path} has {len(inputs)} inputs; runtimes builds single-image models with one NCHW input"
+        raise UsageError(msg)
+    dims = inputs[0].type.tensor_type.shape.dim
+    return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1 for d in dims)
+
+
 def sidecar_path(path: str | Path) -> Path:
     """``model.xml`` -> ``model.xml.json``; ``abc.engine`` -> ``abc.engine.json``."""
     path = Path(path)
