@@ -241,6 +241,9 @@ def qat_stage(ctx: Context, budget: dict) -> list[FileRecord]:
     no worse than PTQ; otherwise the PTQ decision stands, with the QAT figures.
     """
     ptq_plan, ptq_int8 = search(ctx, budget)
+    if "eval" not in ptq_plan.fidelity:  # the speed probe decided: training changes ranges, not the graph's speed
+        ptq_plan.reason += "; QAT not run: no INT8 plan of this graph can ship on this host"
+        return write_outputs(ctx, ptq_plan, ptq_int8)
     if not ptq_plan.quantized_nodes:
         ptq_plan.reason += "; QAT not run: the PTQ search left no INT8 layer to train"
         return write_outputs(ctx, ptq_plan, ptq_int8)

@@ -6,6 +6,13 @@ on a CPU target, be shown at least MIN_SPEEDUP faster than FP32 here (``time_spe
 ``speed_verdict``: a confidence interval over interleaved rounds, not one median). Large frames are
 searched on a smaller export and calibrated on crops (quantize/crops.py).
 
+Speed first (``probe_speed``): on a CPU target the rule decides INT8's fate by speed before anything
+is calibrated. The preset's INT8 graph, the most INT8 the search can reach (accuracy control only
+returns layers to float), is built from PROBE_FRAMES frames, since how fast an INT8 graph runs does
+not depend on the values of its ranges, and timed against FP32. When even it is not shown faster,
+no plan would ship, and calibration, accuracy control and the INT8 checks are skipped (IAT on an
+AVX2 host without VNNI: a third of its build).
+
 The user may pin the decision (``--ship int8|fp32``, ExportRequest.ship); fidelity and speed are
 measured and recorded all the same, and a pinned INT8 that misses the budget still ships FP32
 (``decide``).
@@ -72,6 +79,13 @@ OPTION_SECONDS = 6.0
 OPTION_CANDIDATES = ({"denormals": True}, {"precision": "bf16"})
 
 
+def preset_floats(ctx: Context) -> tuple[list[ptq.NodeInfo], list[FloatNode]]:
+    """(all nodes of the simplified graph, the compute nodes the preset keeps float, with reasons)."""
+    simplified = ctx.model_dir / ctx.records["simplified"].path
+    nodes = ptq.graph_nodes(ctx.model_dir / ctx.records["onnx"].path, simplified)
+    return nodes, ptq.preset_float_nodes(nodes, ctx.spec.preset, ptq.first_compute_node(simplified))
+
+
 def find_float_nodes(ctx: Context, budget: dict, plan: PrecisionPlan):
     """Run the preset, then accuracy control if needed, at ctx's resolution.
 
@@ -81,30 +95,19 @@ def find_float_nodes(ctx: Context, budget: dict, plan: PrecisionPlan):
     preset = ctx.spec.preset
     train, val, val_refs, calib_info = load_split(ctx)
     model = ov_model(ctx)
-    simplified = ctx.model_dir / ctx.records["simplified"].path
-    nodes = ptq.graph_nodes(ctx.model_dir / ctx.records["onnx"].path, simplified)
-    floats = ptq.preset_float_nodes(nodes, preset, ptq.first_compute_node(simplified))
+    nodes, floats = preset_floats(ctx)
     at = f" at {ctx.resolution[0]}x{ctx.resolution[1]}"
 
     aim = {k: v + SEARCH_MARGIN_DB for k, v in budget.items()}
-    plan.quantize_ops = list(preset.quantize_ops)
     scope = ptq.ignored_scope([f.name for f in floats], plan.float_op_types)
     int8 = ptq.quantize_ov(model, train, scope, preset)
     psnrs = ptq.evaluate(openvino.runner(int8, ctx.target.threads), val, val_refs)
     plan.search.append({"step": "preset" + at, "float_nodes": len(floats), "validation": ptq.summary(psnrs)})
     log.info("%s preset plan: %.1f dB mean on validation%s", ctx.spec.name, np.mean(psnrs), at)
     if not ptq.meets(psnrs, aim):
-        speed = preset_speed(ctx, int8)
-        skip = skip_accuracy_control(speed, ctx.request.ship)
-        if speed is not None:
-            plan.search.append({"step": "preset INT8 vs FP32 before accuracy control" + at, "speedup": speed["speedup"],
-                                **({"accuracy_control": f"skipped: {skip}"} if skip else {})})
-        if skip:
-            log.info("%s: accuracy control skipped (%s)", ctx.spec.name, skip)
-        else:
-            int8 = ptq.accuracy_control_ov(model, train, val, val_refs, scope, preset, aim, max_iterations=12)
-            psnrs = ptq.evaluate(openvino.runner(int8, ctx.target.threads), val, val_refs)
-            plan.search.append({"step": "nncf accuracy control" + at, "validation": ptq.summary(psnrs)})
+        int8 = ptq.accuracy_control_ov(model, train, val, val_refs, scope, preset, aim, max_iterations=12)
+        psnrs = ptq.evaluate(openvino.runner(int8, ctx.target.threads), val, val_refs)
+        plan.search.append({"step": "nncf accuracy control" + at, "validation": ptq.summary(psnrs)})
 
     # What actually stayed float, read off the INT8 model itself.
     by_name = {n.name: n for n in nodes}
@@ -122,43 +125,86 @@ def find_float_nodes(ctx: Context, budget: dict, plan: PrecisionPlan):
     return chosen, nodes, int8, psnrs
 
 
-def preset_speed(ctx: Context, int8) -> dict | None:
-    """FP32 (OpenVINO defaults) vs the preset INT8 model on this host, or None where the target is not timed here."""
-    if not cpu_timed(ctx):
-        return None
-    with fp32_runner_for_timing(ctx) as fp32, openvino.runner(int8, ctx.target.threads) as preset:
-        return time_speedup(fp32, preset, ctx.frames())
+PROBE_FRAMES = 2  # calibration frames of the speed probe's INT8 graph (its ranges' values do not change its speed)
 
 
-def skip_accuracy_control(speed: dict | None, ship: str) -> str | None:
-    """Why accuracy control need not run, or None when it must.
+def speed_first(ctx: Context) -> bool:
+    """Whether INT8's speed is probed before calibration: on a CPU target, when the rule decides (no --ship pin)."""
+    return cpu_timed(ctx) and ctx.request.ship == "auto"
 
-    Accuracy control only returns layers to float, so its plan is no faster than the preset's.
-    When the preset INT8 is not shown MIN_SPEEDUP faster than FP32 on this host, no plan the
-    search could find would ship under the ship rule, and its search (minutes for IAT) is skipped.
-    It always runs when the target is not timed here (a GPU) or the user pinned INT8.
+
+def probe_speed(ctx: Context, plan: PrecisionPlan, full_size: bool) -> tuple[dict, set[str]]:
+    """The preset's INT8 graph, calibrated on PROBE_FRAMES frames, timed against FP32 at ctx's size.
+
+    Returns (the speed record, the names of the float compute nodes of the graph that was timed).
+    ``full_size``: ctx is the deployed size, so this is the ship rule's own timing
+    (``latency_vs_fp32``: the FP32 runtime options are chosen first and INT8 must beat the fastest
+    FP32); else ctx is the smaller search export and FP32 runs with OpenVINO's defaults. Recorded
+    as a step of plan.search.
     """
-    if speed is None or ship != "auto":
-        return None
+    _, floats = preset_floats(ctx)
+    frames = full_size_calibration(ctx, size=PROBE_FRAMES)
+    scope = ptq.ignored_scope([f.name for f in floats], plan.float_op_types)
+    int8 = ptq.quantize_ov(ov_model(ctx), frames, scope, ctx.spec.preset)
+    with openvino.runner(int8, ctx.target.threads) as runner:
+        if full_size:
+            record = latency_vs_fp32(ctx, runner, plan)
+        else:
+            with fp32_runner_for_timing(ctx) as fp32:
+                record = time_speedup(fp32, runner, ctx.frames())
+    timed = set(float_compute_ops(int8))
+    plan.search.append({
+        "step": f"speed probe: the preset INT8 graph vs FP32 at {ctx.resolution[0]}x{ctx.resolution[1]}",
+        "calibration_frames": PROBE_FRAMES, "float_nodes": len(timed), "speedup": record["speedup"],
+    })
+    return record, timed
+
+
+def int8_cannot_pay(speed: dict, threshold: float = MIN_SPEEDUP) -> str | None:
+    """Why no INT8 plan can ship, from the probe's speed record ({"speedup": ...}), or None when it may."""
     record = speed["speedup"]
     if record["verdict"] == "faster":
         return None
-    return (f"the preset INT8 plan, the most INT8 the search starts from, was not shown {record['threshold']}x faster "
-            f"than FP32 on this host ({record['verdict']}, median {record['median']:.3f}x over {record['rounds']} rounds)")
+    return (f"the preset INT8 graph, the most INT8 the search can reach, was not shown {threshold}x faster than FP32 on "
+            f"this host ({record['verdict']}, median {record['median']:.3f}x over {record['rounds']} rounds); INT8 "
+            "cannot pay here, so it was not calibrated, searched or verified")
+
+
+def ship_float_unsearched(ctx: Context, plan: PrecisionPlan, probe: dict, why: str, budget: dict,
+                          probed_at: tuple[int, int] | None) -> None:
+    """Fill ``plan`` for a float artifact decided by the speed probe alone (``int8_cannot_pay``).
+
+    ``probed_at``: the search size when the probe ran on the smaller export; the deployed FP32's
+    runtime options are then still chosen at full size.
+    """
+    if probed_at is not None:
+        with fp32_runner_for_timing(ctx) as fp32:
+            choose_runtime_options(ctx, plan, "fp32", fp32, budget).close_variant()
+        probe = {**probe, "resolution": f"{probed_at[0]}x{probed_at[1]}"}
+    plan.latency_ms = probe
+    plan.decision, plan.reason = "fp32", why
+    plan.ship = {"requested": "auto", "pinned": False, "rule_decision": "fp32", "rule_reason": why}
 
 
 def search(ctx: Context, budget: dict) -> tuple[PrecisionPlan, object | None]:
     """Find the most-INT8 plan meeting the budget; returns the plan and the INT8 model (or None)."""
-    plan = PrecisionPlan(ctx.spec.name, ctx.target.name, "fp32", "", budget)
+    plan = PrecisionPlan(ctx.spec.name, ctx.target.name, "fp32", "", budget, quantize_ops=list(ctx.spec.preset.quantize_ops))
     small = search_resolution(ctx)
-    if small is None:
-        floats, nodes, int8, psnrs = find_float_nodes(ctx, budget, plan)
-        plan.fidelity["validation"] = ptq.summary(psnrs)
-    else:  # search on a smaller export of the same model, then quantize the full frame with that plan
+    if small is not None:  # search on a smaller export of the same model, then quantize the full frame with that plan
         full_size_calibration(ctx, size=1)  # images too small for the full frame: fail now, not after the search
-        sctx = export_at(ctx, small, dynamic=False, folder=".search")
-        floats, nodes, _, psnrs = find_float_nodes(sctx, budget, plan)
-        plan.fidelity["validation"] = {**ptq.summary(psnrs), "resolution": f"{small[0]}x{small[1]}"}
+    sctx = ctx if small is None else export_at(ctx, small, dynamic=False, folder=".search")
+    probe, probed_floats = None, None
+    if speed_first(ctx):
+        probe, probed_floats = probe_speed(sctx, plan, full_size=small is None)
+        why = int8_cannot_pay(probe)
+        if why:
+            ship_float_unsearched(ctx, plan, probe, why, budget, small)
+            log.info("%s: fp32 (%s)", ctx.spec.name, why)
+            return plan, None
+    floats, nodes, int8, psnrs = find_float_nodes(sctx, budget, plan)
+    plan.fidelity["validation"] = ptq.summary(psnrs)
+    if small is not None:
+        plan.fidelity["validation"]["resolution"] = f"{small[0]}x{small[1]}"
         del sctx
         from_crops = quantize_from_crops(ctx, [f.name for f in floats], plan, small)
         if from_crops is not None:
@@ -180,11 +226,12 @@ def search(ctx: Context, budget: dict) -> tuple[PrecisionPlan, object | None]:
 
     with openvino.runner(int8, ctx.target.threads) as int8_runner:
         plan.fidelity["eval"] = {**measure(run_frames(int8_runner, ctx.frames()), ctx.references()), "runtime": "openvino"}
-        plan.latency_ms = latency_vs_fp32(ctx, int8_runner, plan)
+        if probe is not None and small is None and float_names == probed_floats:
+            # the graph the probe timed at this size, the same float nodes: its timing is the ship rule's
+            plan.latency_ms = {**probe, "timed": "the speed probe's graph (the same float nodes as this plan)"}
+        else:
+            plan.latency_ms = latency_vs_fp32(ctx, int8_runner, plan)
         decide(plan, budget, ship=ctx.request.ship)
-        skipped = next((step["accuracy_control"] for step in plan.search if "accuracy_control" in step), None)
-        if skipped and plan.decision == "fp32":
-            plan.reason += f"; accuracy control was {skipped}"
         if plan.decision == "int8" and plan.runtime:
             choose_runtime_options(ctx, plan, "int8", int8_runner, budget).close_variant()
 
@@ -205,12 +252,20 @@ def latency_vs_fp32(ctx: Context, int8_runner: Runner, plan: PrecisionPlan | Non
         return {"unmeasured": why}
     with fp32_runner_for_timing(ctx) as fp32_runner:
         if plan is not None and ctx.target.runtime == "openvino":
-            chosen = choose_runtime_options(ctx, plan, "fp32", fp32_runner, plan.budget)
+            chosen = fp32_options(ctx, plan, fp32_runner)
             try:  # the FP32 side's options: plan.runtime["options"]["fp32"]
                 return time_speedup(chosen.runner, int8_runner, ctx.frames())
             finally:
                 chosen.close_variant()
         return time_speedup(fp32_runner, int8_runner, ctx.frames())
+
+
+def fp32_options(ctx: Context, plan: PrecisionPlan, base: Runner) -> ChosenOptions:
+    """The FP32 runtime options: those plan.runtime already holds (the speed probe chose them), else searched now."""
+    options = plan.runtime.get("options", {}).get("fp32")
+    if options is None:
+        return choose_runtime_options(ctx, plan, "fp32", base, plan.budget)
+    return ChosenOptions(base, base.variant({**plan.runtime["pinned"], **options}) if options else base, options)
 
 
 class ChosenOptions:

@@ -26,10 +26,14 @@ def test_ptq_writes_a_readable_plan_and_ships_int8_only_if_it_pays(tmp_path: Pat
     manifest, folder = quantize(tmp_path, "zero_dce_pp", (96, 144))
     plan = load_plan(folder / "precision_plan.yaml")
     assert plan.decision in ("int8", "fp32") and plan.reason
+    assert set(plan.latency_ms) >= {"fp32", "int8", "speedup", "samples_ms", "order"}  # tests/test_ship_rule.py
+    if "eval" not in plan.fidelity:  # the speed probe found that no INT8 plan can pay on this host
+        assert plan.decision == "fp32" and "not calibrated" in plan.reason
+        assert "ir_int8" not in {f["role"] for f in manifest["files"]}
+        return
     assert plan.float_nodes and all(n.reason for n in plan.float_nodes)
     assert plan.float_nodes[0].module.startswith("e_conv1")  # the first conv reads the dark image
     assert plan.calibration["images"] == 8 and len(plan.calibration["hash"]) == 64
-    assert set(plan.latency_ms) == {"fp32", "int8", "speedup", "samples_ms", "order"}  # tests/test_ship_rule.py
     assert plan.ship["requested"] == "auto" and plan.decision == plan.ship["rule_decision"]
     roles = {f["role"] for f in manifest["files"]}
     if plan.decision == "int8":
@@ -40,9 +44,9 @@ def test_ptq_writes_a_readable_plan_and_ships_int8_only_if_it_pays(tmp_path: Pat
 
 
 def test_unreachable_budget_falls_back_to_float_with_the_reason(tmp_path: Path) -> None:
-    manifest, folder = quantize(tmp_path, "tinydce", (48, 72), budget_db=98.0)
+    manifest, folder = quantize(tmp_path, "tinydce", (48, 72), budget_db=98.0, ship="int8")  # pinned: always measured
     plan = load_plan(folder / "precision_plan.yaml")
-    assert plan.decision == "fp32" and "budget" in plan.reason
+    assert plan.decision == "fp32" and "misses the budget" in plan.reason
     assert "ir_int8" not in {f["role"] for f in manifest["files"]}
 
 
@@ -127,7 +131,9 @@ def test_convs_fed_by_quantized_concats_count_as_int8() -> None:
 
 def test_qat_trains_the_ptq_plan_and_reports_both_sides(tmp_path: Path) -> None:
     """`--method qat` on the student at a small size: the QAT step is recorded, and the ship rule holds."""
-    manifest, folder = quantize(tmp_path, "iat_student", (64, 96), method="qat", qat_seconds=8.0)
+    # pinned, so that INT8 is calibrated and trained whatever the speed at this size (the rule's speed check is tested
+    # in tests/test_ship_rule.py)
+    manifest, folder = quantize(tmp_path, "iat_student", (64, 96), method="qat", qat_seconds=8.0, ship="int8")
     plan = load_plan(folder / "precision_plan.yaml")
     steps = [s for s in plan.search if s["step"].startswith("qat")]
     assert len(steps) == 1, plan.reason
@@ -141,7 +147,7 @@ def test_qat_trains_the_ptq_plan_and_reports_both_sides(tmp_path: Path) -> None:
     if "QAT not" in plan.reason:  # PTQ's decision stands (QAT INT8 missed the budget, was slower or worse)
         assert plan.fidelity["eval"]["psnr_db"] == qat["eval_ptq"] and "qat" in plan.fidelity
     else:  # QAT shipped: it meets the budget, beats FP32 and is no worse than PTQ
-        assert plan.decision == "int8" and plan.reason.startswith("QAT INT8 meets the budget")
+        assert plan.decision == "int8" and "QAT INT8 meets the budget" in plan.reason
         assert plan.fidelity["eval"]["psnr_db"] == qat["eval_qat"]
         assert plan.fidelity["eval"]["psnr_db"]["min"] >= 38 and qat["gain_db"]["mean"] >= 0
 

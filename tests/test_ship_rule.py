@@ -202,8 +202,14 @@ def test_export_records_the_rounds_the_interval_and_the_pin(tmp_path: Path) -> N
     assert speed["interval"][0] <= speed["median"] <= speed["interval"][1]
     assert speed_verdict(**samples) == {k: v for k, v in speed.items() if k not in ("looks", "stopped", "seconds")}
     assert plan.ship["requested"] == "auto" and not plan.ship["pinned"] and plan.decision == plan.ship["rule_decision"]
-    meets = plan.fidelity["eval"]["psnr_db"]["min"] >= BUDGET["psnr_min_db"]
-    assert (plan.decision == "int8") == (meets and speed["verdict"] == "faster")
+    assert plan.search[0]["step"].startswith("speed probe: the preset INT8 graph vs FP32")  # speed first, on a CPU target
+    if speed["verdict"] != "faster":  # INT8 cannot pay here: given up before calibration, no INT8 measured
+        assert plan.decision == "fp32" and "not calibrated" in plan.reason and "eval" not in plan.fidelity
+    else:
+        meets = plan.fidelity["eval"]["psnr_db"]["min"] >= BUDGET["psnr_min_db"]
+        assert (plan.decision == "int8") == meets
+        searched = any(step["step"].startswith("nncf accuracy control") for step in plan.search)
+        assert ("timed" in latency) != searched  # the probe's graph is the plan's unless accuracy control changed it
     assert ("ir_int8" in {f["role"] for f in manifest["files"]}) == (plan.decision == "int8")
 
     manifest, pinned = quantize(tmp_path / "pinned", ship="int8")
@@ -239,14 +245,12 @@ def test_a_runtime_option_is_adopted_only_when_shown_faster_and_its_record_says_
     assert edge["speedup"]["verdict"] == "not_faster"  # 1% is real but under the 2% an option must earn
 
 
-def test_accuracy_control_is_skipped_only_when_even_the_preset_int8_does_not_pay() -> None:
-    from quantize.search import skip_accuracy_control
+def test_int8_is_given_up_before_calibration_only_when_even_the_preset_graph_does_not_pay() -> None:
+    from quantize.search import int8_cannot_pay
 
     tie = speed_record([100.0 + i % 3 for i in range(40)], [97.0 + i % 3 for i in range(40)])
     faster = speed_record([100.0 + i % 3 for i in range(40)], [80.0 + i % 3 for i in range(40)])
     assert tie["speedup"]["verdict"] in ("tie", "not_faster") and faster["speedup"]["verdict"] == "faster"
-    why = skip_accuracy_control(tie, "auto")
-    assert why and "preset INT8" in why and "not shown 1.05x faster" in why
-    assert skip_accuracy_control(faster, "auto") is None
-    assert skip_accuracy_control(tie, "int8") is None  # a pinned INT8 gets its search
-    assert skip_accuracy_control(None, "auto") is None  # a GPU target: speed unmeasured here, search runs
+    why = int8_cannot_pay(tie)
+    assert why and "preset INT8 graph" in why and "not shown 1.05x faster" in why and "not calibrated" in why
+    assert int8_cannot_pay(faster) is None
