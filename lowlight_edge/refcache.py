@@ -16,6 +16,11 @@ entry that does not load, holds another count or shape of arrays, or whose diges
 is recomputed and rewritten, never trusted. A cache folder that cannot be written costs only the
 recomputation next time (a warning, not an error). ``STATS`` counts hits, misses and corrupt
 entries in this process.
+
+The folder is bounded: after each store the least recently used entries (a hit refreshes an
+entry's time) are removed until the entries fit ``LOWLIGHT_EDGE_REF_CACHE_MB`` (default
+DEFAULT_MAX_MB); the entry just written is never removed. A bad value of the variable is a
+UsageError, raised before anything is computed or written.
 """
 
 from __future__ import annotations
@@ -35,19 +40,79 @@ import numpy as np
 
 from lowlight_edge.atomic import atomic_path
 from lowlight_edge.datasets import frames_digest
+from lowlight_edge.errors import UsageError
 from lowlight_edge.hashing import hash_dict
 
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "LOWLIGHT_EDGE_REF_CACHE"
 CACHE_VERSION = 1
-STATS = {"hits": 0, "misses": 0, "corrupt": 0}
+STATS = {"hits": 0, "misses": 0, "corrupt": 0, "evicted": 0}
+SIZE_ENV = "LOWLIGHT_EDGE_REF_CACHE_MB"
+# A 400x600 RGB reference set of 8 frames is 23 MB, LLPackNet's 4 full frames 580 MB: a few builds' worth.
+DEFAULT_MAX_MB = 2048
 
 
 def cache_dir() -> Path:
     """Where references are kept: $LOWLIGHT_EDGE_REF_CACHE, else ~/.cache/lowlight-edge/refs."""
     env = os.environ.get(CACHE_ENV)
     return Path(env) if env else Path.home() / ".cache" / "lowlight-edge" / "refs"
+
+
+def max_bytes() -> int:
+    """The folder's size bound in bytes: $LOWLIGHT_EDGE_REF_CACHE_MB megabytes, else DEFAULT_MAX_MB."""
+    raw = os.environ.get(SIZE_ENV)
+    if raw is None:
+        return DEFAULT_MAX_MB * 2**20
+    try:
+        megabytes = float(raw)
+    except ValueError:
+        megabytes = float("nan")
+    if not megabytes > 0 or megabytes == float("inf"):
+        msg = f"{SIZE_ENV}={raw!r} is not a size; set it to a positive number of megabytes, e.g. {SIZE_ENV}={DEFAULT_MAX_MB}"
+        raise UsageError(msg)
+    return int(megabytes * 2**20)
+
+
+def evict(folder: Path, limit: int, keep: Path | None = None) -> list[Path]:
+    """Remove the least recently used entries of ``folder`` until they fit ``limit`` bytes; never ``keep``.
+
+    Returns the removed paths. An entry another process removed first is skipped; one that cannot
+    be removed is logged and kept (the bound is then not met, which costs disk, never a result).
+    """
+    entries = []
+    for path in folder.glob("*.npz"):
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            continue
+        entries.append((stat.st_mtime, path.name, stat.st_size, path))
+    total = sum(size for _, _, size, _ in entries)
+    removed: list[Path] = []
+    for _, _, size, path in sorted(entries):
+        if total <= limit:
+            break
+        if keep is not None and path == keep:
+            continue
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            log.warning("cannot remove FP32 reference cache entry %s (%s)", path, err)
+            continue
+        total -= size
+        removed.append(path)
+    STATS["evicted"] += len(removed)
+    return removed
+
+
+def _touch(path: Path) -> None:
+    """Mark an entry as used now (its mtime orders eviction); a read-only cache just keeps the old time."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass
 
 
 @lru_cache(maxsize=1)
@@ -115,12 +180,15 @@ def _load(path: Path, count: int) -> list[np.ndarray] | None:
     return refs
 
 
-def _store(path: Path, refs: list[np.ndarray]) -> None:
+def _store(path: Path, refs: list[np.ndarray]) -> bool:
+    """Write an entry atomically; False (with a warning) when the folder cannot take it."""
     try:
         with atomic_path(path) as tmp, open(tmp, "wb") as handle:
             np.savez(handle, digest=np.array(_payload_digest(refs)), **{f"ref_{i}": r for i, r in enumerate(refs)})
     except OSError as err:
         log.warning("FP32 reference cache %s is not writable (%s); references will be recomputed next time", path.parent, err)
+        return False
+    return True
 
 
 def torch_outputs(module: Any, frames: list[np.ndarray]) -> list[np.ndarray]:
@@ -144,6 +212,7 @@ def references(
     seconds taken; STATS counts the same.
     """
     folder = Path(folder) if folder is not None else cache_dir()
+    limit = max_bytes()
     key = reference_key(model, module_digest(module), frames)
     path = folder / f"{key}.npz"
     start = time.monotonic()
@@ -156,9 +225,11 @@ def references(
     if refs is not None and all(r.dtype == np.float32 for r in refs):
         STATS["hits"] += 1
         outcome = "hit"
+        _touch(path)
     else:
         STATS["corrupt" if outcome == "corrupt" else "misses"] += 1
         refs = [np.asarray(r, dtype=np.float32) for r in compute(module, frames)]
-        _store(path, refs)
+        if _store(path, refs):
+            evict(folder, limit, keep=path)
     record = {"cache": outcome, "key": key, "frames": len(frames), "seconds": round(time.monotonic() - start, 2)}
     return refs, record

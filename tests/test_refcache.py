@@ -106,3 +106,37 @@ def test_env_override_and_the_pipeline_context_use_it(tmp_path, monkeypatch, eva
     for a, b in zip(again.references(), refs, strict=True):
         np.testing.assert_array_equal(a, b)
     assert "cache hit" in again.notes[-1]
+
+
+def test_the_folder_is_bounded_least_recently_used_first(tmp_path, frames, monkeypatch) -> None:
+    import os
+
+    module = zoo.get_model("tinydce")
+    sets = [[f + np.float32(i / 255) for f in frames] for i in range(3)]
+    paths = []
+    for i, frame_set in enumerate(sets):
+        _, rec = refcache.references("tinydce", module, frame_set, folder=tmp_path)
+        paths.append(tmp_path / f"{rec['key']}.npz")
+        os.utime(paths[-1], (1_000_000 + i, 1_000_000 + i))  # distinct ages: set 0 oldest
+    entry = paths[0].stat().st_size
+    _, rec = refcache.references("tinydce", module, sets[0], folder=tmp_path)  # a hit makes set 0 the newest
+    assert rec["cache"] == "hit" and paths[0].stat().st_mtime > paths[2].stat().st_mtime
+    monkeypatch.setenv(refcache.SIZE_ENV, str(2.5 * entry / 2**20))  # room for two entries
+    fourth = [f + np.float32(9 / 255) for f in frames]
+    _, rec = refcache.references("tinydce", module, fourth, folder=tmp_path)
+    left = {p.name for p in tmp_path.iterdir()}
+    assert left == {paths[0].name, f"{rec['key']}.npz"}  # sets 1 and 2 (least recently used) went, the new entry stayed
+    monkeypatch.setenv(refcache.SIZE_ENV, str(0.1 * entry / 2**20))  # smaller than one entry: the new one still stays
+    _, rec = refcache.references("tinydce", module, sets[1], folder=tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} == {f"{rec['key']}.npz"}
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "lots", "nan", "inf"])
+def test_a_bad_size_bound_is_refused_before_anything_is_computed(tmp_path, frames, monkeypatch, value) -> None:
+    from lowlight_edge.errors import UsageError
+
+    monkeypatch.setenv(refcache.SIZE_ENV, value)
+    calls = []
+    with pytest.raises(UsageError, match=refcache.SIZE_ENV):
+        refcache.references("tinydce", zoo.get_model("tinydce"), frames, compute=lambda m, f: calls.append(1), folder=tmp_path)
+    assert not calls and not list(tmp_path.iterdir())
