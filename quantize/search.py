@@ -145,7 +145,7 @@ def probe_speed(ctx: Context, plan: PrecisionPlan, full_size: bool) -> tuple[dic
     _, floats = preset_floats(ctx)
     frames = full_size_calibration(ctx, size=PROBE_FRAMES)
     scope = ptq.ignored_scope([f.name for f in floats], plan.float_op_types)
-    int8 = ptq.quantize_ov(ov_model(ctx), frames, scope, ctx.spec.preset)
+    int8 = ptq.quantize_ov(ov_model(ctx), frames, scope, ctx.spec.preset, for_timing=True)
     with openvino.runner(int8, ctx.target.threads) as runner:
         if full_size:
             record = latency_vs_fp32(ctx, runner, plan)
