@@ -25,6 +25,7 @@ import numpy as np
 
 from bench.crosscheck import benchmark_app_p50, compare, find_benchmark_app
 from bench.host import check_host, host_info
+from bench.paired import paired_vs_baseline
 from bench.preview import THUMB_SIDE, input_thumbnail, load_row_preview
 from bench.remote import RemoteJob, Session, SshDevice, parse_device, run_remote, target_fields
 from bench.report import budget_failures, fill_speedups, write_results
@@ -221,10 +222,33 @@ def bench_model(name, target: Target, threads: int, precisions, request: BenchRe
         rows.append(row)
         loads.append((device, spec_["options"]))
         bar.update(1)
+    add_paired(rows, target, frames_file, tiled=bool(tiling))
     if request.video:
         add_video(rows, loads, spec, resolution, request, work, tiled=bool(tiling), bar=bar)
     bar.update(rows_per_model(target, precisions) - len(jobs))
     return rows
+
+
+def add_paired(rows: list[dict], target: Target, frames_file: Path, tiled: bool) -> None:
+    """Measure each shipped OpenVINO row against the baseline row side by side (bench.paired) into
+    ``vs_baseline_paired``, which report.fill_speedups prefers to the ratio of p50s from separate runs."""
+    base = next((r for r in rows if r.get("baseline") and not r.get("error")), None)
+    shipped = {r["precision"]: r for r in rows if r["runtime"] == "openvino" and not r.get("baseline") and not r.get("error")}
+    if base is None or not shipped:
+        return
+    if tiled:
+        for row in shipped.values():
+            row["vs_baseline_paired"] = {"skipped": "the row runs tiled; its ratio is the ratio of p50s from separate runs"}
+        return
+    try:
+        records = paired_vs_baseline(("openvino", Path(base["artifact"])),
+                                     {p: ("openvino", Path(r["artifact"])) for p, r in shipped.items()},
+                                     target.device, target.load_options(), np.load(frames_file, allow_pickle=False))
+    except Exception as err:  # noqa: BLE001 - a failed side-by-side leaves the p50 ratio, and says why
+        log.warning("%s: side-by-side timing against the baseline failed (%s)", base["model"], str(err).splitlines()[0])
+        records = {p: {"skipped": f"side-by-side timing failed: {str(err).splitlines()[0]}"} for p in shipped}
+    for precision, record in records.items():
+        shipped[precision]["vs_baseline_paired"] = record
 
 
 def rows_per_model(target: Target, precisions) -> int:

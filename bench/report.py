@@ -190,7 +190,11 @@ def _label(row: Mapping[str, Any]) -> str:
 
 def fill_speedups(rows: Sequence[dict[str, Any]]) -> None:
     """Set speedup_vs_torch = torch FP32 p50 / row p50 and speedup_vs_baseline = OpenVINO-defaults
-    baseline p50 / row p50, for rows of the same model, resolution and target (None without one)."""
+    baseline p50 / row p50, for rows of the same model, resolution and target (None without one).
+
+    A row measured side by side with the baseline (``vs_baseline_paired``, bench.paired) gets that
+    median instead: p50s of separate runs on a shared host are minutes apart.
+    """
     for key, is_base in (("speedup_vs_torch", _is_reference), ("speedup_vs_baseline", _is_baseline)):
         reference = {
             (r.get("model"), r.get("resolution"), r.get("target")): r["latency_ms"].get("p50")
@@ -201,6 +205,10 @@ def fill_speedups(rows: Sequence[dict[str, Any]]) -> None:
             base = reference.get((row.get("model"), row.get("resolution"), row.get("target")))
             p50 = (row.get("latency_ms") or {}).get("p50")
             row[key] = base / p50 if base and p50 else None
+    for row in rows:
+        paired = row.get("vs_baseline_paired") or {}
+        if paired.get("median"):
+            row["speedup_vs_baseline"] = paired["median"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -302,6 +310,12 @@ def _header_lines(rows: Sequence[Mapping[str, Any]], budget: Any = None) -> list
                 f"measured limits: FP32 matmul {_fmt(limits.get('matmul_gflops'), '.0f')} GFLOP/s, "
                 f"copy {_fmt(limits.get('copy_gbps'), '.1f')} GB/s"
             )
+    paired = [r["vs_baseline_paired"] for r in rows if (r.get("vs_baseline_paired") or {}).get("median")]
+    if paired:
+        lines.append(
+            f"vs baseline: {paired[0]['statistic']}, {min(p['rounds'] for p in paired)}-{max(p['rounds'] for p in paired)} "
+            "rounds (99% interval and every round's times: vs_baseline_paired in results.json); rows without it: ratio of p50s"
+        )
     if budget is not None:
         mean_db, min_db = _budget_values(budget)
         lines.append(f"fidelity budget vs PyTorch FP32: PSNR mean >= {mean_db:g} dB, min >= {min_db:g} dB")

@@ -92,6 +92,10 @@ def test_bench_writes_the_three_files_with_torch_alongside(tmp_path: Path) -> No
     for row in rows:
         if row["runtime"] == "openvino" and not row.get("error"):
             assert isinstance(row["speedup_vs_baseline"], float) and row["speedup_vs_baseline"] > 0
+        if row["runtime"] == "openvino" and not row.get("error") and not row.get("baseline"):
+            paired = row["vs_baseline_paired"]  # measured side by side with the baseline, in one process
+            assert paired["rounds"] >= 10 and row["speedup_vs_baseline"] == paired["median"]
+            assert len(paired["samples_ms"]["baseline_ms"]) == len(paired["samples_ms"]["row_ms"]) == paired["rounds"]
     assert by[("torch", "fp32")]["speedup_vs_baseline"] > 0  # the ratio is there for every row of the model
     md = (out / "results.md").read_text()
     assert "| vs baseline |" in md and "fp32 (OpenVINO defaults, plain export)" in md

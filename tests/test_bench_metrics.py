@@ -297,6 +297,25 @@ def test_fill_speedups_against_the_baseline_row():
     assert all(r["speedup_vs_baseline"] is None for r in no_baseline)
 
 
+def test_a_side_by_side_ratio_wins_over_the_ratio_of_p50s_and_is_named():
+    from bench.paired import ratio_record, rotate
+
+    assert [rotate(["b", "f", "i"], k) for k in range(4)] == [["b", "f", "i"], ["f", "i", "b"], ["i", "b", "f"], ["b", "f", "i"]]
+    baseline_ms = [10.0 + 0.1 * (i % 4) for i in range(12)]
+    record = ratio_record(baseline_ms, [t / 1.5 for t in baseline_ms])
+    assert record["median"] == pytest.approx(1.5) and record["rounds"] == 12
+    assert record["interval"][0] <= record["median"] <= record["interval"][1]
+    assert record["samples_ms"] == {"baseline_ms": baseline_ms, "row_ms": [t / 1.5 for t in baseline_ms]}
+    rows = [*make_rows(), baseline_row(p50=10.0)]
+    rows[2]["vs_baseline_paired"] = record  # p50s say 1.25x (8 vs 10 ms, separate runs); side by side said 1.5x
+    rows[1]["vs_baseline_paired"] = {"skipped": "the row runs tiled"}
+    fill_speedups(rows)
+    assert rows[2]["speedup_vs_baseline"] == pytest.approx(1.5)
+    assert rows[1]["speedup_vs_baseline"] == pytest.approx(2.0)  # no side-by-side figure: the p50 ratio stays
+    md = render_markdown(rows, BUDGET)
+    assert "| 1.50x |" in md and "vs baseline: median of per-round baseline ms / row ms" in md and "12-12 rounds" in md
+
+
 def test_write_results_four_files_with_the_issue_keys(tmp_path):
     pytest.importorskip("matplotlib")
     rows = make_rows()
