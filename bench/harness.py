@@ -175,6 +175,7 @@ def bench_model(name, target: Target, threads: int, precisions, request: BenchRe
         "flops": flops,
         "roofline_ms": round(bound, 3),
         "host": host,
+        "build": build_cost(manifest),
     }
     # the two references first (PyTorch eager, then OpenVINO's defaults on the plain export), then the shipped rows
     jobs = [("torch", "fp32", name, "cpu", [], None)]
@@ -249,6 +250,24 @@ def add_paired(rows: list[dict], target: Target, frames_file: Path, tiled: bool)
         records = {p: {"skipped": f"side-by-side timing failed: {str(err).splitlines()[0]}"} for p in shipped}
     for precision, record in records.items():
         shipped[precision]["vs_baseline_paired"] = record
+
+
+BUILD_LIMIT = {"seconds": 60.0, "peak_rss_mb": 4096}  # issue 17: export + quantize of one model at 400x600 on 2 cores
+
+
+def build_cost(manifest: dict) -> dict:
+    """What building the model's artifacts cost, from its manifest's stage records (each stage's own
+    run: a reused stage carries the figures of the run that made its files)."""
+    stages = manifest.get("stages") or {}
+    return {
+        "seconds": round(sum(run.get("seconds", 0.0) for run in stages.values()), 1),
+        "peak_rss_mb": max((run.get("peak_rss_mb", 0) for run in stages.values()), default=0),
+        "stages": {name: run.get("seconds") for name, run in stages.items()},
+        "reused": sorted(name for name, run in stages.items() if run.get("reused")),
+        "limit": BUILD_LIMIT,
+        "what": "sum of the pipeline stages' wall time (process start-up and the first FP32 references not included); "
+                "peak RSS of the largest stage",
+    }
 
 
 def rows_per_model(target: Target, precisions) -> int:

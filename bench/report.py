@@ -316,6 +316,20 @@ def _header_lines(rows: Sequence[Mapping[str, Any]], budget: Any = None) -> list
             f"vs baseline: {paired[0]['statistic']}, {min(p['rounds'] for p in paired)}-{max(p['rounds'] for p in paired)} "
             "rounds (99% interval and every round's times: vs_baseline_paired in results.json); rows without it: ratio of p50s"
         )
+    builds = {(r.get("model"), r.get("resolution")): r["build"] for r in rows if r.get("build")}
+    if builds:
+        parts = []
+        for (model, resolution), cost in builds.items():
+            limit = cost.get("limit") or {}
+            over = []
+            if limit.get("seconds") and cost["seconds"] > limit["seconds"]:
+                over.append(f"over {limit['seconds']:g} s")
+            if limit.get("peak_rss_mb") and cost["peak_rss_mb"] > limit["peak_rss_mb"]:
+                over.append(f"over {limit['peak_rss_mb'] / 1024:g} GB")
+            reused = " (cached from an earlier run)" if cost.get("reused") and len(cost["reused"]) == len(cost.get("stages") or {}) else ""
+            parts.append(f"{model} @ {resolution} {cost['seconds']:g} s, {cost['peak_rss_mb']} MB{reused}"
+                         + (f" [{', '.join(over)}]" if over else ""))
+        lines.append("build cost (stage sums from each manifest, this host): " + "; ".join(parts))
     if budget is not None:
         mean_db, min_db = _budget_values(budget)
         lines.append(f"fidelity budget vs PyTorch FP32: PSNR mean >= {mean_db:g} dB, min >= {min_db:g} dB")

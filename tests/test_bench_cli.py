@@ -97,7 +97,9 @@ def test_bench_writes_the_three_files_with_torch_alongside(tmp_path: Path) -> No
             assert paired["rounds"] >= 10 and row["speedup_vs_baseline"] == paired["median"]
             assert len(paired["samples_ms"]["baseline_ms"]) == len(paired["samples_ms"]["row_ms"]) == paired["rounds"]
     assert by[("torch", "fp32")]["speedup_vs_baseline"] > 0  # the ratio is there for every row of the model
+    assert rows[0]["build"]["seconds"] > 0 and set(rows[0]["build"]["stages"]) >= {"onnx", "simplify", "engine"}
     md = (out / "results.md").read_text()
+    assert "- build cost (stage sums from each manifest, this host): tinydce @ " in md
     assert "| vs baseline |" in md and "fp32 (OpenVINO defaults, plain export)" in md
     assert md.count("1.00x") >= 1
 

@@ -316,6 +316,20 @@ def test_a_side_by_side_ratio_wins_over_the_ratio_of_p50s_and_is_named():
     assert "| 1.50x |" in md and "vs baseline: median of per-round baseline ms / row ms" in md and "12-12 rounds" in md
 
 
+def test_the_build_cost_of_each_model_heads_the_results():
+    from bench.harness import build_cost
+
+    manifest = {"stages": {"onnx": {"seconds": 12.0, "peak_rss_mb": 880}, "quantize": {"seconds": 70.5, "peak_rss_mb": 2900},
+                           "engine": {"seconds": 3.0, "peak_rss_mb": 770, "reused": True}}}
+    cost = build_cost(manifest)
+    assert cost["seconds"] == 85.5 and cost["peak_rss_mb"] == 2900 and cost["reused"] == ["engine"]
+    rows = make_rows()
+    rows[0]["build"] = rows[1]["build"] = cost
+    md = render_markdown(rows, BUDGET)
+    line = next(ln for ln in md.splitlines() if ln.startswith("- build cost"))
+    assert f"{rows[0]['model']} @ {rows[0]['resolution']} 85.5 s, 2900 MB [over 60 s]" in line and line.count(" s, ") == 1
+
+
 def test_write_results_four_files_with_the_issue_keys(tmp_path):
     pytest.importorskip("matplotlib")
     rows = make_rows()
