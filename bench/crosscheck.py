@@ -12,6 +12,13 @@ the timer, benchmark_app's own request loop) is a visible share of the frame.
 benchmark_app gets the runtime options the bench's runner compiles with: the IR sidecar's decided
 ``runtime_options`` (denormal flushing, inference precision), with the caller's properties winning
 (runtimes.backend_openvino.runtime_properties).
+
+The two are timed in alternation (``interleaved``): ALTERNATIONS times, the bench's runner (the
+call its worker times) for a few seconds in this process, then benchmark_app for as long, the order
+swapped each time, and the verdict is on the median of the per-alternation ratios. Comparing the
+row's p50 with one benchmark_app run made later measured the host's load between them: on a shared
+2-core host 8 of 14 rows disagreed, in both directions, including the plain ONNX baseline, which is
+the same file benchmark_app reads (2026-12-01).
 """
 
 from __future__ import annotations
@@ -19,10 +26,11 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +46,8 @@ _TO_MS = {"ms": 1.0, "us": 1e-3, "µs": 1e-3, "s": 1e3}
 # benchmark_app refuses -nthreads together with -hint ("fine tune options"), so the thread count
 # and the latency hint travel together in a -load_config file, as the runtime sets them.
 DEFAULT_PROPERTIES = {"INFERENCE_PRECISION_HINT": "f32"}
+ALTERNATIONS = 3  # bench runner, then benchmark_app (order swapped each time): the verdict is on the median ratio
+ROUND_SECONDS = 3.0  # each side's timing per alternation, at least; at least 5 runs of the row
 
 
 def find_benchmark_app() -> str:
@@ -143,3 +153,33 @@ def compare(bench_p50_ms: float, app_p50_ms: float, tolerance: float | None = No
         "rule": rule,
         "ok": rel <= tolerance or diff <= allowance,
     }
+
+
+def round_seconds(p50_ms: float) -> float:
+    """How long each side is timed per alternation: ROUND_SECONDS, or 5 runs of a slow row."""
+    return max(ROUND_SECONDS, 5 * p50_ms / 1e3)
+
+
+def interleaved(time_bench: Callable[[], float], time_app: Callable[[], float], alternations: int = ALTERNATIONS) -> dict[str, Any]:
+    """``compare`` of the bench's timing and benchmark_app's, taken in alternation (module docstring).
+
+    ``time_bench`` and ``time_app`` each time one stretch and return its median in ms. The record's
+    p50s are the medians over alternations; ``rel_diff`` and ``ok`` come from the median of the
+    per-alternation ratios bench / app (each pair shares the host's load of its moment), under
+    ``tolerance_for``. ``pairs`` holds every alternation's two medians.
+    """
+    bench_ms: list[float] = []
+    app_ms: list[float] = []
+    for i in range(alternations):
+        sides = ((time_bench, bench_ms), (time_app, app_ms))
+        for timer, out in sides if i % 2 == 0 else sides[::-1]:
+            out.append(float(timer()))
+    ratio = statistics.median(b / a for b, a in zip(bench_ms, app_ms, strict=True))
+    result = compare(statistics.median(bench_ms), statistics.median(app_ms))
+    diff = abs(result["bench_p50_ms"] - result["benchmark_app_p50_ms"])
+    result["rel_diff"] = abs(ratio - 1.0)
+    result["ok"] = result["rel_diff"] <= result["tolerance"] or diff <= result["abs_tolerance_ms"]
+    result["pairs"] = [{"bench_ms": round(b, 3), "benchmark_app_ms": round(a, 3)} for b, a in zip(bench_ms, app_ms, strict=True)]
+    result["method"] = (f"{alternations} alternations of the bench runner in this process and benchmark_app, order swapped "
+                        "each time; rel_diff = |median of per-alternation bench/app ratios - 1|")
+    return result

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import json
 import logging
+import statistics
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from bench.crosscheck import benchmark_app_p50, compare, find_benchmark_app
+from bench.crosscheck import benchmark_app_p50, find_benchmark_app, interleaved, round_seconds
 from bench.host import check_host, host_info
 from bench.paired import paired_vs_baseline
 from bench.preview import THUMB_SIDE, input_thumbnail, load_row_preview
@@ -45,6 +47,7 @@ from lowlight_edge import refcache, zoo
 from lowlight_edge.datasets import eval_frames
 from lowlight_edge.errors import LowlightError, UsageError
 from lowlight_edge.targets import Target, get_target
+from runtimes import get_backend
 from runtimes.base import onnx_input_dims, sidecar_path
 from runtimes.tiling import target_tiling
 
@@ -219,7 +222,7 @@ def bench_model(name, target: Target, threads: int, precisions, request: BenchRe
             if tiling:
                 row["crosscheck"] = {"skipped": "benchmark_app would time one tile, the row a whole frame"}
             else:
-                row["crosscheck"] = crosscheck_row(artifact, threads, frames_shape, p50, target)
+                row["crosscheck"] = crosscheck_row(artifact, threads, frames_shape, p50, target, frames_file)
         rows.append(row)
         loads.append((device, spec_["options"]))
         bar.update(1)
@@ -348,15 +351,36 @@ def baseline_job(manifest: dict, target: Target, folder: Path, shape: list[int])
     return ("openvino", "fp32", onnx_file, target.device, [BASELINE_NOTE])
 
 
-def crosscheck_row(xml: Path, threads: int, shape, p50: float, target: Target) -> dict:
-    """Our p50 against OpenVINO's benchmark_app on the same IR, threads, hint and shape."""
-
+def crosscheck_row(artifact: Path, threads: int, shape, p50: float, target: Target, frames_file: Path) -> dict:
+    """The bench runner against OpenVINO's benchmark_app on the same file, threads, hint and shape,
+    timed in alternation (bench.crosscheck.interleaved); the row's own p50 is kept beside it."""
     precision = target.load_options().get("precision")
+    seconds = round_seconds(p50)
+    frames = np.load(frames_file, allow_pickle=False)
     try:
-        app = benchmark_app_p50(xml, threads, shape, properties={"INFERENCE_PRECISION_HINT": precision} if precision else None)
+        with get_backend("openvino").load(artifact, device=target.device, options=target.load_options()) as runner:
+            runner(frames[0:1])
+
+            def time_bench() -> float:
+                times, k = [], 0
+                deadline = time.perf_counter() + seconds
+                while time.perf_counter() < deadline or len(times) < 3:
+                    x = frames[k % len(frames) : k % len(frames) + 1]
+                    start = time.perf_counter()
+                    runner(x)
+                    times.append((time.perf_counter() - start) * 1e3)
+                    k += 1
+                return statistics.median(times)
+
+            def time_app() -> float:
+                return benchmark_app_p50(artifact, threads, shape, seconds=seconds,
+                                         properties={"INFERENCE_PRECISION_HINT": precision} if precision else None)
+
+            record = interleaved(time_bench, time_app)
     except LowlightError as err:
         return {"error": str(err)}
-    return compare(p50, app)
+    record["row_p50_ms"] = p50
+    return record
 
 
 # --------------------------------------------------------------------------------------------

@@ -129,3 +129,20 @@ def test_a_real_crosscheck_is_in_results_md_and_decides_the_exit_code(tmp_path: 
     for line, row in zip(lines, misses, strict=True):
         assert f"{row['model']} openvino {row['precision']}" in line
         assert "error" in row["crosscheck"] or f"{row['crosscheck']['rel_diff']:.1%} apart" in line
+
+
+def test_the_verdict_is_on_alternations_that_share_the_hosts_load() -> None:
+    from bench.crosscheck import interleaved, round_seconds
+
+    def timer(values):
+        it = iter(values)
+        return lambda: next(it)
+
+    # the host got twice as busy in the second alternation: both sides moved, each pair agrees
+    record = interleaved(timer([20.0, 40.0, 20.5]), timer([20.4, 41.0, 20.0]))
+    assert record["ok"] and record["rel_diff"] < 0.03 and len(record["pairs"]) == 3
+    assert record["bench_p50_ms"] == 20.5 and record["benchmark_app_p50_ms"] == 20.4
+    # a bench that is slower in every alternation (a copy on its timed path) is caught
+    record = interleaved(timer([13.0, 26.0, 13.0]), timer([10.0, 20.0, 10.0]))
+    assert not record["ok"] and record["rel_diff"] == pytest.approx(0.3) and record["rule"].startswith("10%")
+    assert round_seconds(10.0) == 3.0 and round_seconds(1600.0) == 8.0
