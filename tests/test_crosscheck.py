@@ -139,10 +139,10 @@ def test_the_verdict_is_on_alternations_that_share_the_hosts_load() -> None:
         return lambda: next(it)
 
     # the host got twice as busy in the second alternation: both sides moved, each pair agrees
-    record = interleaved(timer([20.0, 40.0, 20.5]), timer([20.4, 41.0, 20.0]))
+    record = interleaved(timer([20.0, 40.0, 20.5]), timer([20.4, 41.0, 20.0]), alternations=3)
     assert record["ok"] and record["rel_diff"] < 0.03 and len(record["pairs"]) == 3
     assert record["bench_p50_ms"] == 20.5 and record["benchmark_app_p50_ms"] == 20.4
     # a bench that is slower in every alternation (a copy on its timed path) is caught
-    record = interleaved(timer([13.0, 26.0, 13.0]), timer([10.0, 20.0, 10.0]))
+    record = interleaved(timer([13.0, 26.0, 13.0]), timer([10.0, 20.0, 10.0]), alternations=3)
     assert not record["ok"] and record["rel_diff"] == pytest.approx(0.3) and record["rule"].startswith("10%")
     assert round_seconds(10.0) == 3.0 and round_seconds(1600.0) == 8.0
