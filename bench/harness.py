@@ -444,6 +444,8 @@ def bench_remote(device: SshDevice, names, target: Target, precisions, request: 
                         *(res.get("notes") or [])]
         out["roofline_fraction"] = None
         out["roofline_bound"] = None  # the bound is this host's; the device's peaks are not measured
+        if out["runtime"] == "openvino":
+            out["vs_baseline_paired"] = {"skipped": "measured on a remote device, which times each row on its own (no baseline row there)"}
         rows.append(out)
     return rows
 
@@ -471,6 +473,7 @@ def prepare_model(name, target: Target, request: BenchRequest, work: Path, for_d
         "target": target.name,
         "resolution": f"{resolution[0]}x{resolution[1]}",
         "flops": count_flops(module, frames[0].shape),
+        "build": build_cost(manifest),  # built here, as in a local run
         "_frames": frames_file,
         "_refs": refs_file,
         "_shape": [1, frames[0].shape[1], *shape_hw],
