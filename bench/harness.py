@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-import statistics
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +25,7 @@ import numpy as np
 
 from bench.crosscheck import benchmark_app_p50, find_benchmark_app, interleaved, round_seconds
 from bench.host import check_host, host_info
-from bench.paired import paired_vs_baseline
+from bench.paired import median_ms, paired_vs_baseline, single_frames
 from bench.preview import THUMB_SIDE, input_thumbnail, load_row_preview
 from bench.remote import RemoteJob, Session, SshDevice, parse_device, run_remote, target_fields
 from bench.report import budget_failures, fill_speedups, write_results
@@ -169,6 +167,7 @@ def bench_model(name, target: Target, threads: int, precisions, request: BenchRe
     bound = roofline_ms(flops, moved, limits)
     frames_shape = frames[0].shape
     input_png, input_caption = input_thumbnail(frames[0], raw=spec.input_kind == "raw_bayer")  # results.html
+    eval_stack = np.concatenate(frames)  # the side-by-side timings and the crosscheck run on these too
     del module, frames, refs
 
     base = {
@@ -222,18 +221,18 @@ def bench_model(name, target: Target, threads: int, precisions, request: BenchRe
             if tiling:
                 row["crosscheck"] = {"skipped": "benchmark_app would time one tile, the row a whole frame"}
             else:
-                row["crosscheck"] = crosscheck_row(artifact, threads, frames_shape, p50, target, frames_file)
+                row["crosscheck"] = crosscheck_row(artifact, threads, p50, target, eval_stack)
         rows.append(row)
         loads.append((device, spec_["options"]))
         bar.update(1)
-    add_paired(rows, target, frames_file, tiled=bool(tiling))
+    add_paired(rows, target, eval_stack, tiled=bool(tiling))
     if request.video:
         add_video(rows, loads, spec, resolution, request, work, tiled=bool(tiling), bar=bar)
     bar.update(rows_per_model(target, precisions) - len(jobs))
     return rows
 
 
-def add_paired(rows: list[dict], target: Target, frames_file: Path, tiled: bool) -> None:
+def add_paired(rows: list[dict], target: Target, frames: np.ndarray, tiled: bool) -> None:
     """Measure each shipped OpenVINO row against the baseline row side by side (bench.paired) into
     ``vs_baseline_paired``, which report.fill_speedups prefers to the ratio of p50s from separate runs."""
     base = next((r for r in rows if r.get("baseline") and not r.get("error")), None)
@@ -247,7 +246,7 @@ def add_paired(rows: list[dict], target: Target, frames_file: Path, tiled: bool)
     try:
         records = paired_vs_baseline(("openvino", Path(base["artifact"])),
                                      {p: ("openvino", Path(r["artifact"])) for p, r in shipped.items()},
-                                     target.device, target.load_options(), np.load(frames_file, allow_pickle=False))
+                                     target.device, target.load_options(), frames)
     except Exception as err:  # noqa: BLE001 - a failed side-by-side leaves the p50 ratio, and says why
         log.warning("%s: side-by-side timing against the baseline failed (%s)", base["model"], str(err).splitlines()[0])
         records = {p: {"skipped": f"side-by-side timing failed: {str(err).splitlines()[0]}"} for p in shipped}
@@ -345,38 +344,26 @@ def baseline_job(manifest: dict, target: Target, folder: Path, shape: list[int])
     except Exception as err:  # missing (OSError), corrupt (protobuf's DecodeError) or not one input (UsageError)
         log.warning("%s: no baseline row (cannot read the plain ONNX export: %s)", manifest["model"], err)
         return None
-    if len(dims) != len(shape) or any(d > 0 and d != s for d, s in zip(dims, shape)):
+    if len(dims) != len(shape) or any(d > 0 and d != s for d, s in zip(dims, shape, strict=True)):
         log.info("%s: no baseline row (the plain ONNX input is %s, the rows run %s)", manifest["model"], dims, shape)
         return None
     return ("openvino", "fp32", onnx_file, target.device, [BASELINE_NOTE])
 
 
-def crosscheck_row(artifact: Path, threads: int, shape, p50: float, target: Target, frames_file: Path) -> dict:
+def crosscheck_row(artifact: Path, threads: int, p50: float, target: Target, frames: np.ndarray) -> dict:
     """The bench runner against OpenVINO's benchmark_app on the same file, threads, hint and shape,
     timed in alternation (bench.crosscheck.interleaved); the row's own p50 is kept beside it."""
     precision = target.load_options().get("precision")
     seconds = round_seconds(p50)
-    frames = np.load(frames_file, allow_pickle=False)
+    batch = single_frames(frames)
     try:
         with get_backend("openvino").load(artifact, device=target.device, options=target.load_options()) as runner:
-            runner(frames[0:1])
-
-            def time_bench() -> float:
-                times, k = [], 0
-                deadline = time.perf_counter() + seconds
-                while time.perf_counter() < deadline or len(times) < 3:
-                    x = frames[k % len(frames) : k % len(frames) + 1]
-                    start = time.perf_counter()
-                    runner(x)
-                    times.append((time.perf_counter() - start) * 1e3)
-                    k += 1
-                return statistics.median(times)
-
-            def time_app() -> float:
-                return benchmark_app_p50(artifact, threads, shape, seconds=seconds,
-                                         properties={"INFERENCE_PRECISION_HINT": precision} if precision else None)
-
-            record = interleaved(time_bench, time_app)
+            runner(batch[0])
+            record = interleaved(
+                lambda: median_ms(runner, batch, seconds),
+                lambda: benchmark_app_p50(artifact, threads, batch[0].shape, seconds=seconds,
+                                          properties={"INFERENCE_PRECISION_HINT": precision} if precision else None),
+            )
     except LowlightError as err:
         return {"error": str(err)}
     record["row_p50_ms"] = p50

@@ -53,6 +53,18 @@ def time_rounds(runners: dict[str, Any], frames: list[np.ndarray], min_rounds: i
     return times
 
 
+def median_ms(runner: Any, frames: list[np.ndarray], seconds: float, min_calls: int = 3) -> float:
+    """Median ms of ``runner`` over ``seconds`` of back-to-back calls (at least ``min_calls``), cycling ``frames``."""
+    times: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline or len(times) < min_calls:
+        frame = frames[len(times) % len(frames)]
+        start = time.perf_counter()
+        runner(frame)
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
 def ratio_record(baseline_ms: list[float], row_ms: list[float]) -> dict[str, Any]:
     """The speed-up record of one row from paired per-round times (no timing here)."""
     ratios = [b / max(r, 1e-6) for b, r in zip(baseline_ms, row_ms, strict=True)]
@@ -67,6 +79,11 @@ def ratio_record(baseline_ms: list[float], row_ms: list[float]) -> dict[str, Any
     }
 
 
+def single_frames(frames: np.ndarray) -> list[np.ndarray]:
+    """The stack (N, C, H, W) as N batches of one, the shape every bench runner takes."""
+    return [frames[i : i + 1] for i in range(len(frames))]
+
+
 def paired_vs_baseline(baseline: tuple[str, Path], rows: dict[str, tuple[str, Path]], device: str, options: dict,
                        frames: np.ndarray) -> dict[str, dict[str, Any]]:
     """{row key: ratio_record} for each of ``rows`` ({key: (backend, artifact)}) against ``baseline``.
@@ -74,7 +91,7 @@ def paired_vs_baseline(baseline: tuple[str, Path], rows: dict[str, tuple[str, Pa
     Every artifact is loaded as its bench row loads it (the target's load options; a shipped IR's
     sidecar options apply, the plain export has none). ``frames``: the eval stack (N, C, H, W).
     """
-    batch = [frames[i : i + 1] for i in range(len(frames))]
+    batch = single_frames(frames)
     loaded: dict[str, Any] = {}
     try:
         for key, (backend, artifact) in {"baseline": baseline, **rows}.items():
