@@ -25,7 +25,7 @@ import numpy as np
 
 from bench.crosscheck import benchmark_app_p50, find_benchmark_app, interleaved, round_seconds
 from bench.host import check_host, host_info
-from bench.paired import median_ms, paired_vs_baseline, single_frames
+from bench.paired import median_ms, paired_vs_baseline
 from bench.preview import THUMB_SIDE, input_thumbnail, load_row_preview
 from bench.remote import RemoteJob, Session, SshDevice, parse_device, run_remote, target_fields
 from bench.report import budget_failures, fill_speedups, write_results
@@ -167,7 +167,7 @@ def bench_model(name, target: Target, threads: int, precisions, request: BenchRe
     bound = roofline_ms(flops, moved, limits)
     frames_shape = frames[0].shape
     input_png, input_caption = input_thumbnail(frames[0], raw=spec.input_kind == "raw_bayer")  # results.html
-    eval_stack = np.concatenate(frames)  # the side-by-side timings and the crosscheck run on these too
+    timed_frames = None if tiling else frames  # the side-by-side timings and the crosscheck (neither runs tiled)
     del module, frames, refs
 
     base = {
@@ -221,18 +221,18 @@ def bench_model(name, target: Target, threads: int, precisions, request: BenchRe
             if tiling:
                 row["crosscheck"] = {"skipped": "benchmark_app would time one tile, the row a whole frame"}
             else:
-                row["crosscheck"] = crosscheck_row(artifact, threads, p50, target, eval_stack)
+                row["crosscheck"] = crosscheck_row(artifact, threads, p50, target, timed_frames)
         rows.append(row)
         loads.append((device, spec_["options"]))
         bar.update(1)
-    add_paired(rows, target, eval_stack, tiled=bool(tiling))
+    add_paired(rows, target, timed_frames, tiled=bool(tiling))
     if request.video:
         add_video(rows, loads, spec, resolution, request, work, tiled=bool(tiling), bar=bar)
     bar.update(rows_per_model(target, precisions) - len(jobs))
     return rows
 
 
-def add_paired(rows: list[dict], target: Target, frames: np.ndarray, tiled: bool) -> None:
+def add_paired(rows: list[dict], target: Target, frames: list[np.ndarray] | None, tiled: bool) -> None:
     """Measure each shipped OpenVINO row against the baseline row side by side (bench.paired) into
     ``vs_baseline_paired``, which report.fill_speedups prefers to the ratio of p50s from separate runs."""
     base = next((r for r in rows if r.get("baseline") and not r.get("error")), None)
@@ -350,18 +350,17 @@ def baseline_job(manifest: dict, target: Target, folder: Path, shape: list[int])
     return ("openvino", "fp32", onnx_file, target.device, [BASELINE_NOTE])
 
 
-def crosscheck_row(artifact: Path, threads: int, p50: float, target: Target, frames: np.ndarray) -> dict:
+def crosscheck_row(artifact: Path, threads: int, p50: float, target: Target, frames: list[np.ndarray]) -> dict:
     """The bench runner against OpenVINO's benchmark_app on the same file, threads, hint and shape,
     timed in alternation (bench.crosscheck.interleaved); the row's own p50 is kept beside it."""
     precision = target.load_options().get("precision")
     seconds = round_seconds(p50)
-    batch = single_frames(frames)
     try:
         with get_backend("openvino").load(artifact, device=target.device, options=target.load_options()) as runner:
-            runner(batch[0])
+            runner(frames[0])
             record = interleaved(
-                lambda: median_ms(runner, batch, seconds),
-                lambda: benchmark_app_p50(artifact, threads, batch[0].shape, seconds=seconds,
+                lambda: median_ms(runner, frames, seconds),
+                lambda: benchmark_app_p50(artifact, threads, frames[0].shape, seconds=seconds,
                                           properties={"INFERENCE_PRECISION_HINT": precision} if precision else None),
             )
     except LowlightError as err:

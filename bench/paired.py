@@ -79,24 +79,18 @@ def ratio_record(baseline_ms: list[float], row_ms: list[float]) -> dict[str, Any
     }
 
 
-def single_frames(frames: np.ndarray) -> list[np.ndarray]:
-    """The stack (N, C, H, W) as N batches of one, the shape every bench runner takes."""
-    return [frames[i : i + 1] for i in range(len(frames))]
-
-
 def paired_vs_baseline(baseline: tuple[str, Path], rows: dict[str, tuple[str, Path]], device: str, options: dict,
-                       frames: np.ndarray) -> dict[str, dict[str, Any]]:
+                       frames: list[np.ndarray]) -> dict[str, dict[str, Any]]:
     """{row key: ratio_record} for each of ``rows`` ({key: (backend, artifact)}) against ``baseline``.
 
     Every artifact is loaded as its bench row loads it (the target's load options; a shipped IR's
-    sidecar options apply, the plain export has none). ``frames``: the eval stack (N, C, H, W).
+    sidecar options apply, the plain export has none). ``frames``: the eval frames, each (1, C, H, W).
     """
-    batch = single_frames(frames)
     loaded: dict[str, Any] = {}
     try:
         for key, (backend, artifact) in {"baseline": baseline, **rows}.items():
             loaded[key] = get_backend(backend).load(artifact, device=device, options=options)
-        times = time_rounds(loaded, batch)
+        times = time_rounds(loaded, frames)
     finally:
         for runner in loaded.values():
             runner.close()
