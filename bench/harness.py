@@ -215,7 +215,7 @@ def bench_model(name, target: Target, threads: int, precisions, request: BenchRe
         if backend == "torch":  # eager FP32: the FP32 bound
             row["roofline_fraction"] = roofline_fraction(bound, p50) if p50 else None
         else:  # the bound of the row's own precision (INT8 with VNNI/AMX or not, BF16), and which bound it is
-            row.update(roofline_row(flops, moved, limits, precision, p50))
+            row.update(roofline_row(flops, moved, limits, compute_precision(precision, row["runtime_info"]), p50))
         if request.crosscheck and backend == "openvino" and p50:
             # the baseline too: benchmark_app reads the plain .onnx as it is, and its p50 is what the ratios rest on
             if tiling:
@@ -348,6 +348,13 @@ def baseline_job(manifest: dict, target: Target, folder: Path, shape: list[int])
         log.info("%s: no baseline row (the plain ONNX input is %s, the rows run %s)", manifest["model"], dims, shape)
         return None
     return ("openvino", "fp32", onnx_file, target.device, [BASELINE_NOTE])
+
+
+def compute_precision(precision: str, runtime_info: dict | None) -> str:
+    """The precision the row's arithmetic ran in, for its roofline bound: an FP32 IR whose float
+    layers ran in BF16 (its sidecar's runtime options) is bounded by the BF16 peak, not FP32's."""
+    used = ((runtime_info or {}).get("runtime_options") or {}).get("used") or {}
+    return "bf16" if precision == "fp32" and used.get("precision") == "bf16" else precision
 
 
 def crosscheck_row(artifact: Path, threads: int, p50: float, target: Target, frames: list[np.ndarray]) -> dict:

@@ -79,9 +79,23 @@ BASELINE_PRECISION = "fp32 (OpenVINO defaults, plain export)"
 BASELINE_MARKER = "X"  # the plot's marker for a baseline row
 
 
+def runtime_options_text(row: Mapping[str, Any]) -> str:
+    """The runtime options the row's runner compiled with, when they are not plain f32 ("" then):
+    e.g. "bf16 float layers, denormals flushed" (from the runner's own record, runtime_info)."""
+    used = (((row.get("runtime_info") or {}).get("runtime_options") or {}).get("used")) or {}
+    parts = [f"{used['precision']} float layers"] if used.get("precision") not in (None, "f32") else []
+    if used.get("denormals"):
+        parts.append("denormals flushed")
+    return ", ".join(parts)
+
+
 def _precision_text(row: Mapping[str, Any]) -> str:
-    """The row's precision as the tables show it: the baseline's says what it is."""
-    return BASELINE_PRECISION if _is_baseline(row) else str(row.get("precision"))
+    """The row's precision as the tables show it: the baseline's says what it is, and a row run
+    with runtime options (BF16 float layers, denormal flushing) says so."""
+    if _is_baseline(row):
+        return BASELINE_PRECISION
+    options = runtime_options_text(row)
+    return f"{row.get('precision')} ({options})" if options else str(row.get("precision"))
 
 
 def row_verdict(row: Mapping[str, Any], budget: Any) -> str | None:

@@ -368,3 +368,17 @@ def test_markdown_marks_reference_and_errors():
     assert "| reference |" in md
     assert "| error |" in md and "killed by SIGKILL" in md
     assert "PSNR mean >= 40 dB, min >= 38 dB" in md
+
+
+def test_a_row_run_with_runtime_options_says_so_and_gets_the_bound_of_what_it_ran():
+    from bench.harness import compute_precision
+
+    rows = make_rows()
+    bf16 = {"runtime_options": {"used": {"precision": "bf16", "denormals": True}, "from": {}}}
+    rows[2]["runtime_info"] = bf16
+    rows[1]["runtime_info"] = {"runtime_options": {"used": {"precision": "f32"}, "from": {}}}
+    lines = render_markdown(rows, BUDGET).splitlines()
+    assert any("| fp32 (bf16 float layers, denormals flushed) |" in ln for ln in lines)
+    assert any("| int8 |" in ln for ln in lines)  # plain f32 float layers: nothing to say
+    assert compute_precision("fp32", bf16) == "bf16" and compute_precision("int8", bf16) == "int8"
+    assert compute_precision("fp32", rows[1]["runtime_info"]) == "fp32" and compute_precision("fp32", None) == "fp32"
