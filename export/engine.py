@@ -10,14 +10,17 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from export.core import Context, FileRecord, Stage
 from export.fp16 import convert_to_fp16
 from export.verify import measure, require, run_frames, verify_onnx, within_budget
 from lowlight_edge.atomic import atomic_path
+from lowlight_edge.errors import CheckFailed
 from lowlight_edge.plan import load_plan
 from lowlight_edge.versions import versions
 from runtimes import get_backend
+from runtimes.backend_openvino import reduces_precision
 from runtimes.backend_tensorrt import DEFAULT_FLAVOUR, builder_version, gpu_present
 from runtimes.base import BuildConfig
 
@@ -61,15 +64,34 @@ class BuildEngine(Stage):
             torch_fallback=lambda: ctx.module,
         )
         artifact = backend.build(source, config, ctx.model_dir / "openvino" / "fp32")
-        with backend.load(artifact.path, device="CPU", options={"threads": ctx.target.threads}) as runner:
-            fid = measure(run_frames(runner, ctx.frames()), ctx.references())
-        fid["runtime"] = "openvino"
+        # The graph is checked in f32 against the float-stage floor, whatever its sidecar says
+        fid = self._ir_fidelity(ctx, artifact.path, {"threads": ctx.target.threads, "precision": "f32"})
         require(fid, self.name, what=" (OpenVINO FP32 IR)")
         notes = [f"{k}: {v}" for k, v in sorted(artifact.meta.items())]
+        options = artifact.meta.get("runtime_options") or {}
+        if reduces_precision(options):
+            # ... and as it ships: float layers in BF16 (the quantize stage's measured decision), held to the budget
+            shipped = self._ir_fidelity(ctx, artifact.path, {"threads": ctx.target.threads})
+            budget = ctx.target.budget
+            if not within_budget(shipped, budget.psnr_mean_db, budget.psnr_min_db):
+                msg = (f"stage {self.name!r} (OpenVINO FP32 IR with its runtime options {options}): "
+                       f"{shipped['psnr_db']['mean']}/{shipped['psnr_db']['min']} dB vs PyTorch FP32 misses the budget "
+                       f"{budget.psnr_mean_db}/{budget.psnr_min_db} dB; the artifact was not kept")
+                raise CheckFailed(msg)
+            notes.append(f"runs its float layers in {options['precision']} (runtime options {options}): "
+                         f"{shipped['psnr_db']['mean']}/{shipped['psnr_db']['min']} dB vs PyTorch FP32 (budget "
+                         f"{budget.psnr_mean_db}/{budget.psnr_min_db}); in f32 {fid['psnr_db']['mean']}/{fid['psnr_db']['min']} dB")
+            fid = {**shipped, "f32": {"psnr_db": fid["psnr_db"], "max_abs_err": fid["max_abs_err"]}}
         xml = FileRecord(_rel(ctx, artifact.path), self.name, "fp32", "ir_fp32", fidelity=fid, notes=notes)
         weights = FileRecord(_rel(ctx, artifact.path.with_suffix(".bin")), self.name, "fp32", "ir_fp32_bin")
         sidecar = FileRecord(_rel(ctx, artifact.path) + ".json", self.name, "fp32", "ir_fp32_json")
         return [r.fill_digest(ctx.model_dir) for r in (xml, weights, sidecar)]
+
+    @staticmethod
+    def _ir_fidelity(ctx: Context, xml: Path, options: dict) -> dict:
+        with get_backend("openvino").load(xml, device="CPU", options=options) as runner:
+            fid = measure(run_frames(runner, ctx.frames()), ctx.references())
+        return {**fid, "runtime": "openvino", "runtime_options": runner.runtime_options}
 
     def _tensorrt(self, ctx: Context) -> list[FileRecord]:
         """One strongly typed engine per precision, built here (TensorRT-RTX needs no GPU).

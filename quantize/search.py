@@ -20,7 +20,9 @@ measured and recorded all the same, and a pinned INT8 that misses the budget sti
 Runtime options are searched with the precision (``choose_runtime_options``): the options that
 change speed and not the graph (OpenVINO's denormal flushing; BF16 inference precision only where
 the CPU has native bfloat16) are tried greedily on FP32 first, each candidate measured on the eval
-images against the same budget and timed against the options so far in interleaved rounds
+images (denormal flushing is held to the float-stage floor, since it must leave FP32 as it is; BF16
+is a reduced precision, held like the INT8 search to the budget plus its margin) and timed against the
+options so far in interleaved rounds
 (``compare_speed``, the same sign test as the ship rule, with fewer rounds); INT8 is then timed
 against the fastest FP32, and when INT8 ships its own options are searched the same way. Options
 the target fixes are never searched. What was decided goes into the plan (``runtime``) and each
@@ -51,7 +53,7 @@ from quantize.inputs import (
     search_resolution,
 )
 from runtimes.backend_openvino import BACKEND as openvino  # NNCF quantizes openvino.Models; this runs them
-from runtimes.backend_openvino import RUNTIME_OPTIONS, cpu_capabilities, float_compute_ops
+from runtimes.backend_openvino import RUNTIME_OPTIONS, cpu_capabilities, float_compute_ops, reduces_precision
 from runtimes.base import Runner
 
 log = logging.getLogger(__name__)
@@ -312,8 +314,7 @@ def choose_runtime_options(ctx: Context, plan: PrecisionPlan, precision: str, ba
 
     ``base`` runs with no runtime option set (OpenVINO's defaults, f32). Each candidate of
     ``option_candidates`` is added to the options adopted so far: its runner (``base.variant``)
-    is measured on the eval images (the target budget; an FP32 candidate also the float-stage
-    FP32_MIN_PSNR_DB, as the FP32 IR is verified at export) and, if it passes, timed against the
+    is measured on the eval images against ``option_floor`` and, if it passes, timed against the
     current runner (``compare_speed``, threshold OPTION_MIN_SPEEDUP); it is adopted when shown
     faster. A tie or a slower candidate keeps the current options.
     """
@@ -334,15 +335,14 @@ def choose_runtime_options(ctx: Context, plan: PrecisionPlan, precision: str, ba
         # e.g. an IR whose sidecar carries an earlier decision: start from the defaults (and the target's pins)
         base = base.variant(pinned)
     current, options = base, {}
-    floor = (budget["psnr_mean_db"], budget["psnr_min_db"])
-    if precision == "fp32":
-        floor = (max(floor[0], FP32_MIN_PSNR_DB), max(floor[1], FP32_MIN_PSNR_DB))
     for candidate in tried:
         trial = {**options, **candidate}
         record: dict = {"precision": precision, "options": trial, "against": dict(options)}
         runner = base.variant({**pinned, **trial})
         fid = measure(run_frames(runner, frames), refs)
-        record["fidelity"] = {"psnr_db": fid["psnr_db"], "nonfinite": fid["nonfinite"], "floor_db": list(floor)}
+        floor, why = option_floor(precision, trial, budget)
+        record["fidelity"] = {"psnr_db": fid["psnr_db"], "nonfinite": fid["nonfinite"], "floor_db": list(floor),
+                              "floor": why, "worst": fid.get("worst")}
         if not within_budget(fid, *floor):
             record["verdict"] = "misses the fidelity floor"
             runner.close()
@@ -364,6 +364,25 @@ def choose_runtime_options(ctx: Context, plan: PrecisionPlan, precision: str, ba
         base.close()
     runtime["options"][precision] = options
     return ChosenOptions(original, current, options)
+
+
+def option_floor(precision: str, options: dict, budget: dict) -> tuple[tuple[float, float], str]:
+    """((mean, min) PSNR floor, why) a runtime-option candidate must meet on the eval images.
+
+    An option that keeps the arithmetic's precision (denormal flushing) must leave an FP32 IR
+    what the export verified it to be: the float-stage FP32_MIN_PSNR_DB, and an INT8 IR within the
+    budget. One that lowers it (BF16) is a reduced precision, held like the INT8 search to the
+    budget plus SEARCH_MARGIN_DB (the worst frame included: the budget's min): the eval frames
+    are a sample of what the bench and the camera see, and BF16's error is spread over every layer.
+    """
+    floor = (budget["psnr_mean_db"], budget["psnr_min_db"])
+    if reduces_precision(options):
+        return ((floor[0] + SEARCH_MARGIN_DB, floor[1] + SEARCH_MARGIN_DB),
+                f"{options['precision']} float layers: a reduced precision, held to the budget plus the {SEARCH_MARGIN_DB:g} dB search margin")
+    if precision == "fp32":
+        exact = (max(floor[0], FP32_MIN_PSNR_DB), max(floor[1], FP32_MIN_PSNR_DB))
+        return exact, "keeps FP32: the float-stage floor"
+    return floor, "the target budget"
 
 
 def _lost_on_fp32(records: list[dict], candidate: dict) -> str | None:

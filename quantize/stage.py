@@ -14,7 +14,7 @@ from lowlight_edge.versions import versions
 from quantize.inputs import budget_of
 from quantize.outputs import write_outputs
 from quantize.qat import qat_stage
-from quantize.search import search
+from quantize.search import cpu_timed, runtime_host, search
 
 
 class QuantizeStage(Stage):
@@ -35,6 +35,8 @@ class QuantizeStage(Stage):
             "threads": ctx.target.threads,
             "source": source_digest(),
             "versions": {k: versions()[k] for k in ("nncf", "openvino", "onnxruntime", "torch")},
+            # a CPU target's plan is timed on this host (ship rule, runtime options): another CPU decides anew
+            "host": runtime_host(ctx) if cpu_timed(ctx) else None,
         }
 
     def run(self, ctx: Context) -> list[FileRecord]:

@@ -176,6 +176,12 @@ def check_runtime_options(options: Any, where: str) -> dict[str, Any]:
     return dict(options)
 
 
+def reduces_precision(options: dict[str, Any]) -> bool:
+    """Whether runtime options run float layers below f32 (BF16/FP16 inference): a lossy option,
+    which a float artifact may carry only within the target's fidelity budget."""
+    return options.get("precision") not in (None, "f32")
+
+
 def check_load_options(options: dict[str, Any]) -> None:
     """UsageError for a hint, precision or denormals value OpenVINO would not take."""
     if "hint" in options and options["hint"] not in HINTS:

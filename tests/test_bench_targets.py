@@ -100,7 +100,8 @@ def test_load_options_hold_threads_and_leave_out_bench_and_build_keys():
     cpu = get_target("x86-cpu")
     assert isinstance(cpu.load_options()["threads"], int) and cpu.load_options()["threads"] >= 1
     assert cpu.load_options()["hint"] == "LATENCY"
-    assert cpu.load_options()["precision"] == "f32"  # OpenVINO would pick bf16 on AVX512_BF16 CPUs
+    # no precision pin: the runner runs f32 unless the artifact carries the quantize stage's bf16 decision
+    assert "precision" not in cpu.load_options()
 
 
 def test_lowmem_target_runs_llpacknet_tiled_within_its_memory_limit():

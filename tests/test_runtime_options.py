@@ -136,10 +136,32 @@ def test_bf16_is_a_candidate_only_on_a_cpu_with_native_bfloat16() -> None:
     assert amx["bf16"] and amx["bf16_why"] is None and "amx_int8" in amx["flags"]
     targets = load_targets()
     tried, skipped, pinned = option_candidates(targets["x86-cpu"], "fp32", avx2)
-    assert tried == [{"denormals": True}] and pinned == {"precision": "f32"}
+    assert tried == [{"denormals": True}] and pinned == {}
     assert skipped[0]["options"] == {"precision": "bf16"} and "no native bfloat16" in skipped[0]["not_a_candidate"]
-    tried, skipped, _ = option_candidates(targets["x86-cpu"], "fp32", amx)  # the target pins f32: never searched
-    assert tried == [{"denormals": True}] and "sets precision: f32" in skipped[0]["not_a_candidate"]
+    tried, skipped, _ = option_candidates(targets["x86-cpu"], "fp32", amx)
+    assert tried == [{"denormals": True}, {"precision": "bf16"}] and skipped == []
+
+
+def test_a_target_that_pins_the_precision_is_never_searched(tmp_path: Path) -> None:
+    text = (Path(__file__).parents[1] / "lowlight_edge" / "targets.yaml").read_text()
+    pinned_file = tmp_path / "targets.yaml"
+    pinned_file.write_text(text.replace("      hint: LATENCY\n", "      hint: LATENCY\n      precision: f32\n", 1))
+    target = load_targets(pinned_file)["x86-cpu"]
+    tried, skipped, pinned = option_candidates(target, "fp32", cpu_capabilities(AMX_CPUINFO))
+    assert pinned == {"precision": "f32"} and tried == [{"denormals": True}]
+    assert "sets precision: f32" in skipped[0]["not_a_candidate"]
+
+
+def test_bf16_is_held_to_the_budget_and_denormal_flushing_to_the_float_floor() -> None:
+    from quantize.search import option_floor
+
+    budget = {"psnr_mean_db": 40.0, "psnr_min_db": 38.0}
+    assert option_floor("fp32", {"denormals": True}, budget)[0] == (60.0, 60.0)
+    floor, why = option_floor("fp32", {"denormals": True, "precision": "bf16"}, budget)
+    assert floor == (42.0, 40.0) and "reduced precision" in why  # the budget plus the search margin
+    assert option_floor("int8", {"precision": "bf16"}, budget)[0] == (42.0, 40.0)
+    assert option_floor("fp32", {"precision": "f32"}, budget)[0] == (60.0, 60.0)
+    assert option_floor("int8", {"denormals": True}, budget)[0] == (40.0, 38.0)
 
 
 @pytest.mark.openvino
@@ -173,3 +195,53 @@ def test_an_option_not_faster_on_fp32_is_not_timed_again_on_int8() -> None:
     assert _lost_on_fp32([timed({"denormals": True}, "faster")], {"denormals": True}) is None
     assert _lost_on_fp32([timed({"denormals": True, "precision": "bf16"}, "not_faster")], {"precision": "bf16"})
     assert _lost_on_fp32([], {"denormals": True}) is None
+
+
+@pytest.mark.parametrize(("target", "host_matters"), [("x86-cpu", True), ("desktop-gpu", False)])
+def test_a_cached_plan_is_reused_only_on_the_host_it_was_timed_on(target, host_matters, tmp_path, monkeypatch) -> None:
+    """The ship rule and the runtime options are timed on this host: the quantize stage's key names
+    it for a CPU target (a Zen 3 plan is not answered on an AVX-512 BF16 host); a GPU target's plan
+    is decided on fidelity alone, so the build host is not part of its key."""
+    from export.core import Context, FileRecord
+    from quantize import search
+    from quantize.stage import QuantizeStage
+
+    request = ExportRequest(model="tinydce", resolution=(H, W), out=tmp_path)
+    ctx = Context(request, load_targets()[target])
+    ctx.records["simplified"] = FileRecord("model.sim.onnx", "simplify", "fp32", "simplified", sha256="0" * 64)
+    keys = []
+    for cpuinfo in (AVX2_CPUINFO, AMX_CPUINFO):
+        monkeypatch.setattr(search, "cpu_capabilities", lambda info=cpuinfo: cpu_capabilities(info))
+        keys.append(QuantizeStage().key(ctx))
+    assert (keys[0] != keys[1]) == host_matters
+    if host_matters:
+        assert keys[1]["host"]["cpu"] == "Intel Xeon Platinum 8480+" and "amx_int8" in keys[1]["host"]["flags"]
+
+
+@pytest.mark.openvino
+def test_a_bf16_fp32_ir_ships_within_the_budget_and_is_verified_both_ways(tmp_path: Path, monkeypatch) -> None:
+    """BF16 float layers are a candidate on a CPU with native bfloat16 (claimed here, so the path runs
+    on any host; OpenVINO runs what this CPU can). The timing is taken as given (timing decisions are
+    tested on recorded samples in tests/test_ship_rule.py): what is tested is the floor it is held to,
+    that the FP32 IR carries it, and that the export checks the graph in f32 and the shipped options
+    against the budget."""
+    from quantize import search
+
+    monkeypatch.setattr(search, "cpu_capabilities", lambda: cpu_capabilities(AMX_CPUINFO))
+    monkeypatch.setattr(search, "compare_speed", lambda a, b, frames, threshold=1.05, labels=("fp32", "int8"), **_: (
+        search.speed_record([2.0] * 10, [1.0] * 10, threshold=threshold, labels=labels)))
+    request = ExportRequest(model="tinydce", resolution=(H, W), out=tmp_path, verify_images=2, calib_size=8, ship="fp32")
+    folder = export(request, progress=False).parent
+    plan = load_plan(folder / PLAN_FILE)
+    bf16 = next(c for c in plan.runtime["candidates"] if c["precision"] == "fp32" and c["options"].get("precision") == "bf16")
+    assert bf16["fidelity"]["floor_db"] == [42.0, 40.0] and "reduced precision" in bf16["fidelity"]["floor"]
+    assert bf16["verdict"] == "adopted" and plan.runtime["options"]["fp32"] == {"denormals": True, "precision": "bf16"}
+    side = json.loads((folder / "openvino" / "fp32" / "model.xml.json").read_text())
+    assert side["runtime_options"] == {"denormals": True, "precision": "bf16"}
+    manifest = json.loads((folder / "manifest.json").read_text())
+    ir = next(f for f in manifest["files"] if f["role"] == "ir_fp32")
+    assert ir["fidelity"]["f32"]["psnr_db"]["min"] >= 60.0  # the graph, checked in f32
+    assert ir["fidelity"]["runtime_options"]["precision"] == "bf16" and ir["fidelity"]["psnr_db"]["min"] >= 38.0
+    assert any("runs its float layers in bf16" in n for n in ir["notes"])
+    with get_backend("openvino").load(folder / "openvino" / "fp32" / "model.xml", options={"threads": 1}) as runner:
+        assert runner.describe()["runtime_options"]["used"]["precision"] == "bf16"
