@@ -172,20 +172,27 @@ def int8_cannot_pay(speed: dict, threshold: float = MIN_SPEEDUP) -> str | None:
             "cannot pay here, so it was not calibrated, searched or verified")
 
 
-def ship_float_unsearched(ctx: Context, plan: PrecisionPlan, probe: dict, why: str, budget: dict,
+def ship_float_unsearched(ctx: Context, plan: PrecisionPlan, probe: dict | None, why: str, budget: dict,
                           probed_at: tuple[int, int] | None) -> None:
-    """Fill ``plan`` for a float artifact decided by the speed probe alone (``int8_cannot_pay``).
+    """Fill ``plan`` for a float artifact decided before any INT8 plan reached full size: by the
+    speed probe alone (``int8_cannot_pay``), or because accuracy control on the search export
+    returned every compute layer to float (nothing left to apply, verify or time at full size).
 
     ``probed_at``: the search size when the probe ran on the smaller export; the deployed FP32's
-    runtime options are then still chosen at full size.
+    runtime options are then still chosen at full size (CPU targets). A ``--ship int8`` pin is
+    refused with the reason.
     """
-    if probed_at is not None:
+    if probed_at is not None and cpu_timed(ctx) and ctx.target.runtime == "openvino":
         with fp32_runner_for_timing(ctx) as fp32:
             choose_runtime_options(ctx, plan, "fp32", fp32, budget).close_variant()
-        probe = {**probe, "resolution": f"{probed_at[0]}x{probed_at[1]}"}
-    plan.latency_ms = probe
-    plan.decision, plan.reason = "fp32", why
-    plan.ship = {"requested": "auto", "pinned": False, "rule_decision": "fp32", "rule_reason": why}
+    if probe is None:
+        plan.latency_ms = {"unmeasured": why}
+    else:
+        plan.latency_ms = {**probe, "resolution": f"{probed_at[0]}x{probed_at[1]}"} if probed_at is not None else probe
+    requested = ctx.request.ship
+    plan.decision = "fp32"
+    plan.reason = f"--ship int8 refused: {why}; INT8 never ships outside the fidelity budget" if requested == "int8" else why
+    plan.ship = {"requested": requested, "pinned": requested != "auto", "rule_decision": "fp32", "rule_reason": why}
 
 
 def search(ctx: Context, budget: dict) -> tuple[PrecisionPlan, object | None]:
@@ -208,6 +215,12 @@ def search(ctx: Context, budget: dict) -> tuple[PrecisionPlan, object | None]:
     if small is not None:
         plan.fidelity["validation"]["resolution"] = f"{small[0]}x{small[1]}"
         del sctx
+        if not any(n.op in ptq.COMPUTE_OPS and n.name not in {f.name for f in floats} for n in nodes):
+            plan.float_nodes = floats  # accuracy control returned every compute layer to float
+            why = (f"no layer could stay INT8 within the budget: accuracy control at {small[0]}x{small[1]} returned every "
+                   "compute layer to float, so no INT8 plan was applied at full size, verified or timed")
+            ship_float_unsearched(ctx, plan, probe, why, budget, small)
+            return plan, None
         from_crops = quantize_from_crops(ctx, [f.name for f in floats], plan, small)
         if from_crops is not None:
             int8, info = from_crops
@@ -343,7 +356,15 @@ def choose_runtime_options(ctx: Context, plan: PrecisionPlan, precision: str, ba
         floor, why = option_floor(precision, trial, budget)
         record["fidelity"] = {"psnr_db": fid["psnr_db"], "nonfinite": fid["nonfinite"], "floor_db": list(floor),
                               "floor": why, "worst": fid.get("worst")}
-        if not within_budget(fid, *floor):
+        passed = within_budget(fid, *floor)
+        if passed and reduces_precision(trial) and ctx.wide_size() > len(frames):
+            # a reduced precision's error varies from frame to frame: confirmed on the wider eval set
+            size = ctx.wide_size()
+            wide = measure(run_frames(runner, ctx.frames(size=size)), ctx.references(size=size))
+            record["fidelity"]["wide"] = {"frames": size, "psnr_db": wide["psnr_db"], "nonfinite": wide["nonfinite"],
+                                          "worst": wide.get("worst")}
+            passed = within_budget(wide, *floor)
+        if not passed:
             record["verdict"] = "misses the fidelity floor"
             runner.close()
         else:
@@ -551,13 +572,15 @@ def ship_rule(plan: PrecisionPlan, budget: dict, method: str = "INT8") -> tuple[
         if speed["interval"] else "too few rounds for an interval"
     )
     figures = f"median {speed['median']:.3f}x over {speed['rounds']} rounds, {lo_hi}"
+    fp32_options = (plan.runtime.get("options") or {}).get("fp32") or {}
+    fp32 = f"FP32 (runtime options {fp32_options})" if fp32_options else "FP32"  # e.g. its float layers in BF16
     if speed["verdict"] == "faster":
-        return "int8", f"{method} meets the budget and runs {speed['median']:.2f}x faster than FP32 ({figures})", True
+        return "int8", f"{method} meets the budget and runs {speed['median']:.2f}x faster than {fp32} ({figures})", True
     if speed["verdict"] == "not_faster":
-        why = f"{method} is not {speed['threshold']}x faster than FP32 on this host ({figures})"
+        why = f"{method} is not {speed['threshold']}x faster than {fp32} on this host ({figures})"
     else:
         why = (
-            f"{method} was not shown {speed['threshold']}x faster than FP32 on this host: a tie ({figures}); "
+            f"{method} was not shown {speed['threshold']}x faster than {fp32} on this host: a tie ({figures}); "
             f"a tie ships {TIE_SHIPS.upper()}"
         )
     return "fp32", why, True

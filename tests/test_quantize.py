@@ -167,3 +167,31 @@ def test_range_init_frames_are_spread_and_bounded_by_pixels() -> None:
     assert range_init_frames(frames, (64, 96)) == frames  # small frames: all of them
     assert range_init_frames(list(range(10)), (2000, 2000)) == [0, 2, 5, 7]  # never fewer than 4
     assert range_init_frames([7, 8], (400, 600)) == [7, 8]
+
+
+def test_a_plan_with_every_layer_float_is_not_applied_at_full_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When accuracy control on the search export returns every compute layer to float (LLPackNet on
+    frames with lamps), nothing INT8 is left: the full-size calibration, checks and timing are skipped.
+    Real export, search and OpenVINO; the search's outcome is forced to all-float (a small model
+    searched on a smaller export of itself, as a 12 MP one is)."""
+    from quantize import ptq, search
+
+    def all_float(ctx, budget, plan):
+        floats, nodes, int8, psnrs = real(ctx, budget, plan)
+        compute = [n for n in nodes if n.op in ptq.COMPUTE_OPS]
+        return [FloatNode(n.name, n.op, n.module, "reverted to float by accuracy control") for n in compute], nodes, int8, psnrs
+
+    def must_not_run(*_a, **_k):
+        raise AssertionError("the full-size INT8 calibration ran for an all-float plan")
+
+    real = search.find_float_nodes
+    monkeypatch.setattr(search, "find_float_nodes", all_float)
+    monkeypatch.setattr(search, "search_resolution", lambda ctx: (48, 72))
+    monkeypatch.setattr(search, "quantize_from_crops", must_not_run)
+    manifest, folder = quantize(tmp_path, "tinydce", (96, 144), ship="int8")
+    plan = load_plan(folder / "precision_plan.yaml")
+    assert plan.decision == "fp32" and plan.reason.startswith("--ship int8 refused: no layer could stay INT8")
+    assert "at 48x72" in plan.reason and not plan.quantized_nodes and len(plan.float_nodes) >= 2
+    assert plan.latency_ms == {"unmeasured": plan.ship["rule_reason"]} and "eval" not in plan.fidelity
+    assert "fp32" in plan.runtime["options"]  # the deployed FP32's options, chosen at full size
+    assert "ir_int8" not in {f["role"] for f in manifest["files"]}
