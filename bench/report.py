@@ -639,7 +639,7 @@ def latency_figure(rows: Sequence[Mapping[str, Any]], budget: Any = None):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     timed = [r for r in rows if not r.get("error") and (r.get("latency_ms") or {}).get("p50")]
     references = [r for r in timed if _is_reference(r)]

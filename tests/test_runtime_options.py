@@ -235,6 +235,7 @@ def test_a_bf16_fp32_ir_ships_within_the_budget_and_is_verified_both_ways(tmp_pa
     plan = load_plan(folder / PLAN_FILE)
     bf16 = next(c for c in plan.runtime["candidates"] if c["precision"] == "fp32" and c["options"].get("precision") == "bf16")
     assert bf16["fidelity"]["floor_db"] == [42.0, 40.0] and "reduced precision" in bf16["fidelity"]["floor"]
+    assert bf16["fidelity"]["wide"]["frames"] > 2  # confirmed on the wider eval set, not only the 2 verify frames
     assert bf16["verdict"] == "adopted" and plan.runtime["options"]["fp32"] == {"denormals": True, "precision": "bf16"}
     side = json.loads((folder / "openvino" / "fp32" / "model.xml.json").read_text())
     assert side["runtime_options"] == {"denormals": True, "precision": "bf16"}

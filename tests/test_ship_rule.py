@@ -107,6 +107,10 @@ def test_auto_ships_int8_only_when_shown_faster() -> None:
     tie = plan_with(*TIE)
     decide(tie, BUDGET)
     assert tie.decision == "fp32" and "a tie" in tie.reason and "ships FP32" in tie.reason
+    bf16 = plan_with(*TIE)  # INT8 was timed against FP32 running BF16: the reason names what it raced
+    bf16.runtime = {"options": {"fp32": {"precision": "bf16"}}}
+    decide(bf16, BUDGET)
+    assert "faster than FP32 (runtime options {'precision': 'bf16'})" in bf16.reason
     slow = plan_with(FP32_MS, INT8_MS, psnr=(45.0, 37.0))
     decide(slow, BUDGET)
     assert slow.decision == "fp32" and "misses the budget" in slow.reason
