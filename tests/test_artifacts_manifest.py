@@ -28,7 +28,9 @@ def test_manifest_complete(artifacts: Path) -> None:
     assert {"onnx", "simplify", "engine"} <= stages
     for f in manifest["files"]:
         if f["stage"] in ("onnx", "simplify", "engine") and f["precision"] == "fp32" and f["path"].endswith((".onnx", ".xml")):
-            assert f["fidelity"]["psnr_db"]["min"] >= 60, f["path"]
+            assert f["fidelity"]["psnr_db"]["min"] >= 60, f["path"]  # the float graph, in f32
+            if "as_shipped" in f["fidelity"]:  # float layers in BF16 by the quantize stage's decision: the budget
+                assert f["fidelity"]["as_shipped"]["psnr_db"]["min"] >= 38, f["path"]
     engines = {(f["model"], f["precision"]) for f in manifest["files"] if f["path"].endswith(".engine")}
     for model in everything:  # a real TensorRT-RTX engine for every model, built without a GPU
         assert (model, "fp16") in engines, model

@@ -241,8 +241,9 @@ def test_a_bf16_fp32_ir_ships_within_the_budget_and_is_verified_both_ways(tmp_pa
     assert side["runtime_options"] == {"denormals": True, "precision": "bf16"}
     manifest = json.loads((folder / "manifest.json").read_text())
     ir = next(f for f in manifest["files"] if f["role"] == "ir_fp32")
-    assert ir["fidelity"]["f32"]["psnr_db"]["min"] >= 60.0  # the graph, checked in f32
-    assert ir["fidelity"]["runtime_options"]["precision"] == "bf16" and ir["fidelity"]["psnr_db"]["min"] >= 38.0
+    assert ir["fidelity"]["psnr_db"]["min"] >= 60.0 and ir["fidelity"]["runtime_options"]["precision"] == "f32"  # the graph
+    shipped = ir["fidelity"]["as_shipped"]  # and as it runs with its sidecar, on the wider eval set
+    assert shipped["runtime_options"]["precision"] == "bf16" and shipped["psnr_db"]["min"] >= 38.0 and shipped["frames"] > 2
     assert any("runs its float layers in bf16" in n for n in ir["notes"])
     with get_backend("openvino").load(folder / "openvino" / "fp32" / "model.xml", options={"threads": 1}) as runner:
         assert runner.describe()["runtime_options"]["used"]["precision"] == "bf16"
