@@ -348,7 +348,9 @@ def test_llpacknet_int8_never_ships_past_the_budget_on_light_source_frames(tmp_p
     plan = load_plan(folder / "precision_plan.yaml")
     result = plan.fidelity["eval"]
     lights = [name for name in result["per_frame"] if name.endswith("+night_lights")]
-    assert len(lights) == 2 and result["worst"]["psnr_db"] == result["psnr_db"]["min"]
+    # judged on the wider eval set (Context.wide_size: every eval frame at this size), half of it lamp scenes
+    assert len(result["per_frame"]) > request.verify_images and len(lights) == len(result["per_frame"]) // 2
+    assert result["worst"]["psnr_db"] == result["psnr_db"]["min"]
     assert any("amplification 300, 1" in n for n in manifest["notes"])
     scenes = [f["scene"] for f in plan.calibration["frames"] if f["scene"]]
     assert scenes and max(s["amp"] for s in scenes) == 300.0 and all(len(f["sha256"]) == 64 for f in plan.calibration["frames"])
