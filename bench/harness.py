@@ -28,7 +28,7 @@ from bench.host import check_host, host_info
 from bench.paired import median_ms, paired_vs_baseline
 from bench.preview import THUMB_SIDE, input_thumbnail, load_row_preview
 from bench.remote import RemoteJob, Session, SshDevice, parse_device, run_remote, target_fields
-from bench.report import budget_failures, fill_speedups, write_results
+from bench.report import budget_failures, fill_speedups, used_options, write_results
 from bench.roofline import (
     bytes_moved,
     count_flops,
@@ -353,8 +353,7 @@ def baseline_job(manifest: dict, target: Target, folder: Path, shape: list[int])
 def compute_precision(precision: str, runtime_info: dict | None) -> str:
     """The precision the row's arithmetic ran in, for its roofline bound: an FP32 IR whose float
     layers ran in BF16 (its sidecar's runtime options) is bounded by the BF16 peak, not FP32's."""
-    used = ((runtime_info or {}).get("runtime_options") or {}).get("used") or {}
-    return "bf16" if precision == "fp32" and used.get("precision") == "bf16" else precision
+    return "bf16" if precision == "fp32" and used_options(runtime_info).get("precision") == "bf16" else precision
 
 
 def crosscheck_row(artifact: Path, threads: int, p50: float, target: Target, frames: list[np.ndarray]) -> dict:

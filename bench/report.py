@@ -79,10 +79,15 @@ BASELINE_PRECISION = "fp32 (OpenVINO defaults, plain export)"
 BASELINE_MARKER = "X"  # the plot's marker for a baseline row
 
 
+def used_options(runtime_info: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The runtime options a row's runner compiled with, from its own record (``runtime_info``)."""
+    return dict(((runtime_info or {}).get("runtime_options") or {}).get("used") or {})
+
+
 def runtime_options_text(row: Mapping[str, Any]) -> str:
     """The runtime options the row's runner compiled with, when they are not plain f32 ("" then):
-    e.g. "bf16 float layers, denormals flushed" (from the runner's own record, runtime_info)."""
-    used = (((row.get("runtime_info") or {}).get("runtime_options") or {}).get("used")) or {}
+    e.g. "bf16 float layers, denormals flushed"."""
+    used = used_options(row.get("runtime_info"))
     parts = [f"{used['precision']} float layers"] if used.get("precision") not in (None, "f32") else []
     if used.get("denormals"):
         parts.append("denormals flushed")

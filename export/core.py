@@ -120,6 +120,11 @@ class Context:
         h, w = resolution or self.resolution
         return max(self.request.verify_images, int(WIDE_EVAL_PIXELS // (h * w)))
 
+    def wide_eval(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """(frames, FP32 references) of the wider eval set (``wide_size``) at the deployed size."""
+        size = self.wide_size()
+        return self.frames(size=size), self.references(size=size)
+
     def references(self, resolution: tuple[int, int] | None = None, size: int | None = None) -> list[np.ndarray]:
         """The FP32 PyTorch outputs for frames(resolution): the ground truth of every drift figure.
 

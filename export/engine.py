@@ -65,13 +65,13 @@ class BuildEngine(Stage):
         )
         artifact = backend.build(source, config, ctx.model_dir / "openvino" / "fp32")
         # The graph is checked in f32 against the float-stage floor, whatever its sidecar says
-        fid = self._ir_fidelity(ctx, artifact.path, {"threads": ctx.target.threads, "precision": "f32"})
+        fid = self._ir_fidelity(artifact.path, {"threads": ctx.target.threads, "precision": "f32"}, ctx.frames(), ctx.references())
         require(fid, self.name, what=" (OpenVINO FP32 IR)")
         notes = [f"{k}: {v}" for k, v in sorted(artifact.meta.items())]
         options = artifact.meta.get("runtime_options") or {}
         if reduces_precision(options):
             # ... and as it ships, on the wider eval set the decision was confirmed on: held to the budget
-            shipped = self._ir_fidelity(ctx, artifact.path, {"threads": ctx.target.threads}, size=ctx.wide_size())
+            shipped = self._ir_fidelity(artifact.path, {"threads": ctx.target.threads}, *ctx.wide_eval())
             budget = ctx.target.budget
             if not within_budget(shipped, budget.psnr_mean_db, budget.psnr_min_db):
                 msg = (f"stage {self.name!r} (OpenVINO FP32 IR with its runtime options {options}): "
@@ -90,9 +90,9 @@ class BuildEngine(Stage):
         return [r.fill_digest(ctx.model_dir) for r in (xml, weights, sidecar)]
 
     @staticmethod
-    def _ir_fidelity(ctx: Context, xml: Path, options: dict, size: int | None = None) -> dict:
+    def _ir_fidelity(xml: Path, options: dict, frames: list, refs: list) -> dict:
         with get_backend("openvino").load(xml, device="CPU", options=options) as runner:
-            fid = measure(run_frames(runner, ctx.frames(size=size)), ctx.references(size=size))
+            fid = measure(run_frames(runner, frames), refs)
         return {**fid, "runtime": "openvino", "runtime_options": runner.runtime_options}
 
     def _tensorrt(self, ctx: Context) -> list[FileRecord]:

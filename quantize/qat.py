@@ -258,8 +258,8 @@ def qat_stage(ctx: Context, budget: dict) -> list[FileRecord]:
     int8 = openvino.from_torch(student, ctx.frames()[0])
     del student
     int8_runner = openvino.runner(int8, ctx.target.threads)
-    wide = ctx.wide_size()  # the same frames the PTQ plan's eval figures are on
-    after = {**measure(run_frames(int8_runner, ctx.frames(size=wide)), ctx.references(size=wide)), "runtime": "openvino"}
+    wide_frames, wide_refs = ctx.wide_eval()  # the same frames the PTQ plan's eval figures are on
+    after = {**measure(run_frames(int8_runner, wide_frames), wide_refs), "runtime": "openvino"}
 
     before = ptq_plan.fidelity["eval"]["psnr_db"]
     gain = {k: round(after["psnr_db"][k] - before[k], 2) for k in ("mean", "min")}

@@ -83,7 +83,7 @@ def write_qdq_onnx(ctx: Context, plan: PrecisionPlan, budget: dict) -> list[File
     name = f"{ctx.spec.name}.int8.qdq.onnx"
     with atomic_path(ctx.model_dir / name) as tmp:
         onnx.save(quantized, str(tmp))
-        fid = verify_onnx(tmp, ctx.frames(size=ctx.wide_size()), ctx.references(size=ctx.wide_size()))
+        fid = verify_onnx(tmp, *ctx.wide_eval())
         if not within_budget(fid, budget["psnr_mean_db"], budget["psnr_min_db"]):
             psnr = fid["psnr_db"]
             msg = (

@@ -212,10 +212,12 @@ def search(ctx: Context, budget: dict) -> tuple[PrecisionPlan, object | None]:
             return plan, None
     floats, nodes, int8, psnrs = find_float_nodes(sctx, budget, plan)
     plan.fidelity["validation"] = ptq.summary(psnrs)
+    float_names = {f.name for f in floats}
+    quantized = sorted(n.name for n in nodes if n.op in ptq.COMPUTE_OPS and n.name not in float_names)
     if small is not None:
         plan.fidelity["validation"]["resolution"] = f"{small[0]}x{small[1]}"
         del sctx
-        if not any(n.op in ptq.COMPUTE_OPS and n.name not in {f.name for f in floats} for n in nodes):
+        if not quantized:
             plan.float_nodes = floats  # accuracy control returned every compute layer to float
             why = (f"no layer could stay INT8 within the budget: accuracy control at {small[0]}x{small[1]} returned every "
                    "compute layer to float, so no INT8 plan was applied at full size, verified or timed")
@@ -235,15 +237,12 @@ def search(ctx: Context, budget: dict) -> tuple[PrecisionPlan, object | None]:
         plan.search.append(
             {"step": f"plan applied at {ctx.resolution[0]}x{ctx.resolution[1]}", "float_nodes": len(floats)}
         )
-    plan.float_nodes = floats
-    float_names = {f.name for f in floats}
-    plan.quantized_nodes = sorted(n.name for n in nodes if n.op in ptq.COMPUTE_OPS and n.name not in float_names)
+    plan.float_nodes, plan.quantized_nodes = floats, quantized
 
     with openvino.runner(int8, ctx.target.threads) as int8_runner:
         # the ship rule's fidelity on the wider eval set (Context.wide_size): 4 frames missed IAT INT8's 24 dB ones
-        wide = ctx.wide_size()
-        plan.fidelity["eval"] = {**measure(run_frames(int8_runner, ctx.frames(size=wide)), ctx.references(size=wide)),
-                                 "runtime": "openvino"}
+        wide_frames, wide_refs = ctx.wide_eval()
+        plan.fidelity["eval"] = {**measure(run_frames(int8_runner, wide_frames), wide_refs), "runtime": "openvino"}
         if probe is not None and small is None and float_names == probed_floats:
             # the graph the probe timed at this size, the same float nodes: its timing is the ship rule's
             plan.latency_ms = {**probe, "timed": "the speed probe's graph (the same float nodes as this plan)"}
@@ -362,9 +361,9 @@ def choose_runtime_options(ctx: Context, plan: PrecisionPlan, precision: str, ba
         passed = within_budget(fid, *floor)
         if passed and reduces_precision(trial) and ctx.wide_size() > len(frames):
             # a reduced precision's error varies from frame to frame: confirmed on the wider eval set
-            size = ctx.wide_size()
-            wide = measure(run_frames(runner, ctx.frames(size=size)), ctx.references(size=size))
-            record["fidelity"]["wide"] = {"frames": size, "psnr_db": wide["psnr_db"], "nonfinite": wide["nonfinite"],
+            wide_frames, wide_refs = ctx.wide_eval()
+            wide = measure(run_frames(runner, wide_frames), wide_refs)
+            record["fidelity"]["wide"] = {"frames": len(wide_frames), "psnr_db": wide["psnr_db"], "nonfinite": wide["nonfinite"],
                                           "worst": wide.get("worst")}
             passed = within_budget(wide, *floor)
         if not passed:
