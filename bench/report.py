@@ -86,9 +86,11 @@ def used_options(runtime_info: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def runtime_options_text(row: Mapping[str, Any]) -> str:
     """The runtime options the row's runner compiled with, when they are not plain f32 ("" then):
-    e.g. "bf16 float layers, denormals flushed"."""
+    e.g. "bf16 float layers, denormals flushed", "bf16 float layers but 3 kept f32"."""
     used = used_options(row.get("runtime_info"))
     parts = [f"{used['precision']} float layers"] if used.get("precision") not in (None, "f32") else []
+    if parts and used.get("f32_layers"):
+        parts[0] += f" but {len(used['f32_layers'])} kept f32"
     if used.get("denormals"):
         parts.append("denormals flushed")
     return ", ".join(parts)

@@ -57,11 +57,13 @@ from runtimes.base import (
 
 log = logging.getLogger(__name__)
 
-OPTIONS = ("threads", "hint", "precision", "denormals")
+OPTIONS = ("threads", "hint", "precision", "denormals", "f32_layers")
 # Options that change speed but not the graph: what the quantize stage searches and a sidecar carries.
 # precision: INFERENCE_PRECISION_HINT of the float layers; denormals: CPU_DENORMALS_OPTIMIZATION
-# (flush denormals to zero), True/False, absent = OpenVINO's default (off).
-RUNTIME_OPTIONS = ("precision", "denormals")
+# (flush denormals to zero), True/False, absent = OpenVINO's default (off); f32_layers: names of
+# the graph's nodes that stay f32 under a reduced precision (``keep_f32``), a sorted list.
+RUNTIME_OPTIONS = ("precision", "denormals", "f32_layers")
+KEEP_F32_ATTRIBUTE = "DisablePrecisionConversion_0"  # what OpenVINO's IR reader makes of a "precise_0" mark
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # native bfloat16 arithmetic: a BF16 candidate needs one
 HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
@@ -97,7 +99,7 @@ def target_shape(onnx_dims: tuple[int, ...], config: BuildConfig) -> list[Any]:
         raise UsageError(msg)
     if config.input_shape is not None:
         clash = [
-            i for i, (o, s) in enumerate(zip(onnx_dims, config.input_shape)) if o > 0 and o != s
+            i for i, (o, s) in enumerate(zip(onnx_dims, config.input_shape, strict=False)) if o > 0 and o != s
         ]
         if clash:
             msg = (
@@ -173,7 +175,14 @@ def check_runtime_options(options: Any, where: str) -> dict[str, Any]:
     if "denormals" in options and not isinstance(options["denormals"], bool):
         msg = f"{where}: runtime_options denormals must be true or false, got {options['denormals']!r}; rebuild the artifact"
         raise ConfigError(msg)
+    if "f32_layers" in options and not _is_name_list(options["f32_layers"]):
+        msg = f"{where}: runtime_options f32_layers must be a list of node names, got {options['f32_layers']!r}; rebuild the artifact"
+        raise ConfigError(msg)
     return dict(options)
+
+
+def _is_name_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) and v for v in value)
 
 
 def reduces_precision(options: dict[str, Any]) -> bool:
@@ -193,6 +202,38 @@ def check_load_options(options: dict[str, Any]) -> None:
     if options.get("denormals") is not None and not isinstance(options["denormals"], bool):
         msg = f"denormals must be true or false (CPU_DENORMALS_OPTIMIZATION), got {options['denormals']!r}"
         raise UsageError(msg)
+    if options.get("f32_layers") is not None and not _is_name_list(options["f32_layers"]):
+        msg = f"f32_layers must be a list of the graph's node names, got {options['f32_layers']!r}"
+        raise UsageError(msg)
+
+
+def keep_f32(model: Any, names: list[str], source: str) -> Any:
+    """``model`` with the nodes ``names`` kept in f32 under a reduced inference precision (BF16/FP16).
+
+    OpenVINO keeps a node in its original precision when it carries the DisablePrecisionConversion
+    attribute. Set from Python as a "precise_0" entry of a node's rt_info it is a plain string, which
+    the CPU plugin ignores (measured); the IR reader turns the same entry, saved, into the attribute.
+    So the marked copy goes through a save and a read in a temporary folder (what reaches the plugin
+    is then exactly what a shipped IR with the marks carries). ``model`` is left as it was; nodes
+    already marked (an IR saved with them) are kept. A name the graph lacks is a ConfigError naming
+    ``source``: f32_layers describe one graph.
+    """
+    import openvino as ov
+
+    marked = model.clone()
+    by_name = {op.get_friendly_name(): op for op in marked.get_ops()}
+    missing = sorted(set(names) - set(by_name))
+    if missing:
+        msg = f"{source}: f32_layers names nodes the graph does not have ({', '.join(missing[:3])}); rebuild the artifact (python -m export)"
+        raise ConfigError(msg)
+    todo = [by_name[n] for n in names if KEEP_F32_ATTRIBUTE not in by_name[n].get_rt_info()]
+    if not todo:
+        return marked
+    for op in todo:
+        op.get_rt_info()["precise_0"] = ""
+    with tempfile.TemporaryDirectory(prefix="lowlight-edge-f32-") as tmp:
+        ov.save_model(marked, str(Path(tmp) / "model.xml"), compress_to_fp16=False)
+        return ov.Core().read_model(str(Path(tmp) / "model.xml"))
 
 
 def merge_options(artifact: dict[str, Any], explicit: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -300,8 +341,10 @@ class OpenVinoRunner(Runner):
         super().__init__(device=device, precision=precision, source=source, threads=options.get("threads"))
         self._options = dict(options)
         self._option_record = option_record or merge_options({}, {k: options.get(k) for k in RUNTIME_OPTIONS})[1]
+        # the graph compiled: f32_layers marked on a copy; self._model stays as given, for variant()
+        compiled = keep_f32(model, options["f32_layers"], source) if options.get("f32_layers") else model
         try:
-            self._compiled = ov.Core().compile_model(model, device.upper(), compile_config(options))
+            self._compiled = ov.Core().compile_model(compiled, device.upper(), compile_config(options))
         except Exception as err:
             msg = (
                 f"OpenVINO {ov.__version__} cannot compile {source} on {device.upper()}: {ov_error(err)}; "
@@ -365,9 +408,26 @@ class OpenVinoRunner(Runner):
         record = merge_options({}, {k: merged.get(k) for k in RUNTIME_OPTIONS})[1]
         return OpenVinoRunner(self._model, self.device, merged, self.source, self._side, record)
 
+    def compute_nodes(self) -> list[str]:
+        """Names of the graph's compute nodes (convolutions, matmuls), in execution order: what
+        ``f32_layers`` may name."""
+        return [op.get_friendly_name() for op in self._model.get_ordered_ops() if op.get_type_name() in COMPUTE_TYPES]
+
+    def layer_precisions(self) -> dict[str, str]:
+        """The precision each node of the graph runs in, read off the compiled model (what a
+        precision option really did: OpenVINO keeps some layers f32 on its own)."""
+        found: dict[str, str] = {}
+        for op in self._compiled.get_runtime_model().get_ops():
+            info = op.get_rt_info()
+            if "runtimePrecision" in info and "originalLayersNames" in info:
+                for name in info["originalLayersNames"].astype(str).split(","):
+                    if name:
+                        found[name] = info["runtimePrecision"].astype(str)
+        return found
+
     @property
     def runtime_options(self) -> dict[str, Any]:
-        """The runtime options this runner was compiled with (precision, and denormals when set)."""
+        """The runtime options this runner was compiled with (precision, and denormals and f32_layers when set)."""
         return dict(self._option_record["used"])
 
     def _release(self) -> None:
@@ -511,6 +571,9 @@ class OpenVinoBackend(Backend):
         out_dir = artifact.path.parent
         out_dir.mkdir(parents=True, exist_ok=True)
         side = sidecar_path(artifact.path)
+        layers = (artifact.meta.get("runtime_options") or {}).get("f32_layers")
+        if layers:  # the XML itself carries them, for a tool that reads it without the sidecar (benchmark_app)
+            model = keep_f32(model, layers, str(artifact.path))
         with tempfile.TemporaryDirectory(prefix=".tmp-ir-", dir=out_dir) as tmp:
             try:
                 ov.save_model(model, str(Path(tmp) / "model.xml"), compress_to_fp16=compress)

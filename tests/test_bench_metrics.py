@@ -382,3 +382,5 @@ def test_a_row_run_with_runtime_options_says_so_and_gets_the_bound_of_what_it_ra
     assert any("| int8 |" in ln for ln in lines)  # plain f32 float layers: nothing to say
     assert compute_precision("fp32", bf16) == "bf16" and compute_precision("int8", bf16) == "int8"
     assert compute_precision("fp32", rows[1]["runtime_info"]) == "fp32" and compute_precision("fp32", None) == "fp32"
+    rows[2]["runtime_info"] = {"runtime_options": {"used": {"precision": "bf16", "f32_layers": ["a", "b", "c"]}, "from": {}}}
+    assert any("| fp32 (bf16 float layers but 3 kept f32) |" in ln for ln in render_markdown(rows, BUDGET).splitlines())

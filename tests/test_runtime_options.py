@@ -247,3 +247,63 @@ def test_a_bf16_fp32_ir_ships_within_the_budget_and_is_verified_both_ways(tmp_pa
     assert any("runs its float layers in bf16" in n for n in ir["notes"])
     with get_backend("openvino").load(folder / "openvino" / "fp32" / "model.xml", options={"threads": 1}) as runner:
         assert runner.describe()["runtime_options"]["used"]["precision"] == "bf16"
+
+
+@pytest.mark.openvino
+def test_f32_layers_stay_f32_under_bf16_and_the_saved_ir_carries_them(onnx_file, frames, tmp_path) -> None:
+    """f32_layers: the named nodes run in f32 when the rest runs in BF16 (checked on the compiled graph
+    where the CPU has native bfloat16), a name the graph lacks is refused, and an IR built with them
+    carries the marks in its XML, for tools that read no sidecar (benchmark_app)."""
+    ov = get_backend("openvino")
+    folder = tmp_path / "model"
+    folder.mkdir()
+    source = folder / onnx_file.name
+    source.write_bytes(onnx_file.read_bytes())
+    with ov.load(ov.build(source, BuildConfig(), folder / "plain").path, options={"threads": 1}) as plain:
+        first = plain.compute_nodes()[:1]
+        with pytest.raises(ConfigError, match="f32_layers names nodes the graph does not have"):
+            plain.variant({"precision": "bf16", "f32_layers": ["no such node"]})
+        with pytest.raises(UsageError, match="f32_layers must be a list"):
+            plain.variant({"precision": "bf16", "f32_layers": "all"})
+        if cpu_capabilities()["bf16"]:
+            with plain.variant({"precision": "bf16"}) as bf16, plain.variant({"precision": "bf16", "f32_layers": first}) as mixed:
+                assert bf16.layer_precisions()[first[0]] == "bf16"
+                assert mixed.layer_precisions()[first[0]] == "f32"
+                assert mixed.runtime_options == {"precision": "bf16", "f32_layers": first}
+    plan = PrecisionPlan("tinydce", "x86-cpu", "fp32", "test", {"psnr_mean_db": 40.0, "psnr_min_db": 38.0})
+    plan.runtime = {"host": {"cpu": "test"}, "source_sha256": sha256_file(source),
+                    "options": {"fp32": {"precision": "bf16", "f32_layers": first}}}
+    save_plan(plan, folder / PLAN_FILE)
+    xml = ov.build(source, BuildConfig(), folder / "fp32").path
+    assert xml.read_text().count('name="DisablePrecisionConversion"') == 1
+    with ov.load(xml, options={"threads": 1}) as shipped:
+        assert shipped.describe()["runtime_options"]["from"]["f32_layers"] == "artifact"
+        if cpu_capabilities()["bf16"]:
+            assert shipped.layer_precisions()[first[0]] == "f32"
+    _with_runtime_options(xml, {"precision": "bf16", "f32_layers": [1, 2]})
+    with pytest.raises(ConfigError, match="f32_layers must be a list of node names"):
+        ov.load(xml)
+
+
+@pytest.mark.openvino
+def test_the_f32_layer_search_reaches_its_floor_on_every_frame(onnx_file, frames) -> None:
+    """find_f32_layers on a floor above what all-BF16 reaches: the layers it returns meet the floor's
+    min on every frame, each kept layer raised the worst frames, and at most MAX_F32_LAYERS are kept."""
+    from export.verify import measure, run_frames
+    from quantize.f32_layers import MAX_F32_LAYERS, find_f32_layers
+
+    if not cpu_capabilities()["bf16"]:
+        pytest.skip("this CPU has no native bfloat16: BF16 inference runs f32 here and there is nothing to keep")
+    ov = get_backend("openvino")
+    with ov.runner(ov.read_onnx(onnx_file), threads=1) as fp32:
+        refs = run_frames(fp32, frames)
+        with fp32.variant({"precision": "bf16"}) as bf16:
+            reduced = measure(run_frames(bf16, frames), refs)["psnr_db"]["min"]
+        floor = (0.0, reduced + 1.0)
+        layers, record = find_f32_layers(fp32, {"precision": "bf16"}, frames, refs, floor)
+        assert layers, record
+        assert len(layers) <= MAX_F32_LAYERS and set(layers) <= set(fp32.compute_nodes())
+        mins = [step["probe_min_db"] for step in record["steps"]]
+        assert mins == sorted(mins) and len(set(mins)) == len(mins)  # every kept layer raised the worst frames
+        with fp32.variant({"precision": "bf16", "f32_layers": layers}) as mixed:
+            assert measure(run_frames(mixed, frames), refs)["psnr_db"]["min"] >= floor[1]
