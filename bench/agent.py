@@ -39,6 +39,7 @@ from lowlight_edge.targets import Budget, Target
 from runtimes import BuildConfig, get_backend
 from runtimes.cuda import cuda_status
 
+
 def target_from_job(fields: dict[str, Any]) -> Target:
     """The Target the workstation validated, rebuilt from its JSON fields (export.remote.target_fields)."""
     return Target(

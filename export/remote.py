@@ -524,7 +524,7 @@ def build_on_device(ctx: Context, device: SshDevice, session: Session | None = N
         final.mkdir(exist_ok=True)
         records = []
         placed = []
-        for build, row in zip(builds, result["rows"]):
+        for build, row in zip(builds, result["rows"], strict=False):
             engine = Path(row["engine"])
             sidecar = Path(f"{engine}.json")
             if not engine.is_file() or not sidecar.is_file():

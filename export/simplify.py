@@ -15,7 +15,6 @@ from lowlight_edge.atomic import atomic_path
 from lowlight_edge.errors import CheckFailed
 from lowlight_edge.versions import versions
 
-
 PASSES = ("fold_linear_convs/1",)  # in the stage key: a changed pass rebuilds the simplified graph
 
 

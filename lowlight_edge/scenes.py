@@ -37,11 +37,11 @@ import numpy as np
 from lowlight_edge.errors import UsageError
 from lowlight_edge.raw import (
     MAX_AMP,
+    RATIO_RANGE,
     READ_NOISE_FIT,
     SHOT_NOISE_RANGE,
     SYNTH_BLACK,
     SYNTH_WHITE,
-    RATIO_RANGE,
     srgb_to_linear,
     unprocess_linear,
 )

@@ -18,7 +18,6 @@ import numpy as np
 from lowlight_edge.errors import UsageError
 from lowlight_edge.metrics import FlickerMeter, psnr
 
-
 COARSE_BLOCK = 8
 
 

@@ -99,7 +99,7 @@ def target_shape(onnx_dims: tuple[int, ...], config: BuildConfig) -> list[Any]:
         raise UsageError(msg)
     if config.input_shape is not None:
         clash = [
-            i for i, (o, s) in enumerate(zip(onnx_dims, config.input_shape, strict=False)) if o > 0 and o != s
+            i for i, (o, s) in enumerate(zip(onnx_dims, config.input_shape)) if o > 0 and o != s
         ]
         if clash:
             msg = (

@@ -37,7 +37,6 @@ from lowlight_edge.atomic import atomic_path
 from lowlight_edge.errors import ConfigError, DataError, LowlightError, MissingRequirement, UsageError
 from lowlight_edge.hashing import hash_dict, sha256_bytes, sha256_file
 from lowlight_edge.plan import PrecisionPlan, load_plan
-from runtimes.cuda import cuda_runtime, cuda_status, device_index
 from runtimes.base import (
     Artifact,
     Backend,
@@ -50,6 +49,7 @@ from runtimes.base import (
     read_sidecar,
     sidecar_path,
 )
+from runtimes.cuda import cuda_runtime, cuda_status, device_index
 
 log = logging.getLogger(__name__)
 

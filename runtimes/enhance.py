@@ -730,7 +730,7 @@ def enhance(
                 ) -> tuple[np.ndarray, np.ndarray]:
                     # tell None: a video frame after the first, fitted the same way: no messages, no seam check
                     fitted = enhance_frame(
-                        model_fn, image, contract, label, mode or "tile", overlap, tell or _quiet, facts, str(target),
+                        model_fn, image, contract, label, mode or "tile", overlap, tell or _quiet, facts, str(target),  # noqa: B023 (called within this iteration only)
                         checker, name, where, seam=tell is not None,
                     )
                     return fitted.frame, fitted.out

@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -293,7 +292,7 @@ targets:
 """
 
 
-def test_a_python_3_8_device_benches_through_the_real_sshd(py38_with_numpy: str, server, ssh_env, tmp_path: Path, capsys) -> None:
+def test_a_python_3_8_device_benches_through_the_real_sshd(py38_with_numpy: str, server, ssh_env, tmp_path: Path, capsys) -> None:  # noqa: F811 (fixtures)
     """`python -m bench --device ssh://...?python=<3.8>`: hello, the agent and the worker all run on 3.8."""
     from bench.cli import main as bench_main
     from lowlight_edge.console import run_main

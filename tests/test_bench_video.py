@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from bench import video_rows
-from bench.report import render_html, render_markdown
 from bench.cli import build_parser
+from bench.report import render_html, render_markdown
 from export.config import ExportRequest
 from export.pipeline import export
 from lowlight_edge import zoo

@@ -18,7 +18,15 @@ import numpy as np
 import pytest
 
 from bench.harness import BenchRequest, run_bench
-from bench.preview import THUMB_SIDE, diff_scale, input_thumbnail, load_row_preview, png_bytes, shrink, write_preview_npz
+from bench.preview import (
+    THUMB_SIDE,
+    diff_scale,
+    input_thumbnail,
+    load_row_preview,
+    png_bytes,
+    shrink,
+    write_preview_npz,
+)
 from bench.report import latency_figure, write_results
 from lowlight_edge.metrics import PSNR_CAP_DB
 from tests.test_bench_cli import TINY_TARGET

@@ -28,7 +28,7 @@ from lowlight_edge.temporal import ParamSmoother, SmoothedModel, apply_global, c
 from quantize.exposure import darken
 from runtimes import cli
 from runtimes.video import write_video
-from tests.test_video import H, RATE, W, decode, still
+from tests.test_video import RATE, H, W, decode, still
 
 OUTPUTS = ("output", "img_local", "gamma", "color")
 

@@ -17,7 +17,6 @@ from lowlight_edge.errors import ConfigError, MissingRequirement, UsageError
 from lowlight_edge.plan import FloatNode, PrecisionPlan, load_plan, save_plan
 from runtimes import BuildConfig, get_backend
 from runtimes import backend_tensorrt as trt_backend
-from runtimes.cuda import LIBCUDART_ENV, CudaError, CudaRuntime, cuda_status, library_candidates, load_libcudart
 from runtimes.backend_tensorrt import (
     ENGINE_FORMAT,
     RUNTIME_FIELDS,
@@ -28,6 +27,14 @@ from runtimes.backend_tensorrt import (
     plan_tensors,
     sidecar_mismatches,
     write_engine,
+)
+from runtimes.cuda import (
+    LIBCUDART_ENV,
+    CudaError,
+    CudaRuntime,
+    cuda_status,
+    library_candidates,
+    load_libcudart,
 )
 
 H, W = 48, 72

@@ -15,7 +15,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lowlight_edge.zoo._api import UPSTREAM, GlobalParams, ModelSpec, QuantPreset, Weights, image_and_params, register
+from lowlight_edge.zoo._api import (
+    UPSTREAM,
+    GlobalParams,
+    ModelSpec,
+    QuantPreset,
+    Weights,
+    image_and_params,
+    register,
+)
 
 REPO, COMMIT = "cuiziteng/Illumination-Adaptive-Transformer", "c76472265247f47cea57649af28b15018bb64cb1"
 LICENSE = "Apache-2.0"

@@ -11,7 +11,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lowlight_edge.zoo._api import UPSTREAM, GlobalParams, ModelSpec, QuantPreset, Weights, image_and_params, register
+from lowlight_edge.zoo._api import (
+    UPSTREAM,
+    GlobalParams,
+    ModelSpec,
+    QuantPreset,
+    Weights,
+    image_and_params,
+    register,
+)
 from lowlight_edge.zoo.iat import apply_color_gamma
 
 REPO, COMMIT = "gibsonlee01/IAT_Student", "336702c84913c9d23f390661646de847310636c8"
