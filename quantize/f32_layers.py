@@ -1,28 +1,30 @@
-"""Which layers stay f32 under BF16 inference: the fewest, found by measurement on the worst frames.
+"""Which layers stay f32 under BF16 inference: few, found by measurement on the worst frames.
 
-BF16's error in these models is not spread evenly over the layers. IAT's FP32 IR in BF16 on the 48
-eval frames at 400x600 (Intel Xeon, AMX): 42.06/34.59 dB, 70 ms against 147 ms in f32; with its
-first convolution kept f32 44.89/36.78 dB; with three convolutions 50.47/40.08 dB at 69 ms. The
-IAT student, by contrast, needs nearly every convolution in f32 before its lamp frames pass,
-which costs all of BF16's speed: this search then finds nothing and says so.
+BF16's error in these models sits in a few layers, but which ones shows only in combination.
+Measured on the 48 eval frames at 400x600 (Intel Xeon, AMX, 2 threads): IAT's FP32 IR in BF16
+42.06/34.59 dB, with 3 convolutions f32 50.47/40.08 dB at 69 ms against 147 ms in f32. The IAT
+student in BF16 41.15/31.99 dB (lamp frames); no single layer kept f32 lifts its worst frames,
+so adding layers one at a time by their own effect finds nothing within 16 layers, while
+starting from every compute layer f32 (52.19/47.18 dB) and taking marks away keeps 3 of them,
+48.99/42.43 dB at 34 ms against 66 ms in f32.
 
 ``find_f32_layers`` (the quantize stage's runtime-option search calls it when a reduced precision
-misses its floor):
+misses its floor on an FP32 graph) therefore eliminates:
 
 1. the all-BF16 runner's PSNR per frame on the wide eval set; its PROBE_FRAMES worst frames are
-   where the search looks (the floor's min is decided there);
-2. each compute node alone kept f32 (``f32_layers``), scored by the probe frames' min PSNR; a node
-   whose mark OpenVINO cannot compile is skipped and recorded (2026.4 fails "object is not
-   initialized" on some convolutions followed by a fused add);
-3. greedily, best score first: a node is kept when it raises the probe frames' min; when that
-   min meets the floor's, the whole set is measured: done if its min does too, else its worst
-   frames join the probe frames and the greedy goes on (the student: one layer lifted its four
-   worst lamp frames from 32 to 43.6 dB while another frame stayed at 33.9). At most
-   MAX_F32_LAYERS are kept. The floor's mean is for the whole set: the caller checks it.
+   where the search looks;
+2. every compute node whose mark OpenVINO can compile (2026.4 fails "object is not initialized"
+   on some convolutions; those are skipped and recorded) starts f32; if even that misses the
+   floor's min on the probe frames, nothing is kept and the record says so;
+3. marks are taken away in groups, bisecting (contiguous halves in execution order, so a run of
+   insensitive layers goes in one step): a group leaves when the probe frames' min still meets
+   the floor without it, else its halves are tried, down to single layers;
+4. the whole set is measured: done when its min meets the floor too, else its worst frames join
+   the probe frames and the elimination runs again (ROUNDS in all).
 
-It returns the names, or None when the floor was not reached, and a record of every step. The
-caller confirms the result on the whole wide set and times it against the current options like
-any other candidate: layers in f32 cost speed, and only a measured gain is adopted.
+It returns the names, or None, and a record of every step. The floor's mean is for the whole set:
+the caller checks it there, and times the result against the current options like any other
+candidate (layers kept f32 cost speed; only a measured gain is adopted).
 """
 
 from __future__ import annotations
@@ -38,8 +40,34 @@ from runtimes.base import Runner
 
 log = logging.getLogger(__name__)
 
-PROBE_FRAMES = 4  # worst frames of the all-BF16 run that the per-layer search is scored on
-MAX_F32_LAYERS = 8  # more than this and BF16's gain is gone (the student: 16 layers, 64 ms vs 69 ms f32)
+PROBE_FRAMES = 8  # worst frames of a run that the elimination is decided on
+ROUNDS = 2  # eliminations at most: a second one when the first one's layers miss on another frame
+
+
+class _Search:
+    """The measurements of one search: per-frame PSNR of ``options`` plus a set of f32 layers."""
+
+    def __init__(self, base: Runner, options: dict, frames: list[np.ndarray], refs: list[np.ndarray]) -> None:
+        self.base, self.options, self.frames, self.refs = base, options, frames, refs
+        self.runs = 0
+
+    def psnrs(self, layers: list[str], which: list[int]) -> list[float] | None:
+        """PSNR of each frame in ``which`` with ``layers`` kept f32; None when OpenVINO cannot compile the marks."""
+        extra = {"f32_layers": sorted(layers)} if layers else {}
+        try:
+            with self.base.variant({**self.options, **extra}) as runner:
+                outs = run_frames(runner, [self.frames[i] for i in which])
+        except MissingRequirement:
+            return None
+        self.runs += 1
+        return [measure([o], [self.refs[i]])["psnr_db"]["min"] for o, i in zip(outs, which, strict=True)]
+
+    def compiles(self, name: str) -> bool:
+        try:
+            self.base.variant({**self.options, "f32_layers": [name]}).close()
+        except MissingRequirement:
+            return False
+        return True
 
 
 def _worst(psnrs: list[float], which: list[int]) -> list[int]:
@@ -47,59 +75,57 @@ def _worst(psnrs: list[float], which: list[int]) -> list[int]:
     return [which[i] for i in np.argsort(psnrs)[:PROBE_FRAMES]]
 
 
+def _eliminate(search: _Search, kept: list[str], probe: list[int], floor_min: float, steps: list[dict]) -> list[str]:
+    """``kept`` (which meets ``floor_min`` on ``probe``) less every group of marks it does not need."""
+
+    def holds(layers: list[str]) -> bool:
+        psnrs = search.psnrs(layers, probe)
+        return psnrs is not None and min(psnrs) >= floor_min
+
+    pending = [kept]
+    while pending:
+        group = pending.pop(0)
+        without = [n for n in kept if n not in group]
+        if len(group) < len(kept) and holds(without):
+            kept = without
+            steps.append({"dropped": len(group), "left": len(kept)})
+        elif len(group) > 1:
+            half = len(group) // 2
+            pending[:0] = [group[:half], group[half:]]
+    return kept
+
+
 def find_f32_layers(base: Runner, options: dict, frames: list[np.ndarray], refs: list[np.ndarray],
                     floor: tuple[float, float]) -> tuple[list[str] | None, dict]:
-    """(the f32 layers that bring ``options``' reduced precision to ``floor`` on the probe frames, or
-    None; the record). ``base`` is the FP32 runner (``variant`` compiles the candidates);
-    ``frames``/``refs`` the wide eval set."""
+    """(the f32 layers that bring ``options``' reduced precision to ``floor``'s min on every frame of
+    ``frames``, or None; the record). ``base`` is the FP32 runner (``variant`` compiles the
+    candidates); ``frames``/``refs`` the wide eval set."""
     start = time.perf_counter()
+    search = _Search(base, options, frames, refs)
     labels = list(getattr(refs, "labels", None) or [f"frame {i}" for i in range(len(refs))])
-
-    def per_frame(layers: list[str], which: list[int]) -> list[float] | None:
-        """PSNR of each frame in ``which`` with ``layers`` kept f32 (None: OpenVINO cannot compile that mark)."""
-        extra = {"f32_layers": sorted(layers)} if layers else {}
-        try:
-            with base.variant({**options, **extra}) as runner:
-                outs = run_frames(runner, [frames[i] for i in which])
-        except MissingRequirement:
-            return None
-        return [measure([o], [refs[i]])["psnr_db"]["min"] for o, i in zip(outs, which, strict=True)]
-
     everywhere = list(range(len(frames)))
-    probe = _worst(per_frame([], everywhere), everywhere)
-    record: dict = {"probe_frames": [labels[i] for i in probe], "floor_db": list(floor), "max_layers": MAX_F32_LAYERS}
-    singles, uncompilable = {}, []
-    for name in base.compute_nodes():
-        psnrs = per_frame([name], probe)
-        if psnrs is None:
-            uncompilable.append(name)
-        else:
-            singles[name] = min(psnrs)
-    record["uncompilable"] = uncompilable
-    kept: list[str] = []
-    best = min(per_frame([], probe))
-    steps: list[dict] = []
-    reached = False
-    for name in sorted(singles, key=lambda n: -singles[n]):
-        if len(kept) >= MAX_F32_LAYERS:
+    probe = _worst(search.psnrs([], everywhere), everywhere)
+    nodes = base.compute_nodes()
+    candidates = [n for n in nodes if search.compiles(n)]
+    record: dict = {"floor_min_db": floor[1], "compute_nodes": len(nodes),
+                    "uncompilable": [n for n in nodes if n not in candidates], "rounds": []}
+    layers = None
+    for _ in range(ROUNDS):
+        every = search.psnrs(candidates, probe)
+        step: dict = {"probe_frames": [labels[i] for i in probe], "all_f32_probe_min_db": every and min(every), "steps": []}
+        record["rounds"].append(step)
+        if every is None or min(every) < floor[1]:
+            step["outcome"] = "every compute layer f32 misses the floor on the probe frames: BF16's error is elsewhere"
             break
-        psnrs = per_frame([*kept, name], probe)
-        if psnrs is None or min(psnrs) <= best:
-            continue
-        kept.append(name)
-        best = min(psnrs)
-        steps.append({"added": name, "probe_min_db": best, "probe_frames": len(probe)})
-        if best < floor[1]:
-            continue
-        # the probe frames meet the floor's min: does the whole set? If not, its worst frames join the probe
-        whole = per_frame(kept, everywhere)
-        steps[-1]["whole_set_min_db"] = min(whole)
+        kept = _eliminate(search, candidates, probe, floor[1], step["steps"])
+        whole = search.psnrs(kept, everywhere)
+        step.update(kept=sorted(kept), whole_set_min_db=min(whole))
         if min(whole) >= floor[1]:
-            reached = True
+            layers = sorted(kept)
+            step["outcome"] = f"{len(kept)} of {len(nodes)} compute layers f32 meet the floor's min on all {len(frames)} frames"
             break
+        step["outcome"] = "another frame misses: its worst frames join the probe frames"
         probe = sorted(set(probe) | set(_worst(whole, everywhere)))
-        best = min(whole[i] for i in probe)
-    record.update(steps=steps, layers=sorted(kept) if reached else None, seconds=round(time.perf_counter() - start, 1),
-                  singles_scored=len(singles))
-    log.info("f32 layers for %s: %s (%d scored, %.0f s)", options, record["layers"], len(singles), record["seconds"])
-    return record["layers"], record
+    record.update(layers=layers, runs=search.runs, seconds=round(time.perf_counter() - start, 1))
+    log.info("f32 layers for %s: %s (%d runs, %.0f s)", options, layers, search.runs, record["seconds"])
+    return layers, record
