@@ -143,8 +143,9 @@ class BuildEngine(Stage):
             )
             artifact = backend.build(ctx.model_dir / source.path, config, ctx.model_dir / "tensorrt")
             if gpu_present(ctx.target.device):
+                frames, refs = ctx.wide_eval()  # the frames its source was judged on
                 with backend.load(artifact.path, device=ctx.target.device) as runner:
-                    fid = measure(run_frames(runner, ctx.frames()), ctx.references())
+                    fid = measure(run_frames(runner, frames), refs)
                 fid["runtime"] = "tensorrt"
                 fid["numerics"] = "the engine on this GPU"
             else:
@@ -181,7 +182,7 @@ class BuildEngine(Stage):
         try:
             with atomic_path(ctx.model_dir / name) as tmp:  # an exception leaves no file behind
                 info = convert_to_fp16(ctx.model_dir / ctx.records["simplified"].path, tmp, keep)
-                fid = verify_onnx(tmp, ctx.frames(), ctx.references())
+                fid = verify_onnx(tmp, *ctx.wide_eval())  # a reduced precision: judged on the wide eval set
                 if not within_budget(fid, budget.psnr_mean_db, budget.psnr_min_db):
                     raise _MissedBudget
         except _MissedBudget:

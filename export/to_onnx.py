@@ -41,7 +41,7 @@ class ExportOnnx(Stage):
             "opset": req.opset,
             "verify_images": req.verify_images,
             "source": source_digest(),
-            "versions": {k: versions()[k] for k in ("torch", "onnx", "onnxscript", "onnxruntime")},
+            "versions": {k: versions()[k] for k in ("torch", "onnx", "onnxscript", "openvino")},
         }
 
     def run(self, ctx: Context) -> list[FileRecord]:
@@ -56,7 +56,7 @@ class ExportOnnx(Stage):
         with atomic_path(target) as tmp:
             exporter = export_module(ctx, tmp)
             check_opset(tmp, ctx.request.opset, exporter)
-            fid = verify_onnx_stage(ctx, tmp, self.name)
+            fid = verify_onnx_stage(ctx, tmp, self.name, runtime="openvino")  # export.verify.ONNX_CHECKERS
         record = FileRecord(name, self.name, "fp32", "onnx", fidelity=fid, notes=[f"exporter: {exporter}"])
         return [record.fill_digest(ctx.model_dir)]
 

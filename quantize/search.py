@@ -39,7 +39,7 @@ import time
 import numpy as np
 
 from export.core import Context
-from export.verify import FP32_MIN_PSNR_DB, measure, run_frames, within_budget
+from export.verify import FP32_MIN_PSNR_DB, frame_psnrs, measure, run_frames, within_budget
 from lowlight_edge.plan import FloatNode, PrecisionPlan
 from lowlight_edge.versions import versions
 from quantize import ptq
@@ -360,20 +360,22 @@ def choose_runtime_options(ctx: Context, plan: PrecisionPlan, precision: str, ba
         record["fidelity"] = {"psnr_db": fid["psnr_db"], "nonfinite": fid["nonfinite"], "floor_db": list(floor),
                               "floor": why, "worst": fid.get("worst")}
         passed = within_budget(fid, *floor)
+        wide_psnrs = None
         if passed and reduces_precision(trial) and ctx.wide_size() > len(frames):
             # a reduced precision's error varies from frame to frame: confirmed on the wider eval set
-            record["fidelity"]["wide"] = _wide_fidelity(ctx, runner)
+            record["fidelity"]["wide"], wide_psnrs = _wide_fidelity(ctx, runner)
             passed = within_budget(record["fidelity"]["wide"], *floor)
         if not passed and reduces_precision(trial) and precision == "fp32":
             # the error may sit in a few layers: keep the fewest in f32 that bring it to the floor
             wide_frames, wide_refs = ctx.wide_eval()
-            layers, record["f32_layers_search"] = find_f32_layers(base, {**pinned, **trial}, wide_frames, wide_refs, floor)
+            layers, search = find_f32_layers(base, {**pinned, **trial}, wide_frames, wide_refs, floor, reduced=wide_psnrs)
+            record["f32_layers_search"] = search
             if layers:
                 runner.close()
                 trial = {**trial, "f32_layers": layers}
                 record["options"] = trial
                 runner = base.variant({**pinned, **trial})
-                record["fidelity"]["wide"] = _wide_fidelity(ctx, runner)
+                record["fidelity"]["wide"] = search["whole_set"]  # measured by the search with these layers
                 passed = within_budget(record["fidelity"]["wide"], *floor)
         if not passed:
             record["verdict"] = "misses the fidelity floor"
@@ -398,11 +400,12 @@ def choose_runtime_options(ctx: Context, plan: PrecisionPlan, precision: str, ba
     return ChosenOptions(original, current, options)
 
 
-def _wide_fidelity(ctx: Context, runner: Runner) -> dict:
-    """A candidate's fidelity on the wider eval set (Context.wide_eval), as a candidate records it."""
+def _wide_fidelity(ctx: Context, runner: Runner) -> tuple[dict, list[float]]:
+    """(a candidate's fidelity on the wider eval set (Context.wide_eval) as a candidate records it, each frame's PSNR)."""
     wide_frames, wide_refs = ctx.wide_eval()
     wide = measure(run_frames(runner, wide_frames), wide_refs)
-    return {"frames": len(wide_frames), "psnr_db": wide["psnr_db"], "nonfinite": wide["nonfinite"], "worst": wide.get("worst")}
+    record = {"frames": len(wide_frames), "psnr_db": wide["psnr_db"], "nonfinite": wide["nonfinite"], "worst": wide.get("worst")}
+    return record, frame_psnrs(wide)
 
 
 def option_floor(precision: str, options: dict, budget: dict) -> tuple[tuple[float, float], str]:

@@ -3,6 +3,12 @@
 CPU execution provider by default, with the settings the baseline measured (intra-op threads
 configurable, inter-op 1, ORT_ENABLE_ALL, sequential execution); CUDA or TensorRT execution
 providers when the installed onnxruntime has them. A QDQ (INT8) ONNX runs the same way.
+
+Option ``denormals`` (default off, ORT's own default) sets ``session.set_denormal_as_zero``: ORT's
+intra-op threads flush denormals (FTZ/DAZ; the calling thread, which runs a share of each operator,
+does not). The PyTorch references are computed flushed
+(lowlight_edge.denormals), so a check against them loses nothing; on IAT's simplified graph at
+400x600 (Intel Xeon, 2 threads) it took ORT from 1.15 to 0.81 s a frame, bit-identical output.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import numpy as np
 from lowlight_edge.errors import DataError, MissingRequirement, UsageError
 from runtimes.base import Backend, Runner, artifact_path, check_options, onnx_precision, read_sidecar
 
-OPTIONS = ("threads", "providers")
+OPTIONS = ("threads", "providers", "denormals")
 DEVICE_PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
     "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
@@ -26,7 +32,8 @@ DEVICE_PROVIDERS = {
 class OrtRunner(Runner):
     backend = "onnxruntime"
 
-    def __init__(self, path: Path, device: str, providers: list[str], threads: int | None) -> None:
+    def __init__(self, path: Path, device: str, providers: list[str], threads: int | None,
+                 denormals: bool = False) -> None:
         import onnxruntime as ort
 
         side = read_sidecar(path) or {}
@@ -41,6 +48,9 @@ class OrtRunner(Runner):
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        if denormals:
+            opts.add_session_config_entry("session.set_denormal_as_zero", "1")
+        self._denormals = denormals
         try:
             self._session = ort.InferenceSession(str(path), opts, providers=providers)
         except Exception as err:  # ORT raises its own Fail/InvalidGraph/... types
@@ -92,6 +102,7 @@ class OrtRunner(Runner):
             "inter_op_threads": 1,
             "graph_optimization": "ORT_ENABLE_ALL",
             "execution_mode": "sequential",
+            "denormals_as_zero": self._denormals,
         }
 
 
@@ -112,7 +123,8 @@ class OnnxRuntimeBackend(Backend):
         """Session for an .onnx file.
 
         Device cpu | cuda | tensorrt picks the execution providers; options: threads (intra-op),
-        providers (an explicit provider list, which must fit the device).
+        providers (an explicit provider list, which must fit the device), denormals (true: flush
+        denormals to zero).
         """
         self.require()
         import onnxruntime as ort
@@ -132,7 +144,11 @@ class OnnxRuntimeBackend(Backend):
         if missing:
             msg = f"onnxruntime {ort.__version__} here lacks {', '.join(missing)} (has {', '.join(available)}); install onnxruntime-gpu or use device 'cpu'"
             raise MissingRequirement(msg)
-        return OrtRunner(path, device, providers, options.get("threads"))
+        denormals = options.get("denormals", False)
+        if not isinstance(denormals, bool):
+            msg = f"onnxruntime option denormals must be true or false, got {denormals!r}"
+            raise UsageError(msg)
+        return OrtRunner(path, device, providers, options.get("threads"), denormals)
 
 
 BACKEND = OnnxRuntimeBackend()

@@ -89,6 +89,30 @@ def test_loaded_ir_runs_with_its_sidecar_options_unless_the_caller_says_otherwis
 
 
 @pytest.mark.openvino
+def test_a_flushing_runner_leaves_no_flush_behind(tmp_path) -> None:
+    """Denormal flushing is per runner: a runner without it, loaded after one with it ran in the same
+    process, does not flush. OpenVINO leaves the threads' FTZ/DAZ as a flushing model set them
+    unless each compile says (compile_config): 1e-39 x 1e30 is 1e-9, or 0 where the denormal input
+    was flushed. Left unset, the quantize stage timed FP32 already flushed."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 3, 256, 256]) for n in ("x", "y")]
+    scale = numpy_helper.from_array(np.array(1e30, np.float32), "c")
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "c"], ["y"])], "denormal", io[:1], io[1:], [scale])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "denormal.onnx"
+    onnx.save(model, str(path))
+    ov = get_backend("openvino")
+    x = np.full((1, 3, 256, 256), 1e-39, np.float32)  # a denormal float32
+    with ov.load(path, options={"threads": 2, "denormals": True}) as flushed:
+        assert np.all(flushed(x) == 0)
+    with ov.load(path, options={"threads": 2}) as plain:
+        assert np.all(plain(x) > 0) and plain.describe()["denormals_optimization"] is False
+
+
+@pytest.mark.openvino
 def test_outputs_a_caller_keeps_are_never_overwritten(onnx_file, frames, tmp_path) -> None:
     ov = get_backend("openvino")
     xml = ov.build(onnx_file, BuildConfig(), tmp_path).path

@@ -307,3 +307,28 @@ def test_openvino_tinydce_720p_bug(tmp_path: Path) -> None:
     x = np.random.default_rng(0).random(shape, dtype=np.float32) * 0.3
     with ov.load(artifact, options={"threads": 2}) as runner, torch.no_grad():
         assert psnr(runner(x), model(torch.from_numpy(x)).numpy()) >= 60.0
+
+
+def test_onnxruntime_denormals_option_flushes_its_threads(tmp_path: Path) -> None:
+    """``denormals: true`` makes ORT's intra-op threads flush denormals: 1 x 1e-30 x 1e-10 is a
+    denormal that survives to 1e-10 after x 1e30 unless flushed (the calling thread, which runs a
+    share of each operator, is not flushed, so only some of the values go to zero)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    scale = [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("a", 1e-30), ("b", 1e-10), ("c", 1e30))]
+    nodes = [helper.make_node("Mul", ["x", "a"], ["t"]), helper.make_node("Relu", ["t"], ["r"]),
+             helper.make_node("Mul", ["r", "b"], ["u"]), helper.make_node("Mul", ["u", "c"], ["y"])]
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 3, 512, 512]) for n in ("x", "y")]
+    model = helper.make_model(helper.make_graph(nodes, "denormal", io[:1], io[1:], scale),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "denormal.onnx"
+    onnx.save(model, str(path))
+    ort = _available("onnxruntime")
+    x = np.ones((1, 3, 512, 512), np.float32)
+    with ort.load(path, options={"threads": 2}) as plain, ort.load(path, options={"threads": 2, "denormals": True}) as flushed:
+        assert not np.any(plain(x) == 0) and plain.describe()["denormals_as_zero"] is False
+        assert np.mean(flushed(x) == 0) > 0.3 and flushed.describe()["denormals_as_zero"] is True
+    with pytest.raises(UsageError, match="denormals must be true or false"):
+        ort.load(path, options={"denormals": "yes"})
