@@ -35,6 +35,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from lowlight_edge.errors import CheckFailed, MissingRequirement
 from runtimes.backend_openvino import runtime_properties
 
@@ -77,6 +79,7 @@ def benchmark_app_p50(
     device: str = "CPU",
     properties: Mapping[str, str] | None = None,
     timeout_s: float | None = None,
+    inputs: Path | None = None,
 ) -> float:
     """Median latency in ms of OpenVINO's benchmark_app on the same IR, threads, hint and shape.
 
@@ -86,6 +89,13 @@ def benchmark_app_p50(
     AVX512_BF16/AMX), then the runtime options of the IR's sidecar (as the runner applies them),
     then ``properties`` (the options the caller passed the runner explicitly). It runs in a
     temporary folder, since benchmark_app drops benchmark_report.csv into its working folder.
+
+    ``inputs``: a folder of the bench's own input frames as .npy files (``write_inputs``), given to
+    benchmark_app with ``-ip f32`` (the input stays float32, as the bench feeds it). Without them benchmark_app times another
+    graph on other data: it turns an image-shaped input into u8 with a conversion and fills it with
+    random 0-255 values, and a graph whose speed depends on its data (denormals) runs another
+    speed. Measured on IAT's plain FP32 export, 2 threads: random u8 234 ms, the real frames as
+    .npy 297 ms, the bench 300 ms.
     """
     tool = find_benchmark_app()
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": str(int(threads))}
@@ -97,6 +107,7 @@ def benchmark_app_p50(
     with tempfile.TemporaryDirectory(prefix="benchmark-app-") as tmp:
         config_path = Path(tmp) / "config.json"
         config_path.write_text(json.dumps({device: config}))
+        given = ["-i", str(inputs), "-ip", "f32"] if inputs is not None else []
         cmd = [
             tool,
             "-m",
@@ -111,6 +122,7 @@ def benchmark_app_p50(
             shape_arg,
             "-t",
             str(max(1, round(seconds))),
+            *given,
         ]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, cwd=tmp)
@@ -121,9 +133,17 @@ def benchmark_app_p50(
     if proc.returncode != 0 or median is None:
         tail = [line for line in (proc.stderr + proc.stdout).splitlines() if line.strip()]
         last = tail[-1].strip() if tail else f"exit code {proc.returncode}"
-        msg = f"benchmark_app failed on {xml}: {last}; run by hand: {' '.join(cmd[:-8])} ..."
+        msg = f"benchmark_app failed on {xml}: {last}; run by hand: {' '.join(cmd[:5])} ..."
         raise CheckFailed(msg)
     return median
+
+
+def write_inputs(frames: Sequence[np.ndarray], folder: Path) -> Path:
+    """``frames`` as float32 .npy files in ``folder`` (created), for ``benchmark_app_p50(inputs=...)``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, frame in enumerate(frames):
+        np.save(folder / f"frame_{i:03d}.npy", np.ascontiguousarray(frame, dtype=np.float32))
+    return folder
 
 
 def tolerance_for(bench_p50_ms: float, app_p50_ms: float) -> tuple[float, float, str]:

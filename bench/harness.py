@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.crosscheck import benchmark_app_p50, find_benchmark_app, interleaved, round_seconds
+from bench.crosscheck import benchmark_app_p50, find_benchmark_app, interleaved, round_seconds, write_inputs
 from bench.host import check_host, host_info
 from bench.paired import median_ms, paired_vs_baseline
 from bench.preview import THUMB_SIDE, input_thumbnail, load_row_preview
@@ -367,12 +367,15 @@ def crosscheck_row(artifact: Path, threads: int, p50: float, target: Target, fra
     precision = target.load_options().get("precision")
     seconds = round_seconds(p50)
     try:
-        with get_backend("openvino").load(artifact, device=target.device, options=target.load_options()) as runner:
+        with get_backend("openvino").load(artifact, device=target.device, options=target.load_options()) as runner, \
+                tempfile.TemporaryDirectory(prefix="crosscheck-inputs-") as tmp:
+            inputs = write_inputs(frames, Path(tmp))  # benchmark_app times the same frames
             runner(frames[0])
             record = interleaved(
                 lambda: median_ms(runner, frames, seconds),
                 lambda: benchmark_app_p50(artifact, threads, frames[0].shape, seconds=seconds,
-                                          properties={"INFERENCE_PRECISION_HINT": precision} if precision else None),
+                                          properties={"INFERENCE_PRECISION_HINT": precision} if precision else None,
+                                          inputs=inputs),
             )
     except LowlightError as err:
         return {"error": str(err)}

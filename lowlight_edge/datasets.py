@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,7 @@ log = logging.getLogger(__name__)
 PREPROCESS_VERSION = 3  # 3: scenes.exposure_for samples the frame
 SCENES = RECIPE  # the default scene recipe mixed into calibration and eval sets; None: plain frames only
 SCENE_EVERY = 2  # every second frame of a set (positions 1, 3, ...) is a light-source scene
+READ_THREADS = min(4, os.cpu_count() or 1)  # image decoding and resizing release the GIL
 SCENE_CHOICES = (RECIPE, None)
 
 
@@ -266,20 +269,30 @@ def _prepare(
     chosen: dict[int, np.ndarray] = {}
     skipped: list[str] = []
     too_bright = 0
-    for index in order:
-        if len(chosen) == want:
-            break
+
+    def read(index: int) -> np.ndarray | DataError:
         path = files[index]
         try:
-            array = _to_input(path, spec, height, width, frame_seed(seed, purpose, path.name))
+            return _to_input(path, spec, height, width, frame_seed(seed, purpose, path.name))
         except DataError as err:
-            skipped.append(str(err))
-            log.warning("skipping %s image %s: %s", role, path, err)
-            continue
-        if max_mean is not None and _brightness(path, spec, array) > max_mean:
-            too_bright += 1
-            continue
-        chosen[index] = array
+            return err
+
+    # Read in batches of the images still wanted, on READ_THREADS threads (decoding and resizing
+    # release the GIL), and take them in the seeded order: the same frames as one at a time.
+    position = 0
+    with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
+        while len(chosen) < want and position < len(order):
+            batch = order[position:position + want - len(chosen)]
+            position += len(batch)
+            for index, array in zip(batch, pool.map(read, batch), strict=True):
+                path = files[index]
+                if isinstance(array, DataError):
+                    skipped.append(str(array))
+                    log.warning("skipping %s image %s: %s", role, path, array)
+                elif max_mean is not None and _brightness(path, spec, array) > max_mean:
+                    too_bright += 1
+                else:
+                    chosen[index] = array
     if skipped:
         notes.append(f"skipped {len(skipped)} unusable file(s): " + "; ".join(skipped[:5]))
     if too_bright:
@@ -301,15 +314,19 @@ def _prepare(
         notes.append(f"only {len(chosen)} usable images for the {size} asked for")
     picked = sorted(chosen)
     paths, arrays = [files[i] for i in picked], [chosen[i] for i in picked]
-    info: list[dict] = []
-    made = 0
-    for position, path in enumerate(paths):
-        params = None
-        if scenes is not None and position % SCENE_EVERY == 1 and path.suffix.lower() not in RAW_SUFFIXES:
-            scene_seed = frame_seed(seed, f"{purpose}:{scenes}", path.name)
-            arrays[position], params = _scene_input(path, spec, height, width, scene_seed, made)
-            made += 1
-        info.append({"file": path.name, "scene": params, "sha256": frames_digest([arrays[position]])})
+    # the light-source scenes: positions 1, 1 + SCENE_EVERY, ... (RAW files stay), the n-th made with index n
+    at = [i for i, path in enumerate(paths)
+          if scenes is not None and i % SCENE_EVERY == 1 and path.suffix.lower() not in RAW_SUFFIXES]
+    made: dict[int, dict] = {}
+
+    def scene(n: int) -> tuple[np.ndarray, dict]:
+        path = paths[at[n]]
+        return _scene_input(path, spec, height, width, frame_seed(seed, f"{purpose}:{scenes}", path.name), n)
+
+    with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
+        for n, (array, params) in enumerate(pool.map(scene, range(len(at)))):
+            arrays[at[n]], made[at[n]] = array, params
+    info = [{"file": path.name, "scene": made.get(i), "sha256": frames_digest([arrays[i]])} for i, path in enumerate(paths)]
     return paths, arrays, notes, (height, width), info
 
 

@@ -27,7 +27,7 @@ from bench.host import (
     summarize_samples,
 )
 from bench.roofline import isa_peaks, measure_host_limits, roofline_ms, roofline_row
-from lowlight_edge.errors import MissingRequirement
+from lowlight_edge.errors import CheckFailed, MissingRequirement
 from lowlight_edge.targets import Target, get_target
 
 REPO = Path(__file__).resolve().parents[1]
@@ -543,7 +543,7 @@ def test_parse_benchmark_app_median():
 
 
 def test_benchmark_app_median_on_a_tiny_ir(tmp_path):
-    from bench.crosscheck import benchmark_app_p50, find_benchmark_app
+    from bench.crosscheck import benchmark_app_p50, find_benchmark_app, write_inputs
 
     try:
         find_benchmark_app()
@@ -562,6 +562,12 @@ def test_benchmark_app_median_on_a_tiny_ir(tmp_path):
     median = benchmark_app_p50(tmp_path / "tiny.xml", threads=1, shape=(1, 3, 32, 32), seconds=1)
     assert isinstance(median, float) and 0 < median < 1000
     assert report.exists() == existed  # benchmark_app ran in a temporary folder
+    # the bench's own frames as float32 .npy: used, so frames of another size are refused
+    frames = write_inputs([np.full((1, 3, 32, 32), 0.5, np.float32)] * 2, tmp_path / "inputs")
+    assert 0 < benchmark_app_p50(tmp_path / "tiny.xml", threads=1, shape=(1, 3, 32, 32), seconds=1, inputs=frames) < 1000
+    wrong = write_inputs([np.zeros((1, 3, 16, 16), np.float32)], tmp_path / "wrong")
+    with pytest.raises(CheckFailed, match="benchmark_app failed"):
+        benchmark_app_p50(tmp_path / "tiny.xml", threads=1, shape=(1, 3, 32, 32), seconds=1, inputs=wrong)
 
 
 # --------------------------------------------------------------------------------------------

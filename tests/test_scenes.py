@@ -146,3 +146,16 @@ def test_crop_calibration_keeps_the_light_sources() -> None:
     assert len(out) == 3 * CROPS_PER_FRAME
     for i in range(3):  # the first crop of every frame holds its lamp: the widest range is measured
         assert out[i * CROPS_PER_FRAME].max() == 300.0
+
+
+def test_frames_read_on_threads_are_the_frames_read_one_at_a_time(eval_dir: Path, monkeypatch) -> None:
+    """eval_frames reads and makes its scenes on READ_THREADS threads: the same frames, labels and
+    scene parameters, in the same order, as one thread (the references' cache key is their digest)."""
+    import lowlight_edge.datasets as D
+
+    threaded = eval_frames(eval_dir, RGB, (H, W), size=9)
+    monkeypatch.setattr(D, "READ_THREADS", 1)
+    single = eval_frames(eval_dir, RGB, (H, W), size=9)
+    assert threaded.labels == single.labels and threaded.info == single.info
+    assert sum(1 for i in single.info if i["scene"]) == 4
+    assert all(np.array_equal(a, b) for a, b in zip(threaded, single, strict=True))
