@@ -10,6 +10,7 @@ from __future__ import annotations
 from export.core import Context, FileRecord, Stage
 from export.manifest import source_digest
 from lowlight_edge.datasets import folder_digest
+from lowlight_edge.plan import PLAN_FILE
 from lowlight_edge.versions import versions
 from quantize.inputs import budget_of
 from quantize.outputs import write_outputs
@@ -40,6 +41,9 @@ class QuantizeStage(Stage):
         }
 
     def run(self, ctx: Context) -> list[FileRecord]:
+        # A previous run's plan is stale from here (this run decides anew, or decides nothing): an
+        # OpenVINO build applies the plan beside the ONNX it was decided on, and the ONNX is the same.
+        (ctx.model_dir / PLAN_FILE).unlink(missing_ok=True)
         if "int8" not in ctx.target.precisions:
             ctx.notes.append(f"target {ctx.target.name} lists no int8 precision; quantize stage skipped")
             return []

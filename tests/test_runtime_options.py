@@ -333,3 +333,25 @@ def test_the_f32_layer_search_reaches_its_floor_on_every_frame(onnx_file, frames
         impossible = (0.0, 120.0)  # above the 99 dB cap: even every layer f32 misses it
         layers, record = find_f32_layers(fp32, {"precision": "bf16"}, frames, refs, impossible)
         assert layers is None and "misses the floor" in record["rounds"][0]["outcome"]
+
+
+@pytest.mark.openvino
+def test_the_fp32_timing_runner_ignores_a_previous_runs_plan(tmp_path: Path) -> None:
+    """A rebuild in the same folder finds the previous run's precision plan beside the same ONNX;
+    the FP32 runner the search starts from must still have OpenVINO's defaults (a plan's f32 layers
+    baked into it made an 'all-BF16' candidate carry them)."""
+    from export.core import Context, FileRecord
+    from quantize.inputs import fp32_runner_for_timing
+
+    request = ExportRequest(model="tinydce", resolution=(H, W), out=tmp_path, until="simplify", verify_images=2)
+    manifest = json.loads(export(request, progress=False).read_text())
+    folder = tmp_path / "x86-cpu" / "tinydce"
+    simplified = next(f for f in manifest["files"] if f["role"] == "simplified")
+    plan = PrecisionPlan("tinydce", "x86-cpu", "fp32", "a previous run", {"psnr_mean_db": 40.0, "psnr_min_db": 38.0})
+    plan.runtime = {"host": {}, "source_sha256": simplified["sha256"], "options": {"fp32": {"denormals": True}}}
+    save_plan(plan, folder / PLAN_FILE)
+    assert get_backend("openvino").build(folder / simplified["path"], BuildConfig(), tmp_path / "ir").meta["runtime_options"]
+    ctx = Context(request, load_targets()["x86-cpu"])
+    ctx.records["simplified"] = FileRecord(simplified["path"], "simplify", "fp32", "simplified", sha256=simplified["sha256"])
+    with fp32_runner_for_timing(ctx) as runner:
+        assert runner.runtime_options == {"precision": "f32"}
