@@ -48,6 +48,12 @@ def frame_psnrs(result: dict) -> list[float]:
     return list(per_frame.values()) if isinstance(per_frame, dict) else list(per_frame)
 
 
+def fidelity_summary(result: dict) -> dict:
+    """A ``measure`` result as a precision plan records a candidate's: frames, PSNR, NaN/Inf, worst frame."""
+    return {"frames": len(result["per_frame"]), "psnr_db": result["psnr_db"], "nonfinite": result["nonfinite"],
+            "worst": result.get("worst")}
+
+
 def run_frames(runner: Callable[[np.ndarray], np.ndarray], frames: list[np.ndarray]) -> list[np.ndarray]:
     return [np.asarray(runner(f), dtype=np.float32) for f in frames]
 

@@ -39,7 +39,7 @@ import time
 
 import numpy as np
 
-from export.verify import frame_psnrs, measure, run_frames
+from export.verify import fidelity_summary, frame_psnrs, measure, run_frames
 from lowlight_edge.errors import MissingRequirement
 from runtimes.base import Runner
 
@@ -77,8 +77,7 @@ class _Search:
         with self.base.variant({**self.options, **extra}) as runner:
             result = measure(run_frames(runner, self.frames), self.refs)
         self.runs += 1
-        return frame_psnrs(result), {"frames": len(self.frames), "psnr_db": result["psnr_db"], "nonfinite": result["nonfinite"],
-                       "worst": result.get("worst")}
+        return frame_psnrs(result), fidelity_summary(result)
 
 
 def _worst(psnrs: list[float], which: list[int]) -> list[int]:

@@ -39,7 +39,7 @@ import time
 import numpy as np
 
 from export.core import Context
-from export.verify import FP32_MIN_PSNR_DB, frame_psnrs, measure, run_frames, within_budget
+from export.verify import FP32_MIN_PSNR_DB, fidelity_summary, frame_psnrs, measure, run_frames, within_budget
 from lowlight_edge.plan import FloatNode, PrecisionPlan
 from lowlight_edge.versions import versions
 from quantize import ptq
@@ -368,14 +368,14 @@ def choose_runtime_options(ctx: Context, plan: PrecisionPlan, precision: str, ba
         if not passed and reduces_precision(trial) and precision == "fp32":
             # the error may sit in a few layers: keep the fewest in f32 that bring it to the floor
             wide_frames, wide_refs = ctx.wide_eval()
-            layers, search = find_f32_layers(base, {**pinned, **trial}, wide_frames, wide_refs, floor, reduced=wide_psnrs)
-            record["f32_layers_search"] = search
+            layers, f32_search = find_f32_layers(base, {**pinned, **trial}, wide_frames, wide_refs, floor, reduced=wide_psnrs)
+            record["f32_layers_search"] = f32_search
             if layers:
                 runner.close()
                 trial = {**trial, "f32_layers": layers}
                 record["options"] = trial
                 runner = base.variant({**pinned, **trial})
-                record["fidelity"]["wide"] = search["whole_set"]  # measured by the search with these layers
+                record["fidelity"]["wide"] = f32_search["whole_set"]  # measured by the search with these layers
                 passed = within_budget(record["fidelity"]["wide"], *floor)
         if not passed:
             record["verdict"] = "misses the fidelity floor"
@@ -404,8 +404,7 @@ def _wide_fidelity(ctx: Context, runner: Runner) -> tuple[dict, list[float]]:
     """(a candidate's fidelity on the wider eval set (Context.wide_eval) as a candidate records it, each frame's PSNR)."""
     wide_frames, wide_refs = ctx.wide_eval()
     wide = measure(run_frames(runner, wide_frames), wide_refs)
-    record = {"frames": len(wide_frames), "psnr_db": wide["psnr_db"], "nonfinite": wide["nonfinite"], "worst": wide.get("worst")}
-    return record, frame_psnrs(wide)
+    return fidelity_summary(wide), frame_psnrs(wide)
 
 
 def option_floor(precision: str, options: dict, budget: dict) -> tuple[tuple[float, float], str]:
