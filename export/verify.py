@@ -63,18 +63,14 @@ def run_frames(runner: Callable[[np.ndarray], np.ndarray], frames: list[np.ndarr
 # OpenVINO instead (f32, its CPU plugin reads ONNX): a second, independent ONNX implementation, and
 # ORT runs IAT's unfolded raw graph at 3.3 s a 400x600 frame (2 threads) against 0.12 s in OpenVINO.
 # The simplified file, which ONNX Runtime and TensorRT consume, is always checked in ONNX Runtime.
-ONNX_CHECKERS = {
-    "onnxruntime": {"device": "cpu", "options": {"denormals": True}},
-    "openvino": {"device": "cpu", "options": {"precision": "f32"}},
-}
+ONNX_CHECKERS = {"onnxruntime": {"denormals": True}, "openvino": {"precision": "f32"}}  # load options, on the CPU
 
 
 def verify_onnx(path, frames: list[np.ndarray], references: list[np.ndarray], threads: int | None = None,
                 runtime: str = "onnxruntime") -> dict:
     """Fidelity of an ONNX file in ``runtime`` (ONNX_CHECKERS, on the CPU) against the PyTorch references."""
-    checker = ONNX_CHECKERS[runtime]
-    options = {**checker["options"], "threads": threads}
-    with runtimes.get_backend(runtime).load(path, device=checker["device"], options=options) as runner:
+    options = {**ONNX_CHECKERS[runtime], "threads": threads}
+    with runtimes.get_backend(runtime).load(path, device="cpu", options=options) as runner:
         result = measure(run_frames(runner, frames), references)
     result["runtime"] = runtime
     return result

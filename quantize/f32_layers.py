@@ -56,12 +56,15 @@ class _Search:
         self.base, self.options, self.frames, self.refs = base, options, frames, refs
         self.runs = 0
 
+    def _variant(self, layers: list[str]) -> Runner:
+        """The runner of ``options`` with ``layers`` kept f32 (MissingRequirement when the marks do not compile)."""
+        return self.base.variant({**self.options, **({"f32_layers": sorted(layers)} if layers else {})})
+
     def psnrs(self, layers: list[str], which: list[int]) -> list[float] | None:
         """PSNR of each frame in ``which`` with ``layers`` kept f32; None when OpenVINO cannot compile the marks
         (``which`` empty: only that is checked)."""
-        extra = {"f32_layers": sorted(layers)} if layers else {}
         try:
-            with self.base.variant({**self.options, **extra}) as runner:
+            with self._variant(layers) as runner:
                 outs = run_frames(runner, [self.frames[i] for i in which])
         except MissingRequirement:
             return None
@@ -73,8 +76,7 @@ class _Search:
 
     def whole(self, layers: list[str]) -> tuple[list[float], dict]:
         """(each frame's PSNR, the set's fidelity as a candidate records it) with ``layers`` kept f32."""
-        extra = {"f32_layers": sorted(layers)} if layers else {}
-        with self.base.variant({**self.options, **extra}) as runner:
+        with self._variant(layers) as runner:
             result = measure(run_frames(runner, self.frames), self.refs)
         self.runs += 1
         return frame_psnrs(result), fidelity_summary(result)
@@ -116,7 +118,7 @@ def find_f32_layers(base: Runner, options: dict, frames: list[np.ndarray], refs:
     search = _Search(base, options, frames, refs)
     labels = list(getattr(refs, "labels", None) or [f"frame {i}" for i in range(len(refs))])
     everywhere = list(range(len(frames)))
-    if reduced is None or len(reduced) != len(frames):
+    if reduced is None:
         reduced = search.psnrs([], everywhere)
     probe = _worst(reduced, everywhere)
     nodes = base.compute_nodes()
