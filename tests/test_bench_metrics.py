@@ -11,9 +11,12 @@ import pytest
 from bench.report import ROW_KEYS, budget_failures, fill_speedups, render_markdown, write_results
 from bench.roofline import bytes_moved, count_flops, measure_host_limits, roofline_fraction, roofline_ms
 from lowlight_edge.metrics import (
+    ERROR_CHUNK,
     PSNR_CAP_DB,
     fidelity,
     fps,
+    frame_errors,
+    frame_psnr,
     gaussian_window_1d,
     latency_stats,
     max_abs_err,
@@ -126,6 +129,26 @@ def test_max_abs_err_and_nonfinite():
     b = np.array([0.1, 0.5, 0.2, 0.3, 0.4, 0.25])
     assert nonfinite_count(a) == 3
     assert max_abs_err(a, b) == pytest.approx(0.75)  # over the finite pairs only
+
+
+def test_frame_errors_in_chunks_match_the_whole_array_formulas():
+    """The chunked one-pass figures equal the whole-array float64 definitions, NaN/Inf in a later chunk included."""
+    rng = np.random.default_rng(3)
+    ref = rng.uniform(-0.1, 1.1, (3, 300, 400)).astype(np.float32)  # 360k elements: two chunks
+    out = ref + rng.normal(0, 0.02, ref.shape).astype(np.float32)
+    assert out.size > ERROR_CHUNK
+    clipped = np.clip(out.astype(np.float64), 0, 1) - np.clip(ref.astype(np.float64), 0, 1)
+    bad, worst, mse = frame_errors(out, ref)
+    assert bad == 0
+    assert worst == np.max(np.abs(out.astype(np.float64) - ref))
+    assert mse == pytest.approx(np.mean(clipped**2), rel=1e-12)
+    assert frame_psnr(out, ref) == pytest.approx(psnr(np.clip(out, 0, 1), np.clip(ref, 0, 1)), rel=1e-12)
+    out.reshape(-1)[ERROR_CHUNK + 7] = np.nan  # in the second chunk
+    ref.reshape(-1)[ERROR_CHUNK + 9] = np.inf
+    bad, worst_nan, _ = frame_errors(out, ref)
+    finite = np.isfinite(out) & np.isfinite(ref)
+    assert bad == 1 and worst_nan == np.max(np.abs(out[finite].astype(np.float64) - ref[finite]))
+    assert frame_psnr(out, ref) == 0.0
 
 
 def test_latency_stats_known_answer():
