@@ -195,3 +195,38 @@ def test_a_plan_with_every_layer_float_is_not_applied_at_full_size(tmp_path: Pat
     assert plan.latency_ms == {"unmeasured": plan.ship["rule_reason"]} and "eval" not in plan.fidelity
     assert "fp32" in plan.runtime["options"]  # the deployed FP32's options, chosen at full size
     assert "ir_int8" not in {f["role"] for f in manifest["files"]}
+
+
+def test_on_a_search_export_int8_is_probed_against_the_fp32_options_chosen_at_full_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 12 MP model is searched on a smaller export; its INT8 probe there must race the FP32 that
+    would ship (LLPackNet: INT8 3.25x default FP32, a tie with BF16), and those options are chosen
+    once, at full size. Real export, OpenVINO and timing; the calls are only watched."""
+    from quantize import search
+
+    calls = []
+    real_choose, real_probe = search.choose_runtime_options, search.probe_speed
+
+    def choose(ctx, plan, precision, *args, **kwargs):
+        calls.append(("options", precision, tuple(ctx.resolution)))
+        return real_choose(ctx, plan, precision, *args, **kwargs)
+
+    def probe(ctx, plan, full_size):
+        calls.append(("probe", tuple(ctx.resolution), dict(plan.runtime.get("options", {}))))
+        return real_probe(ctx, plan, full_size)
+
+    monkeypatch.setattr(search, "choose_runtime_options", choose)
+    monkeypatch.setattr(search, "probe_speed", probe)
+    monkeypatch.setattr(search, "search_resolution", lambda ctx: (48, 72))
+    _, folder = quantize(tmp_path, "tinydce", (96, 144))
+    assert calls[0] == ("options", "fp32", (96, 144))  # full size, before anything at the search size
+    assert calls[1][:2] == ("probe", (48, 72)) and "fp32" in calls[1][2]
+    assert [c for c in calls if c[:2] == ("options", "fp32")] == [calls[0]]  # chosen once
+    plan = load_plan(folder / "precision_plan.yaml")
+    options = plan.runtime["options"]["fp32"]
+    assert plan.search[0]["step"].startswith("speed probe") and "at 48x72" in plan.search[0]["step"]
+    assert ("options chosen at full size" in plan.search[0]["step"]) == bool(options)
+    if plan.search[0]["speedup"]["verdict"] != "faster":
+        assert plan.decision == "fp32" and "not calibrated" in plan.reason
+        assert (f"runtime options {options}" in plan.reason) == bool(options)
