@@ -258,22 +258,24 @@ BUILD_LIMIT = {"seconds": 60.0, "peak_rss_mb": 4096}  # issue 17: export + quant
 
 
 def build_cost(manifest: dict) -> dict:
-    """What building the model's artifacts cost, from its manifest's stage records (each stage's own
-    run: a reused stage carries the figures of the run that made its files)."""
+    """What building the model's artifacts cost, from its manifest's records of the preflight and the
+    stages (each stage's own run: a reused stage carries the figures of the run that made its files)."""
     stages = manifest.get("stages") or {}
-    seconds = round(sum(run.get("seconds", 0.0) for run in stages.values()), 1)
-    references = round(sum(run.get("references_seconds", 0.0) for run in stages.values()), 1)
+    runs = [manifest.get("preflight") or {}, *stages.values()]
+    seconds = round(sum(run.get("seconds", 0.0) for run in runs), 1)
+    references = round(sum(run.get("references_seconds", 0.0) for run in runs), 1)
     return {
         "seconds": seconds,
         "references_seconds": references,
         "seconds_without_references": round(seconds - references, 1),
         "peak_rss_mb": max((run.get("peak_rss_mb", 0) for run in stages.values()), default=0),
+        "preflight_seconds": (manifest.get("preflight") or {}).get("seconds"),
         "stages": {name: run.get("seconds") for name, run in stages.items()},
         "reused": sorted(name for name, run in stages.items() if run.get("reused")),
         "limit": BUILD_LIMIT,
-        "what": "sum of the pipeline stages' wall time (process start-up not included), and of it the PyTorch FP32 "
-                "references the cache did not hold (computed once per weights and frame set; the limit is held "
-                "to the build without them); peak RSS of the largest stage",
+        "what": "wall time of the preflight (eval frames, their references) and the pipeline stages (process start-up "
+                "not included), and of it the PyTorch FP32 references the cache did not hold (computed once per "
+                "weights and frame set; the limit is held to the build without them); peak RSS of the largest stage",
     }
 
 

@@ -75,6 +75,7 @@ class Context:
         self.records: dict[str, FileRecord] = {}  # by role
         self.notes: list[str] = []
         self.stage_runs: dict[str, dict] = {}  # by stage name: seconds and peak RSS, or reused
+        self.preflight_run: dict = {}  # seconds of the input checks before the first stage (export.pipeline.preflight)
         self.created: list[Path] = []  # folders this run created (removed again if it fails leaving them empty)
         self.reference_seconds = 0.0  # PyTorch references computed (not read from the cache) so far
         self._lock: int | None = None  # fd of model_dir, flocked while this run writes into it

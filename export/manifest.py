@@ -57,6 +57,7 @@ def build_manifest(ctx, records) -> dict:
         "eval": {"folder": str(ctx.request.eval_folder), "sha256": ctx.eval_digest, "images": ctx.request.verify_images},
         "files": [asdict(r) for r in records],
         "notes": ctx.notes,
+        "preflight": ctx.preflight_run,  # seconds of the input checks (eval frames, references) before the stages
         "stages": ctx.stage_runs,  # seconds and peak RSS of each stage run (process-wide, this host)
         "versions": versions(),
     }

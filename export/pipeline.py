@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -69,7 +70,10 @@ def export(request: ExportRequest, progress: bool = True, for_device: bool = Fal
     check_device(request, target, device)
     ctx = Context(request, target)
     stages = stages_for(request.until, for_device=(for_device or device is not None) and target.runtime == "tensorrt")
+    start = time.monotonic()
     preflight(ctx, stages)
+    # part of the build's cost: a 12 MP RAW model's eval frames take seconds to make
+    ctx.preflight_run = {"seconds": round(time.monotonic() - start, 1), "references_seconds": round(ctx.reference_seconds, 1)}
     if device is not None:
         session = Session(device, echo=progress) if session is None else session
         session.hello()  # unreachable, refused, no Python or numpy: one line now, before any write

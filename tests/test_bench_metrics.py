@@ -358,6 +358,11 @@ def test_the_build_cost_of_each_model_heads_the_results():
     rows[0]["build"] = rows[1]["build"] = cost
     line = next(ln for ln in render_markdown(rows, BUDGET).splitlines() if ln.startswith("- build cost"))
     assert f"{rows[0]['resolution']} 54.5 s + 31 s first PyTorch references, 2900 MB" in line and "over 60 s" not in line
+    # the preflight (eval frames and their references, before the first stage) is part of the build
+    manifest["preflight"] = {"seconds": 9.5, "references_seconds": 2.0}
+    cost = build_cost(manifest)
+    assert cost["seconds"] == 95.0 and cost["references_seconds"] == 33.0 and cost["seconds_without_references"] == 62.0
+    assert cost["preflight_seconds"] == 9.5
 
 
 def test_write_results_four_files_with_the_issue_keys(tmp_path):

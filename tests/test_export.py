@@ -34,6 +34,7 @@ def test_manifest_records_every_file_with_fidelity(tmp_path: Path) -> None:
     # and TensorRT consume) in ONNX Runtime (export.verify.ONNX_CHECKERS)
     assert [f["fidelity"]["runtime"] for f in manifest["files"]] == ["openvino", "onnxruntime"]
     assert set(manifest["stages"]) == {"onnx", "simplify"}
+    assert manifest["preflight"]["seconds"] >= manifest["preflight"]["references_seconds"] >= 0
     for run_info in manifest["stages"].values():
         assert run_info["peak_rss_mb"] > 50 and run_info["seconds"] >= run_info["references_seconds"] >= 0
 

@@ -21,6 +21,17 @@ def test_transfer_functions_are_inverse() -> None:
     assert np.abs(exposure.linear_to_srgb(srgb_to_linear(levels)) - levels).max() < 1e-5
 
 
+def test_srgb_to_linear_is_the_piecewise_curve_bit_for_bit() -> None:
+    """Only the curved segment's pixels take the power: the same float32 values as the whole-array formula."""
+    rgb = np.concatenate([np.random.default_rng(1).uniform(-0.1, 1.1, 20001), [0.04045, np.nextafter(np.float32(0.04045), np.float32(1)), 0.0, 1.0]])
+    rgb = rgb.astype(np.float32).reshape(4001, 5)
+    clipped = np.clip(rgb, 0.0, 1.0)
+    whole = np.where(clipped <= 0.04045, clipped / 12.92, ((clipped + 0.055) / 1.055) ** 2.4).astype(np.float32)
+    linear = srgb_to_linear(rgb)
+    assert linear.dtype == np.float32 and linear.shape == rgb.shape
+    assert np.array_equal(linear, whole)
+
+
 def test_darken_hits_the_target_level_in_8_bits(calib_dir: Path) -> None:
     rng = np.random.default_rng(0)
     for frame in bright_frames(calib_dir):
