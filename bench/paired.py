@@ -21,11 +21,13 @@ import numpy as np
 
 from quantize.search import SPEED_CONFIDENCE, median_interval
 from runtimes import get_backend
+from runtimes.isolation import timers
 
 MIN_ROUNDS = 10  # the sign test's 99% interval needs at least 8 rounds
 MAX_ROUNDS = 40
 SECONDS = 15.0  # rounds beyond MIN_ROUNDS stop at this cap (the first MIN_ROUNDS always run)
-STATISTIC = "median of per-round baseline ms / row ms, interleaved in one process (order rotating each round)"
+STATISTIC = ("median of per-round baseline ms / row ms, interleaved (order rotating each round) in one process, or one "
+             "per artifact when their denormal modes differ (runtimes.isolation)")
 
 
 def rotate(items: list[Any], shift: int) -> list[Any]:
@@ -38,18 +40,16 @@ def time_rounds(runners: dict[str, Any], frames: list[np.ndarray], min_rounds: i
                 max_rounds: int = MAX_ROUNDS, seconds: float = SECONDS) -> dict[str, list[float]]:
     """ms per round for each runner: round i runs every runner once on frame i (cycling), in rotated order."""
     names = list(runners)
-    for name in names:  # untimed first calls: compile caches, allocations
-        runners[name](frames[0])
     times: dict[str, list[float]] = {name: [] for name in names}
-    deadline = time.perf_counter() + seconds
-    rounds = 0
-    while rounds < max_rounds and (rounds < min_rounds or time.perf_counter() < deadline):
-        frame = frames[rounds % len(frames)]
-        for name in rotate(names, rounds):
-            start = time.perf_counter()
-            runners[name](frame)
-            times[name].append(round((time.perf_counter() - start) * 1e3, 3))
-        rounds += 1
+    with timers(runners, frames) as calls:  # one process, or one per runner when their denormal modes differ
+        for name in names:  # untimed first calls: compile caches, allocations
+            calls[name](0)
+        deadline = time.perf_counter() + seconds
+        rounds = 0
+        while rounds < max_rounds and (rounds < min_rounds or time.perf_counter() < deadline):
+            for name in rotate(names, rounds):
+                times[name].append(round(calls[name](rounds), 3))
+            rounds += 1
     return times
 
 

@@ -135,31 +135,28 @@ def meets(psnrs: list[float], budget: dict) -> bool:
     return float(np.mean(psnrs)) >= budget["psnr_mean_db"] and float(np.min(psnrs)) >= budget["psnr_min_db"]
 
 
-def warm_up(runners, frames: list[np.ndarray], runs: int = 2) -> None:
-    """A few untimed runs of each runner (first calls allocate and compile)."""
+def warm_up(calls, runs: int = 2) -> None:
+    """A few untimed runs of each timed call (runtimes.isolation.timers; first calls allocate and compile)."""
     for i in range(runs):
-        for runner in runners:
-            runner(frames[i % len(frames)])
+        for call in calls:
+            call(i)
 
 
-def paired_rounds(a, b, frames: list[np.ndarray], times_a: list[float], times_b: list[float], until: int,
-                  deadline: float | None = None) -> None:
+def paired_rounds(a, b, times_a: list[float], times_b: list[float], until: int, deadline: float | None = None) -> None:
     """Time rounds of one ``a`` run and one ``b`` run on the same frame, appending ms to the lists.
 
-    Round i runs frame i (cycling over the varied frames), ``a`` first in even rounds and ``b``
-    first in odd ones, so neither side always follows the other. Both runs of a round share the
-    host's load of that moment, which is what makes the per-round ratio a fair comparison on a
-    shared machine. Stops when the lists hold ``until`` rounds or, if given, at the
-    ``time.perf_counter()`` deadline (after a whole round).
+    ``a`` and ``b`` are timed calls (runtimes.isolation.timers: frame index -> ms). Round i runs
+    frame i (cycling over the varied frames), ``a`` first in even rounds and ``b`` first in odd
+    ones, so neither side always follows the other. Both runs of a round share the host's load of
+    that moment, which is what makes the per-round ratio a fair comparison on a shared machine.
+    Stops when the lists hold ``until`` rounds or, if given, at the ``time.perf_counter()``
+    deadline (after a whole round).
     """
     while len(times_a) < until and (deadline is None or time.perf_counter() < deadline):
         i = len(times_a)
-        frame = frames[i % len(frames)]
         pair = ((a, times_a), (b, times_b)) if i % 2 == 0 else ((b, times_b), (a, times_a))
-        for runner, samples in pair:
-            start = time.perf_counter()
-            runner(frame)
-            samples.append((time.perf_counter() - start) * 1e3)
+        for call, samples in pair:
+            samples.append(call(i))
 
 
 def quiet_nncf() -> None:

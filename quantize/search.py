@@ -58,6 +58,7 @@ from quantize.inputs import (
 from runtimes.backend_openvino import BACKEND as openvino  # NNCF quantizes openvino.Models; this runs them
 from runtimes.backend_openvino import RUNTIME_OPTIONS, cpu_capabilities, float_compute_ops, reduces_precision
 from runtimes.base import Runner
+from runtimes.isolation import needs_isolation, timers
 
 log = logging.getLogger(__name__)
 
@@ -491,19 +492,31 @@ def compare_speed(fp32: Runner, int8: Runner, frames: list[np.ndarray], seconds:
     A is ``fp32`` (the baseline), B ``int8`` (the candidate); ``labels`` name them in the record.
 
     Each round times one FP32 and one INT8 run on the same frame (ptq.paired_rounds: the order
-    alternates). After looks[0] rounds, then looks[1], ... the interval of ``speed_verdict`` is
+    alternates), both in this process or, when their denormal modes differ, each in its own
+    (runtimes.isolation.timers; the record's ``processes`` says which). After looks[0] rounds, then looks[1], ... the interval of ``speed_verdict`` is
     checked; timing stops at the first look that separates it from MIN_SPEEDUP, after looks[-1]
     rounds, or when ``seconds`` have passed (looks[0] rounds always run). At most len(looks) looks.
     Returns ``speed_record`` of the rounds, with the stopping reason and the time taken.
     """
-    ptq.warm_up((fp32, int8), frames)
+    with timers({"a": fp32, "b": int8}, frames) as calls:
+        record = _compare_rounds(calls["a"], calls["b"], seconds, looks, threshold, labels)
+    record["processes"] = (
+        "one per side: their denormal modes differ, which one process cannot keep apart (runtimes.isolation)"
+        if needs_isolation({"a": fp32, "b": int8}) else "one"
+    )
+    return record
+
+
+def _compare_rounds(fp32, int8, seconds: float, looks: tuple[int, ...], threshold: float, labels: tuple[str, str]) -> dict:
+    """``compare_speed``'s rounds and looks, on two timed calls (frame index -> ms)."""
+    ptq.warm_up((fp32, int8))
     fp32_ms: list[float] = []
     int8_ms: list[float] = []
     start = time.perf_counter()
     deadline = start + seconds
     record: dict = {}
     for number, count in enumerate(looks, 1):
-        ptq.paired_rounds(fp32, int8, frames, fp32_ms, int8_ms, count, None if number == 1 else deadline)
+        ptq.paired_rounds(fp32, int8, fp32_ms, int8_ms, count, None if number == 1 else deadline)
         capped = len(fp32_ms) < count or (time.perf_counter() >= deadline and count < looks[-1])
         final = capped or count == looks[-1]
         record = speed_record(fp32_ms, int8_ms, final=final, threshold=threshold, labels=labels)

@@ -415,6 +415,20 @@ class OpenVinoRunner(Runner):
         record = merge_options({}, {k: merged.get(k) for k in RUNTIME_OPTIONS})[1]
         return OpenVinoRunner(self._model, self.device, merged, self.source, self._side, record)
 
+    def thread_state(self) -> bool:
+        """The denormal mode (FTZ/DAZ) this runner's compile set on OpenVINO's stream threads, which
+        compiled models of the same thread configuration share (runtimes.isolation)."""
+        return bool(self.runtime_options.get("denormals"))
+
+    def portable(self, folder: Path) -> dict[str, Any]:
+        """This runner's graph saved as an IR in ``folder``, with its options (f32 marks are applied again on load)."""
+        import openvino as ov
+
+        path = Path(folder) / "model.xml"
+        ov.save_model(self._model, str(path), compress_to_fp16=False)
+        options = {k: v for k, v in self._options.items() if k in OPTIONS and v is not None}
+        return {"backend": self.backend, "path": str(path), "device": self.device, "options": options}
+
     def compute_nodes(self) -> list[str]:
         """Names of the graph's compute nodes (convolutions, matmuls), in execution order: what
         ``f32_layers`` may name."""

@@ -319,6 +319,17 @@ class Runner(ABC):
     def closed(self) -> bool:
         return self._closed
 
+    def thread_state(self) -> Any:
+        """What running this runner sets on the threads it runs on that another runner of the same
+        process would then run with (None: nothing). OpenVINO: its denormal mode (runtimes.isolation)."""
+        return None
+
+    def portable(self, folder: Path) -> dict[str, Any]:
+        """How another process loads this runner: {"backend", "path", "device", "options"}, writing
+        what it needs into ``folder`` (runtimes.isolation)."""
+        msg = f"the {self.backend} runner cannot be loaded in another process"
+        raise UsageError(msg)
+
     def describe(self) -> dict[str, Any]:
         """Backend, versions, device, precision, threads and backend-specific settings."""
         info: dict[str, Any] = {
