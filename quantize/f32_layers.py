@@ -18,7 +18,8 @@ misses its floor on an FP32 graph) therefore eliminates:
    floor's min on the probe frames, nothing is kept and the record says so;
 3. marks are taken away in groups, bisecting (contiguous halves in execution order, so a run of
    insensitive layers goes in one step): a group leaves when the probe frames' min still meets
-   the floor without it, else its halves are tried, down to single layers;
+   the floor without it, else its halves are tried, down to single layers (the probe frames run
+   worst first, and a check stops at the first frame under the floor);
 4. the whole set is measured: done when its min meets the floor too, else its worst frames join
    the probe frames and the elimination runs again (ROUNDS in all).
 
@@ -41,6 +42,7 @@ import numpy as np
 
 from export.verify import fidelity_summary, frame_psnrs, measure, run_frames
 from lowlight_edge.errors import MissingRequirement
+from lowlight_edge.metrics import frame_psnr
 from runtimes.base import Runner
 
 log = logging.getLogger(__name__)
@@ -60,16 +62,21 @@ class _Search:
         """The runner of ``options`` with ``layers`` kept f32 (MissingRequirement when the marks do not compile)."""
         return self.base.variant({**self.options, **({"f32_layers": sorted(layers)} if layers else {})})
 
-    def psnrs(self, layers: list[str], which: list[int]) -> list[float] | None:
+    def psnrs(self, layers: list[str], which: list[int], stop_below: float | None = None) -> list[float] | None:
         """PSNR of each frame in ``which`` with ``layers`` kept f32; None when OpenVINO cannot compile the marks
-        (``which`` empty: only that is checked)."""
+        (``which`` empty: only that is checked). ``stop_below``: the frames after the first one under it
+        are not run (a set that misses on one frame misses; the worst frames come first)."""
         try:
             with self._variant(layers) as runner:
-                outs = run_frames(runner, [self.frames[i] for i in which])
+                found = []
+                for i in which:
+                    found.append(round(frame_psnr(runner(self.frames[i]), self.refs[i]), 2))  # as measure rounds
+                    if stop_below is not None and found[-1] < stop_below:
+                        break
         except MissingRequirement:
             return None
         self.runs += bool(which)
-        return [measure([o], [self.refs[i]])["psnr_db"]["min"] for o, i in zip(outs, which, strict=True)]
+        return found
 
     def compiles(self, name: str) -> bool:
         return self.psnrs([name], []) is not None
@@ -83,15 +90,15 @@ class _Search:
 
 
 def _worst(psnrs: list[float], which: list[int]) -> list[int]:
-    """The PROBE_FRAMES frames of ``which`` with the lowest PSNR."""
-    return [which[i] for i in np.argsort(psnrs)[:PROBE_FRAMES]]
+    """The PROBE_FRAMES frames of ``which`` with the lowest PSNR, the worst first."""
+    return [which[i] for i in np.argsort(psnrs, kind="stable")[:PROBE_FRAMES]]
 
 
 def _eliminate(search: _Search, kept: list[str], probe: list[int], floor_min: float, steps: list[dict]) -> list[str]:
     """``kept`` (which meets ``floor_min`` on ``probe``) less every group of marks it does not need."""
 
     def holds(layers: list[str]) -> bool:
-        psnrs = search.psnrs(layers, probe)
+        psnrs = search.psnrs(layers, probe, stop_below=floor_min)
         return psnrs is not None and min(psnrs) >= floor_min
 
     pending = [kept]
@@ -142,7 +149,7 @@ def find_f32_layers(base: Runner, options: dict, frames: list[np.ndarray], refs:
             step["outcome"] = f"{len(kept)} of {len(nodes)} compute layers f32 meet the floor's min on all {len(frames)} frames"
             break
         step["outcome"] = "another frame misses: its worst frames join the probe frames"
-        probe = sorted(set(probe) | set(_worst(whole, everywhere)))
+        probe = probe + [i for i in _worst(whole, everywhere) if i not in probe]
     record.update(layers=layers, runs=search.runs, seconds=round(time.perf_counter() - start, 1))
     log.info("f32 layers for %s: %s (%d runs, %.0f s)", options, layers, search.runs, record["seconds"])
     return layers, record
