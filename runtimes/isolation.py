@@ -31,8 +31,10 @@ from lowlight_edge.errors import MissingRequirement
 
 
 def needs_isolation(runners: Mapping[str, Any]) -> bool:
-    """Whether running these runners in one process would let one's thread state leak into another's timing."""
-    return len({runner.thread_state() for runner in runners.values()}) > 1
+    """Whether running these runners in one process would let one's thread state leak into another's
+    timing (a runner whose state is None sets none: ONNX Runtime runs on threads of its own)."""
+    states = {runner.thread_state() for runner in runners.values()}
+    return len(states - {None}) > 1
 
 
 def time_call(runner: Any, frame: np.ndarray) -> float:
