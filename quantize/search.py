@@ -63,6 +63,7 @@ from quantize.inputs import (
     ov_model,
     search_resolution,
 )
+from runtimes import get_backend
 from runtimes.backend_openvino import BACKEND as openvino  # NNCF quantizes openvino.Models; this runs them
 from runtimes.backend_openvino import RUNTIME_OPTIONS, cpu_capabilities, float_compute_ops, reduces_precision
 from runtimes.base import Runner
@@ -470,8 +471,6 @@ def onnxruntime_candidate(ctx: Context, openvino_fp32: Runner, options: dict) ->
     if ort_ms > ORT_SCREEN_RATIO * ov_ms:
         record["verdict"] = f"not a candidate: {ort_ms / ov_ms:.1f}x slower than OpenVINO in the screen"
         return record
-    from runtimes import get_backend
-
     simplified = ctx.model_dir / ctx.records["simplified"].path
     load = {**ONNX_CHECKERS["onnxruntime"], "threads": ctx.target.resolved_threads()}
     with get_backend("onnxruntime").load(simplified, device="cpu", options=load) as ort:
@@ -562,6 +561,9 @@ def compare_speed(fp32: Runner, int8: Runner, frames: list[np.ndarray], seconds:
         "one per side: their denormal modes differ, which one process cannot keep apart (runtimes.isolation)"
         if needs_isolation({"a": fp32, "b": int8}) else "one"
     )
+    peaks = [getattr(call, "peak_rss_mb", None) for call in calls.values()]
+    if any(peaks):  # memory the timing processes held beside this one's
+        record["processes_peak_rss_mb"] = peaks
     return record
 
 

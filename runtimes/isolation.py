@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 
 from lowlight_edge.errors import MissingRequirement
+from lowlight_edge.memory import peak_rss_mb
+from runtimes import get_backend
 
 
 def needs_isolation(runners: Mapping[str, Any]) -> bool:
@@ -49,6 +51,7 @@ class ChildRunner:
 
     def __init__(self, spec: dict[str, Any], frames_file: Path, label: str) -> None:
         self.label = label
+        self.peak_rss_mb: float | None = None
         self._log = Path(spec["path"]).with_name("stderr.txt")  # a file: a full pipe would block the child
         command = [sys.executable, "-m", "runtimes.isolation", json.dumps({**spec, "frames": str(frames_file)})]
         with self._log.open("w") as log:
@@ -79,10 +82,14 @@ class ChildRunner:
         return self._proc.pid
 
     def close(self) -> None:
+        """Stop the child; its peak RSS (MB) is then in ``peak_rss_mb`` (None if it did not say)."""
         if self._proc.poll() is None:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, ValueError):
                 self._proc.stdin.write("quit\n")
                 self._proc.stdin.flush()
+                line = self._proc.stdout.readline()
+                if line.startswith("peak"):
+                    self.peak_rss_mb = float(line.split()[1])
             try:
                 self._proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
@@ -118,21 +125,20 @@ def timers(runners: Mapping[str, Any], frames: list[np.ndarray]) -> Iterator[dic
 def serve(spec: dict[str, Any]) -> int:
     """The child: load the runner, answer "ready", then "ms <time>" for each "time <index>" line
     ("max <value>" for "max <index>"), until "quit"."""
-    from runtimes import get_backend
-
-    frames = np.load(spec["frames"])
+    frames = np.load(spec["frames"], mmap_mode="r")  # shared pages: two children of 12 MP frames hold them once
     runner = get_backend(spec["backend"]).load(spec["path"], device=spec["device"], options=spec["options"])
     print("ready", flush=True)
     for line in sys.stdin:
         words = line.split()
         if not words or words[0] == "quit":
             break
-        frame = frames[int(words[1]) % len(frames)]
+        frame = np.array(frames[int(words[1]) % len(frames)])  # a private copy, made before the clock starts
         if words[0] == "max":
             print(f"max {float(np.max(np.abs(runner(frame))))!r}", flush=True)
         else:
             print(f"ms {time_call(runner, frame)!r}", flush=True)
     runner.close()
+    print(f"peak {peak_rss_mb():.0f}", flush=True)
     return 0
 
 

@@ -53,6 +53,7 @@ def test_one_process_leaks_the_denormal_mode_and_children_keep_each_their_own(de
         assert calls["keep"].max_abs(0) == pytest.approx(1e-40, rel=0.01)  # its own mode, the other alive beside it
         assert calls["flush"].max_abs(0) == 0.0
         pids = [call.pid for call in calls.values()]
+    assert all(call.peak_rss_mb > 10 for call in calls.values())  # each child said what it held
     for pid in pids:  # each child is gone once the timing is done
         with pytest.raises(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
