@@ -221,12 +221,23 @@ def ship_float_unsearched(ctx: Context, plan: PrecisionPlan, probe: dict | None,
     plan.ship = {"requested": requested, "pinned": requested != "auto", "rule_decision": "fp32", "rule_reason": why}
 
 
-def choose_full_size_fp32_options(ctx: Context, plan: PrecisionPlan, budget: dict) -> None:
-    """The deployed FP32's runtime options at ctx's (full) size, into plan.runtime; once per search."""
+def choose_full_size_fp32_options(ctx: Context, plan: PrecisionPlan, budget: dict, sctx: Context | None = None) -> None:
+    """The deployed FP32's runtime options at ctx's (full) size, into plan.runtime; once per search.
+
+    ``sctx``: the smaller search export of a 12 MP model, where the candidates are timed: 8 rounds
+    of LLPackNet's FP32 at full size took 10.4 s to call denormal flushing a tie, a sixth of its
+    build, and an option acts on the arithmetic, not on the frame size. Their fidelity is still
+    measured on full-size frames, and the bench times the shipped artifact at full size.
+    """
     if "fp32" in plan.runtime.get("options", {}):
         return
     with fp32_runner_for_timing(ctx) as fp32:
-        choose_runtime_options(ctx, plan, "fp32", fp32, budget).close_variant()
+        if sctx is None or sctx is ctx:
+            choose_runtime_options(ctx, plan, "fp32", fp32, budget).close_variant()
+            return
+        with fp32_runner_for_timing(sctx) as small:
+            size = f"{sctx.resolution[0]}x{sctx.resolution[1]}"
+            choose_runtime_options(ctx, plan, "fp32", fp32, budget, timing=(small, sctx.frames(), size)).close_variant()
 
 
 def search(ctx: Context, budget: dict) -> tuple[PrecisionPlan, object | None]:
@@ -243,7 +254,7 @@ def search(ctx: Context, budget: dict) -> tuple[PrecisionPlan, object | None]:
             # faster than default FP32 at 512x768, BF16 3.2x at full size, and the 45 s INT8 search that
             # followed was futile. The FP32 options are chosen at full size either way (the float artifact
             # ships them; an INT8 plan is timed against them), so choosing them first costs nothing.
-            choose_full_size_fp32_options(ctx, plan, budget)
+            choose_full_size_fp32_options(ctx, plan, budget, sctx)
         probe, probed_floats = probe_speed(sctx, plan, full_size=small is None)
         why = int8_cannot_pay(probe, fp32_options=plan.runtime.get("options", {}).get("fp32"))
         if why:
@@ -364,7 +375,8 @@ def option_candidates(target, precision: str, caps: dict | None = None) -> tuple
 
 
 def choose_runtime_options(ctx: Context, plan: PrecisionPlan, precision: str, base: Runner, budget: dict,
-                           seconds: float = OPTION_SECONDS, looks: tuple[int, ...] = OPTION_LOOKS) -> ChosenOptions:
+                           seconds: float = OPTION_SECONDS, looks: tuple[int, ...] = OPTION_LOOKS,
+                           timing: tuple[Runner, list[np.ndarray], str] | None = None) -> ChosenOptions:
     """The fastest runtime options for ``precision`` within the budget, greedily; recorded in plan.runtime.
 
     ``base`` runs with no runtime option set (OpenVINO's defaults, f32). Each candidate of
@@ -372,6 +384,9 @@ def choose_runtime_options(ctx: Context, plan: PrecisionPlan, precision: str, ba
     is measured on the eval images against ``option_floor`` and, if it passes, timed against the
     current runner (``compare_speed``, threshold OPTION_MIN_SPEEDUP); it is adopted when shown
     faster. A tie or a slower candidate keeps the current options.
+
+    ``timing``: (the same graph's FP32 runner at a smaller size, its frames, that size) to time the
+    candidates on instead (``choose_full_size_fp32_options``: a 12 MP model); their fidelity is measured at ctx's size.
     """
     frames, refs = ctx.frames(), ctx.references()
     tried, skipped, pinned = option_candidates(ctx.target, precision)
@@ -420,8 +435,11 @@ def choose_runtime_options(ctx: Context, plan: PrecisionPlan, precision: str, ba
             record["verdict"] = "misses the fidelity floor"
             runner.close()
         else:
-            speed = compare_speed(current, runner, frames, seconds=seconds, looks=looks, threshold=OPTION_MIN_SPEEDUP,
-                                  labels=("current", "candidate"))
+            if timing is None:
+                speed = compare_speed(current, runner, frames, seconds=seconds, looks=looks,
+                                      threshold=OPTION_MIN_SPEEDUP, labels=("current", "candidate"))
+            else:
+                speed = _compare_smaller(timing, {**pinned, **options}, {**pinned, **trial}, seconds, looks)
             record["speed"] = speed
             adopted = speed["speedup"]["verdict"] == "faster"
             record["verdict"] = "adopted" if adopted else f"kept the current options ({speed['speedup']['verdict']})"
@@ -484,6 +502,23 @@ def onnxruntime_candidate(ctx: Context, openvino_fp32: Runner, options: dict) ->
     else:
         record["verdict"] = f"OpenVINO kept ({speed['speedup']['verdict']})"
     return record
+
+
+def _compare_smaller(timing: tuple[Runner, list[np.ndarray], str], current: dict, candidate: dict, seconds: float,
+                     looks: tuple[int, ...]) -> dict:
+    """``compare_speed`` of two option sets on the smaller export of ``timing`` (runner, frames, size)."""
+    small, frames, size = timing
+    a = small.variant(current) if current else small
+    b = small.variant(candidate)
+    try:
+        speed = compare_speed(a, b, frames, seconds=seconds, looks=looks, threshold=OPTION_MIN_SPEEDUP,
+                              labels=("current", "candidate"))
+    finally:
+        b.close()
+        if a is not small:
+            a.close()
+    speed["timed_at"] = f"{size}: the search export of the same graph (fidelity at full size)"
+    return speed
 
 
 def _wide_fidelity(ctx: Context, runner: Runner) -> tuple[dict, list[float]]:

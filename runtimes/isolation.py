@@ -47,7 +47,10 @@ def time_call(runner: Any, frame: np.ndarray) -> float:
 
 
 class ChildRunner:
-    """One runner loaded in a child process that holds the frames and times each call itself."""
+    """One runner loaded in a child process that holds the frames and times each call itself.
+
+    Started here; ``ready`` waits until it has loaded (children start side by side: each reads
+    and compiles its graph, seconds for a 12 MP one)."""
 
     def __init__(self, spec: dict[str, Any], frames_file: Path, label: str) -> None:
         self.label = label
@@ -57,7 +60,11 @@ class ChildRunner:
         with self._log.open("w") as log:
             self._proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
                                           text=True, bufsize=1)
+
+    def ready(self) -> ChildRunner:
+        """Wait until the child has loaded its runner (MissingRequirement, with its last error line, if it failed)."""
         self._expect("ready")
+        return self
 
     def _expect(self, what: str) -> str:
         line = self._proc.stdout.readline() if self._proc.stdout else ""
@@ -116,7 +123,7 @@ def timers(runners: Mapping[str, Any], frames: list[np.ndarray]) -> Iterator[dic
             for n, (name, runner) in enumerate(runners.items()):
                 (folder / str(n)).mkdir()
                 children.append(ChildRunner(runner.portable(folder / str(n)), frames_file, name))
-            yield dict(zip(runners, children, strict=True))
+            yield dict(zip(runners, [child.ready() for child in children], strict=True))
         finally:
             for child in children:
                 child.close()

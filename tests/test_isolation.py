@@ -76,4 +76,4 @@ def test_a_child_that_cannot_load_says_why(tmp_path: Path) -> None:
     (tmp_path / "m").mkdir()
     spec = {"backend": "openvino", "path": str(tmp_path / "m" / "missing.xml"), "device": "cpu", "options": {}}
     with pytest.raises(MissingRequirement, match="the timing process of broken failed: .*missing.xml"):
-        ChildRunner(spec, tmp_path / "frames.npy", "broken")
+        ChildRunner(spec, tmp_path / "frames.npy", "broken").ready()

@@ -227,6 +227,8 @@ def test_on_a_search_export_int8_is_probed_against_the_fp32_options_chosen_at_fu
     options = plan.runtime["options"]["fp32"]
     assert plan.search[0]["step"].startswith("speed probe") and "at 48x72" in plan.search[0]["step"]
     assert ("options chosen at full size" in plan.search[0]["step"]) == bool(options)
+    timed = [c["speed"] for c in plan.runtime["candidates"] if c["precision"] == "fp32" and "speed" in c]
+    assert all(speed["timed_at"].startswith("48x72: the search export") for speed in timed)  # a 12 MP round is slow
     if plan.search[0]["speedup"]["verdict"] != "faster":
         assert plan.decision == "fp32" and "not calibrated" in plan.reason
         assert (f"runtime options {options}" in plan.reason) == bool(options)
