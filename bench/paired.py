@@ -21,7 +21,7 @@ import numpy as np
 
 from quantize.search import SPEED_CONFIDENCE, median_interval
 from runtimes import get_backend
-from runtimes.isolation import timers
+from runtimes.isolation import time_call, timers
 
 MIN_ROUNDS = 10  # the sign test's 99% interval needs at least 8 rounds
 MAX_ROUNDS = 40
@@ -58,10 +58,7 @@ def median_ms(runner: Any, frames: list[np.ndarray], seconds: float, min_calls: 
     times: list[float] = []
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline or len(times) < min_calls:
-        frame = frames[len(times) % len(frames)]
-        start = time.perf_counter()
-        runner(frame)
-        times.append((time.perf_counter() - start) * 1e3)
+        times.append(time_call(runner, frames[len(times) % len(frames)]))
     return statistics.median(times)
 
 

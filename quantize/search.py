@@ -67,7 +67,7 @@ from runtimes import get_backend
 from runtimes.backend_openvino import BACKEND as openvino  # NNCF quantizes openvino.Models; this runs them
 from runtimes.backend_openvino import RUNTIME_OPTIONS, cpu_capabilities, float_compute_ops, reduces_precision
 from runtimes.base import Runner
-from runtimes.isolation import needs_isolation, time_call, timers
+from runtimes.isolation import ChildRunner, time_call, timers
 
 log = logging.getLogger(__name__)
 
@@ -476,7 +476,8 @@ def onnxruntime_candidate(ctx: Context, openvino_fp32: Runner, options: dict) ->
     record: dict = {"runtime": "onnxruntime", "precision": "fp32", "options": dict(ONNX_CHECKERS["onnxruntime"]),
                     "against": {"runtime": "openvino", "options": dict(options)}}
     verified = ctx.records["simplified"].fidelity or {}
-    ort_calls = (verified.get("ms_per_frame") or [])[1:] or verified.get("ms_per_frame") or []
+    calls = verified.get("ms_per_frame") or []
+    ort_calls = calls[1:] or calls  # the first call sets up
     if verified.get("runtime") != "onnxruntime" or not ort_calls:
         record["verdict"] = "not measured: the simplified ONNX was not verified in ONNX Runtime with timings"
         return record
@@ -592,13 +593,13 @@ def compare_speed(fp32: Runner, int8: Runner, frames: list[np.ndarray], seconds:
     """
     with timers({"a": fp32, "b": int8}, frames) as calls:
         record = _compare_rounds(calls["a"], calls["b"], seconds, looks, threshold, labels)
+    children = [call for call in calls.values() if isinstance(call, ChildRunner)]
     record["processes"] = (
         "one per side: their denormal modes differ, which one process cannot keep apart (runtimes.isolation)"
-        if needs_isolation({"a": fp32, "b": int8}) else "one"
+        if children else "one"
     )
-    peaks = [getattr(call, "peak_rss_mb", None) for call in calls.values()]
-    if any(peaks):  # memory the timing processes held beside this one's
-        record["processes_peak_rss_mb"] = peaks
+    if children:  # memory the timing processes held beside this one's
+        record["processes_peak_rss_mb"] = [child.peak_rss_mb for child in children]
     return record
 
 
