@@ -185,26 +185,43 @@ def list_inputs(folder: Path, kind: str, role: str) -> list[Path]:
     return list_images(folder, suffixes)  # sorted by name; DataError naming the folder if empty
 
 
-def _to_input(path: Path, spec: Any, height: int, width: int, seed: int) -> np.ndarray:
-    """One file -> 1xCxHxW float32 in the deployed input range; DataError if unreadable or too small."""
+class _Synthetic:
+    """A usable sRGB photo of a synthetic RAW frame, made only once its position in the set is known.
+
+    ``_prepare`` reads and filters in one pass and makes the light-source scenes after it: making
+    the plain RAW frame of a photo that then becomes a scene cost 1.3 s of a 12 MP frame for nothing.
+    ``brightness``: the photo's mean sRGB level (``_brightness``).
+    """
+
+    def __init__(self, brightness: float) -> None:
+        self.brightness = brightness
+
+
+def _synthetic_input(path: Path, height: int, width: int, seed: int) -> np.ndarray:
+    """A synthetic RAW model input from an sRGB photo (upscaled if need be: no 12 MP sRGB images exist here;
+    unprocessing then adds the sensor noise)."""
+    return to_nchw(synthesize_raw(fit(read_rgb(path), height, width), seed=seed))
+
+
+def _to_input(path: Path, spec: Any, height: int, width: int) -> np.ndarray | _Synthetic:
+    """One file -> 1xCxHxW float32 in the deployed input range (a ``_Synthetic`` for a synthetic RAW
+    frame's photo); DataError if unreadable or too small."""
     is_raw = path.suffix.lower() in RAW_SUFFIXES
+    if spec.input_kind == "raw_bayer" and not is_raw:
+        return _Synthetic(float(read_rgb(path).mean()))  # read now: an unreadable photo is skipped here
     if is_raw:
         plane, _ = read_raw(path, amp=None, pattern=getattr(spec, "bayer_pattern", None) or "RGGB")
         h, w = plane.shape
     else:
         image = read_rgb(path)
         h, w = image.shape[:2]
-    # Real frames must be at least half the model size; an sRGB source of a *synthetic* RAW frame
-    # may be upscaled (no 12 MP sRGB images exist here): unprocessing then adds the sensor noise.
-    synthetic_raw = spec.input_kind == "raw_bayer" and not is_raw
-    if not synthetic_raw and (h < height / 2 or w < width / 2):
+    # Real frames must be at least half the model size.
+    if h < height / 2 or w < width / 2:
         msg = f"{path.name} is {h}x{w}, smaller than half of {height}x{width}"
         raise DataError(msg)
     if is_raw:
         return to_nchw(fit_bayer(plane, height, width))
     image = fit(image, height, width)
-    if spec.input_kind == "raw_bayer":
-        return to_nchw(synthesize_raw(image, seed=seed))
     lo, hi = (float(v) for v in getattr(spec, "value_range", (0.0, 1.0)))
     if (lo, hi) != (0.0, 1.0):
         image = lo + image * np.float32(hi - lo)
@@ -224,13 +241,13 @@ def _scene_input(path: Path, spec: Any, height: int, width: int, seed: int, inde
     return to_nchw(frame), params
 
 
-def _brightness(path: Path, spec: Any, array: np.ndarray) -> float:
-    """Mean sRGB level of the scene: the array itself for RGB models, the source image of a synthetic RAW frame."""
+def _brightness(path: Path, spec: Any, array: np.ndarray | _Synthetic) -> float:
+    """Mean sRGB level of the scene: the array itself for RGB models, the source photo of a synthetic RAW frame."""
+    if isinstance(array, _Synthetic):
+        return array.brightness
     if spec.input_kind == "rgb":
         return float(array.mean())
-    if path.suffix.lower() in RAW_SUFFIXES:
-        return 0.0  # a real RAW frame is what the sensor saw: never filtered
-    return float(read_rgb(path).mean())
+    return 0.0  # a real RAW frame is what the sensor saw: never filtered
 
 
 def _prepare(
@@ -273,7 +290,7 @@ def _prepare(
     def read(index: int) -> np.ndarray | DataError:
         path = files[index]
         try:
-            return _to_input(path, spec, height, width, frame_seed(seed, purpose, path.name))
+            return _to_input(path, spec, height, width)
         except DataError as err:
             return err
 
@@ -317,15 +334,24 @@ def _prepare(
     # the light-source scenes: positions 1, 1 + SCENE_EVERY, ... (RAW files stay), the n-th made with index n
     at = [i for i, path in enumerate(paths)
           if scenes is not None and i % SCENE_EVERY == 1 and path.suffix.lower() not in RAW_SUFFIXES]
+    scene_index = {i: n for n, i in enumerate(at)}
     made: dict[int, dict] = {}
 
-    def scene(n: int) -> tuple[np.ndarray, dict]:
-        path = paths[at[n]]
-        return _scene_input(path, spec, height, width, frame_seed(seed, f"{purpose}:{scenes}", path.name), n)
+    def finish(i: int) -> tuple[np.ndarray, dict | None]:
+        path = paths[i]
+        if i in scene_index:
+            seed_i = frame_seed(seed, f"{purpose}:{scenes}", path.name)
+            return _scene_input(path, spec, height, width, seed_i, scene_index[i])
+        if isinstance(arrays[i], _Synthetic):
+            return _synthetic_input(path, height, width, frame_seed(seed, purpose, path.name)), None
+        return arrays[i], None
 
+    slowest_first = sorted(range(len(paths)), key=lambda i: i not in scene_index)  # a scene takes twice a plain frame
     with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
-        for n, (array, params) in enumerate(pool.map(scene, range(len(at)))):
-            arrays[at[n]], made[at[n]] = array, params
+        for i, (array, params) in zip(slowest_first, pool.map(finish, slowest_first), strict=True):
+            arrays[i] = array
+            if params is not None:
+                made[i] = params
     info = [{"file": path.name, "scene": made.get(i), "sha256": frames_digest([arrays[i]])} for i, path in enumerate(paths)]
     return paths, arrays, notes, (height, width), info
 

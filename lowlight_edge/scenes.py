@@ -117,20 +117,43 @@ def amp_spread(index: int) -> float:
     return float(round(math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo))), 3))
 
 
+BLUR_ROWS = 256  # rows per pass of _box_blur: a 12 MP frame's whole-frame float64 copies were 0.9 s of fresh pages
+
+
 def _box_blur(plane: np.ndarray, size: int = BLUR) -> np.ndarray:
-    pad = size // 2
-    padded = np.pad(plane.astype(np.float64), pad, mode="edge")
-    c = padded.cumsum(0).cumsum(1)
-    c = np.pad(c, ((1, 0), (1, 0)))
+    """The mean over each pixel's size x size box (edges repeated), from a float64 2D running sum.
+
+    The running sum is built in blocks of BLUR_ROWS rows, the column sums carried from block to
+    block: the same float64 additions in the same order as over the whole padded frame at once.
+    """
     h, w = plane.shape
-    total = c[size : size + h, size : size + w] - c[:h, size : size + w] - c[size : size + h, :w] + c[:h, :w]
-    return (total / (size * size)).astype(np.float32)
+    pad = size // 2
+    running = np.zeros((h + 2 * pad + 1, w + 2 * pad + 1), dtype=np.float64)  # a zero row and column in front
+    carry = np.zeros(w + 2 * pad, dtype=np.float64)
+    for top in range(0, h + 2 * pad, BLUR_ROWS):
+        rows = np.clip(np.arange(top, min(top + BLUR_ROWS, h + 2 * pad)) - pad, 0, h - 1)
+        block = np.pad(plane[rows].astype(np.float64), ((0, 0), (pad, pad)), mode="edge")
+        block[0] += carry
+        np.cumsum(block, axis=0, out=block)
+        carry = block[-1].copy()
+        np.cumsum(block, axis=1, out=running[1 + top:1 + top + len(rows), 1:])
+    c = running
+    blurred = np.empty((h, w), dtype=np.float32)
+    for top in range(0, h, BLUR_ROWS):
+        end = min(top + BLUR_ROWS, h)
+        total = c[top + size:end + size, size:size + w] - c[top:end, size:size + w] - c[top + size:end + size, :w] + c[top:end, :w]
+        blurred[top:end] = total / (size * size)
+    return blurred
 
 
-def light_mask(linear: np.ndarray, fraction: float) -> np.ndarray:
-    """HxW bool: the brightest ``fraction`` of the (blurred) luminance, i.e. the photo's light regions."""
-    luma = linear @ np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
-    blurred = _box_blur(luma)
+def _luma(linear: np.ndarray) -> np.ndarray:
+    return linear @ np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
+
+
+def light_mask(linear: np.ndarray, fraction: float, luma: np.ndarray | None = None) -> np.ndarray:
+    """HxW bool: the brightest ``fraction`` of the (blurred) luminance, i.e. the photo's light regions.
+    ``luma``: ``linear``'s luminance when the caller has it already."""
+    blurred = _box_blur(_luma(linear) if luma is None else luma)
     cut = np.quantile(blurred, 1.0 - fraction)
     mask = blurred >= cut
     if mask.mean() > 2 * fraction:  # a flat photo: ties at the cut would light half of it
@@ -176,8 +199,8 @@ def lamp_field(height: int, width: int, rng: np.random.Generator) -> tuple[np.nd
 def _lights(linear: np.ndarray, rng: np.random.Generator, clip_level: float) -> tuple[np.ndarray, np.ndarray, dict]:
     """(light layer HxWx3 in linear units, mask of found lights, parameters); clip_level is where the sensor clips."""
     fraction = float(np.exp(rng.uniform(np.log(LIGHT_FRACTION_RANGE[0]), np.log(LIGHT_FRACTION_RANGE[1]))))
-    mask = light_mask(linear, fraction)
-    luma = linear @ np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
+    luma = _luma(linear)
+    mask = light_mask(linear, fraction, luma)
     dimmest = max(float(luma[mask].min()), 1e-3)
     boost = LIGHT_GAIN * clip_level / dimmest
     found = np.where(mask[..., None], np.maximum(linear, 1e-3) * np.float32(boost), 0.0).astype(np.float32)

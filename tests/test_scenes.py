@@ -159,3 +159,42 @@ def test_frames_read_on_threads_are_the_frames_read_one_at_a_time(eval_dir: Path
     assert threaded.labels == single.labels and threaded.info == single.info
     assert sum(1 for i in single.info if i["scene"]) == 4
     assert all(np.array_equal(a, b) for a, b in zip(threaded, single, strict=True))
+
+
+def test_a_raw_scene_photo_is_not_synthesized_as_a_plain_frame_first(eval_dir: Path, calib_dir: Path, monkeypatch) -> None:
+    """Each synthetic RAW frame is made once: a photo whose position makes it a light-source scene
+    never goes through the plain synthesis (1.3 s of a 12 MP frame), and the frames are the same
+    as those made one at a time."""
+    import lowlight_edge.datasets as D
+
+    calls: list[tuple[int, int]] = []
+    real = D.synthesize_raw
+
+    def counted(rgb, **kwargs):
+        calls.append(rgb.shape[:2])
+        return real(rgb, **kwargs)
+
+    monkeypatch.setattr(D, "synthesize_raw", counted)
+    frames = eval_frames(eval_dir, RAW, (H, W), size=6)
+    assert sum(1 for i in frames.info if i["scene"]) == 3 and len(calls) == 3
+    calib = load_calibration(calib_dir, RAW, (H, W), size=5, max_mean=0.2)
+    assert len(calls) == 3 + sum(1 for f in calib.frames if not f["scene"])
+    monkeypatch.setattr(D, "READ_THREADS", 1)
+    single = eval_frames(eval_dir, RAW, (H, W), size=6)
+    assert single.info == frames.info and all(np.array_equal(a, b) for a, b in zip(frames, single, strict=True))
+
+
+@pytest.mark.parametrize("shape", [(3, 4), (257, 130), (600, 301)])
+def test_box_blur_in_blocks_is_the_whole_frame_running_sum(shape: tuple[int, int]) -> None:
+    """_box_blur builds its running sum BLUR_ROWS rows at a time: bit for bit the whole-frame sum
+    (a scene's light mask, hence its frame and the references' cache key, depend on it)."""
+    plane = np.random.default_rng(shape[0]).random(shape, dtype=np.float32) ** 3
+    pad = S.BLUR // 2
+    c = np.pad(np.pad(plane.astype(np.float64), pad, mode="edge").cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    h, w, k = *shape, S.BLUR
+    whole = ((c[k:k + h, k:k + w] - c[:h, k:k + w] - c[k:k + h, :w] + c[:h, :w]) / (k * k)).astype(np.float32)
+    blurred = S._box_blur(plane)
+    np.testing.assert_array_equal(blurred, whole)
+    if min(shape) > 2 * pad:  # and it is the box mean: away from the edges, the mean of each 5x5 window
+        windows = np.lib.stride_tricks.sliding_window_view(plane, (k, k)).mean(axis=(-1, -2))
+        np.testing.assert_allclose(blurred[pad:h - pad, pad:w - pad], windows, rtol=1e-5, atol=1e-6)
