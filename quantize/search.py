@@ -200,17 +200,17 @@ def int8_cannot_pay(speed: dict, threshold: float = MIN_SPEEDUP, fp32_options: d
 
 
 def ship_float_unsearched(ctx: Context, plan: PrecisionPlan, probe: dict | None, why: str, budget: dict,
-                          probed_at: tuple[int, int] | None) -> None:
+                          probed_at: tuple[int, int] | None, sctx: Context | None = None) -> None:
     """Fill ``plan`` for a float artifact decided before any INT8 plan reached full size: by the
     speed probe alone (``int8_cannot_pay``), or because accuracy control on the search export
     returned every compute layer to float (nothing left to apply, verify or time at full size).
 
     ``probed_at``: the search size when the probe ran on the smaller export; the deployed FP32's
-    runtime options are then still chosen at full size (CPU targets). A ``--ship int8`` pin is
-    refused with the reason.
+    runtime options are then still chosen for the full size (CPU targets), timed on ``sctx``, that
+    export (at full size, LLPackNet's took 30 s). A ``--ship int8`` pin is refused with the reason.
     """
     if probed_at is not None and cpu_timed(ctx) and ctx.target.runtime == "openvino":
-        choose_full_size_fp32_options(ctx, plan, budget)
+        choose_full_size_fp32_options(ctx, plan, budget, sctx)
     if probe is None:
         plan.latency_ms = {"unmeasured": why}
     else:
@@ -258,7 +258,7 @@ def search(ctx: Context, budget: dict) -> tuple[PrecisionPlan, object | None]:
         probe, probed_floats = probe_speed(sctx, plan, full_size=small is None)
         why = int8_cannot_pay(probe, fp32_options=plan.runtime.get("options", {}).get("fp32"))
         if why:
-            ship_float_unsearched(ctx, plan, probe, why, budget, small)
+            ship_float_unsearched(ctx, plan, probe, why, budget, small, sctx)
             log.info("%s: fp32 (%s)", ctx.spec.name, why)
             return plan, None
     floats, nodes, int8, psnrs = find_float_nodes(sctx, budget, plan)
@@ -267,13 +267,13 @@ def search(ctx: Context, budget: dict) -> tuple[PrecisionPlan, object | None]:
     quantized = sorted(n.name for n in nodes if n.op in ptq.COMPUTE_OPS and n.name not in float_names)
     if small is not None:
         plan.fidelity["validation"]["resolution"] = f"{small[0]}x{small[1]}"
-        del sctx
         if not quantized:
             plan.float_nodes = floats  # accuracy control returned every compute layer to float
             why = (f"no layer could stay INT8 within the budget: accuracy control at {small[0]}x{small[1]} returned every "
                    "compute layer to float, so no INT8 plan was applied at full size, verified or timed")
-            ship_float_unsearched(ctx, plan, probe, why, budget, small)
+            ship_float_unsearched(ctx, plan, probe, why, budget, small, sctx)
             return plan, None
+        del sctx
         from_crops = quantize_from_crops(ctx, [f.name for f in floats], plan, small)
         if from_crops is not None:
             int8, info = from_crops
@@ -386,7 +386,8 @@ def choose_runtime_options(ctx: Context, plan: PrecisionPlan, precision: str, ba
     faster. A tie or a slower candidate keeps the current options.
 
     ``timing``: (the same graph's FP32 runner at a smaller size, its frames, that size) to time the
-    candidates on instead (``choose_full_size_fp32_options``: a 12 MP model); their fidelity is measured at ctx's size.
+    candidates on instead (``choose_full_size_fp32_options``: a 12 MP model), before their fidelity,
+    which is measured at ctx's size and only for a candidate shown faster.
     """
     frames, refs = ctx.frames(), ctx.references()
     tried, skipped, pinned = option_candidates(ctx.target, precision)
@@ -408,6 +409,17 @@ def choose_runtime_options(ctx: Context, plan: PrecisionPlan, precision: str, ba
     for candidate in tried:
         trial = {**options, **candidate}
         record: dict = {"precision": precision, "options": trial, "against": dict(options)}
+        speed = None
+        if timing is not None:
+            # timed first: on the smaller export a timing is cheap, and a candidate that is not faster
+            # needs no fidelity at full size (LLPackNet: 4 frames of 12 MP, 3 s, for denormal flushing's tie)
+            speed = _compare_smaller(timing, {**pinned, **options}, {**pinned, **trial}, seconds, looks)
+            if speed["speedup"]["verdict"] != "faster":
+                record["speed"] = speed
+                record["verdict"] = f"kept the current options ({speed['speedup']['verdict']}; its fidelity was not measured)"
+                runtime["candidates"].append(record)
+                log.info("%s %s runtime options %s: %s", ctx.spec.name, precision, trial, record["verdict"])
+                continue
         runner = base.variant({**pinned, **trial})
         fid = measure(run_frames(runner, frames), refs)
         floor, why = option_floor(precision, trial, budget)
@@ -438,7 +450,7 @@ def choose_runtime_options(ctx: Context, plan: PrecisionPlan, precision: str, ba
             if timing is None:
                 speed = compare_speed(current, runner, frames, seconds=seconds, looks=looks,
                                       threshold=OPTION_MIN_SPEEDUP, labels=("current", "candidate"))
-            else:
+            elif "f32_layers" in trial:  # timed again with the layers the fidelity search kept in f32
                 speed = _compare_smaller(timing, {**pinned, **options}, {**pinned, **trial}, seconds, looks)
             record["speed"] = speed
             adopted = speed["speedup"]["verdict"] == "faster"

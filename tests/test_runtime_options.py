@@ -370,3 +370,49 @@ def test_the_fp32_timing_runner_ignores_a_previous_runs_plan(tmp_path: Path) -> 
     ctx.records["simplified"] = FileRecord(simplified["path"], "simplify", "fp32", "simplified", sha256=simplified["sha256"])
     with fp32_runner_for_timing(ctx) as runner:
         assert runner.runtime_options == {"precision": "f32"}
+
+
+@pytest.mark.openvino
+@pytest.mark.parametrize("ship", ["auto", "int8"])
+def test_on_a_search_export_a_candidate_is_timed_first_and_only_a_faster_one_is_verified(ship, tmp_path: Path, monkeypatch) -> None:
+    """A 12 MP model's FP32 option candidates are timed on its smaller search export (forced here on
+    TinyDCE) before any fidelity run at full size: a tie costs no full-size frames, a faster candidate
+    is verified against its floor and adopted. Also when a pinned INT8 search ends all float (as
+    LLPackNet's does; its options were timed at full size then, 30 s). Timings are recorded samples
+    (tests/test_ship_rule.py tests the decisions on them); graphs, runners and fidelity runs are real."""
+    from lowlight_edge.plan import FloatNode
+    from quantize import search
+
+    if ship == "int8":  # accuracy control returns every layer to float
+        def all_float(sctx, budget, plan):
+            nodes, _ = search.preset_floats(sctx)
+            floats = [FloatNode(n.name, n.op, n.module, "reverted") for n in nodes if n.op in search.ptq.COMPUTE_OPS]
+            return floats, nodes, None, [20.0]
+
+        monkeypatch.setattr(search, "find_float_nodes", all_float)
+
+    monkeypatch.setattr(search, "cpu_capabilities", lambda: cpu_capabilities(AMX_CPUINFO))
+    monkeypatch.setattr(search, "search_resolution", lambda ctx: (32, 48))
+    monkeypatch.setattr(search, "time_speedup", lambda a, b, frames, **_: {  # the INT8 probe: a tie, so FP32 ships
+        "speedup": search.speed_record([1.0] * 10, [1.0] * 10)["speedup"]})
+
+    def recorded(a, b, frames, threshold=1.05, labels=("fp32", "int8"), **_):
+        faster = b.runtime_options.get("precision") == "bf16"
+        return search.speed_record([2.0 if faster else 1.0] * 10, [1.0] * 10, threshold=threshold, labels=labels)
+
+    monkeypatch.setattr(search, "compare_speed", recorded)
+    measured = []
+    real_measure = search.measure
+    monkeypatch.setattr(search, "measure", lambda outs, refs: measured.append(refs[0].shape) or real_measure(outs, refs))
+    request = ExportRequest(model="tinydce", resolution=(H, W), out=tmp_path, verify_images=2, calib_size=8, ship=ship)
+    folder = export(request, progress=False).parent
+    plan = load_plan(folder / PLAN_FILE)
+    assert plan.decision == "fp32"
+    fp32 = [c for c in plan.runtime["candidates"] if c["precision"] == "fp32" and "options" in c and "speed" in c]
+    denormals, bf16 = fp32
+    assert denormals["options"] == {"denormals": True} and "fidelity" not in denormals
+    assert denormals["verdict"].startswith("kept the current options (not_faster") and "not measured" in denormals["verdict"]
+    assert denormals["speed"]["timed_at"].startswith("32x48")
+    assert bf16["verdict"] == "adopted" and bf16["fidelity"]["floor_db"] == [42.0, 40.0]
+    assert all(shape[-2:] == (H, W) for shape in measured)  # fidelity only ever at the full size
+    assert plan.runtime["options"]["fp32"] == {"precision": "bf16"}
