@@ -250,7 +250,7 @@ def _brightness(path: Path, spec: Any, array: np.ndarray | _Synthetic) -> float:
     return 0.0  # a real RAW frame is what the sensor saw: never filtered
 
 
-def _prepare(
+def _pick(
     folder: str | Path,
     spec: Any,
     resolution: tuple[int, int],
@@ -259,13 +259,12 @@ def _prepare(
     purpose: str,
     max_mean: float | None = None,
     scenes: str | None = None,
-) -> tuple[list[Path], list[np.ndarray], list[str], tuple[int, int], list[dict]]:
-    """The shared core: list, pick a seeded order, read until ``size`` usable images are found.
+) -> tuple[list[Path], list[np.ndarray | _Synthetic], list[str], tuple[int, int]]:
+    """List, pick a seeded order, read until ``size`` usable images are found: (paths in name order,
+    their arrays, a ``_Synthetic`` for each synthetic RAW frame still to be made, notes, (H, W)).
 
     ``max_mean`` (RGB models) skips frames brighter than that mean level: a low-light model is
     deployed on dark frames, and bright calibration frames widen its INT8 ranges for nothing.
-    ``scenes``: the frames at positions 1, 1 + SCENE_EVERY, ... (name order) are replaced by that
-    recipe's scene made from the same photo (real RAW files stay as they are).
     """
     height, width = _check_args(spec, resolution, size, seed, scenes)
     folder = Path(folder)
@@ -330,7 +329,29 @@ def _prepare(
     if size is not None and len(chosen) < size <= len(files):
         notes.append(f"only {len(chosen)} usable images for the {size} asked for")
     picked = sorted(chosen)
-    paths, arrays = [files[i] for i in picked], [chosen[i] for i in picked]
+    return [files[i] for i in picked], [chosen[i] for i in picked], notes, (height, width)
+
+
+def check_usable(folder: str | Path, spec: Any, resolution: tuple[int, int], max_mean: float | None = None) -> None:
+    """DataError / UsageError as ``load_calibration`` would raise them for this folder and size, without
+    making a frame: a 12 MP model's search checks its full-size calibration images before it starts
+    (making one frame to find out took a second)."""
+    _pick(folder, spec, resolution, 1, 0, "calib", max_mean)
+
+
+def _prepare(
+    folder: str | Path,
+    spec: Any,
+    resolution: tuple[int, int],
+    size: int | None,
+    seed: int,
+    purpose: str,
+    max_mean: float | None = None,
+    scenes: str | None = None,
+) -> tuple[list[Path], list[np.ndarray], list[str], tuple[int, int], list[dict]]:
+    """``_pick``, then the frames: those at positions 1, 1 + SCENE_EVERY, ... (name order) are that
+    ``scenes`` recipe's scene made from the same photo (real RAW files stay as they are)."""
+    paths, arrays, notes, (height, width) = _pick(folder, spec, resolution, size, seed, purpose, max_mean, scenes)
     # the light-source scenes: positions 1, 1 + SCENE_EVERY, ... (RAW files stay), the n-th made with index n
     at = [i for i, path in enumerate(paths)
           if scenes is not None and i % SCENE_EVERY == 1 and path.suffix.lower() not in RAW_SUFFIXES]

@@ -18,7 +18,7 @@ from export.core import Context
 from export.simplify import SimplifyOnnx
 from export.to_onnx import ExportOnnx
 from lowlight_edge import refcache
-from lowlight_edge.datasets import list_inputs, load_calibration, scene_summary
+from lowlight_edge.datasets import check_usable, list_inputs, load_calibration, scene_summary
 from lowlight_edge.errors import UsageError
 from runtimes.base import BuildConfig, Runner
 
@@ -116,6 +116,12 @@ def full_size_calibration(ctx: Context, size: int | None = None) -> list[np.ndar
         max_mean=ctx.request.calib_max_mean,
     )
     return calib.arrays
+
+
+def check_full_size_calibration(ctx: Context) -> None:
+    """DataError now when the calibration images cannot make a full-size frame (too small, unreadable,
+    too bright), rather than after a search at a smaller size; no frame is made."""
+    check_usable(ctx.request.calib_folder, ctx.spec, ctx.resolution, max_mean=ctx.request.calib_max_mean)
 
 
 def search_resolution(ctx: Context) -> tuple[int, int] | None:

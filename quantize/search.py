@@ -56,6 +56,7 @@ from quantize import ptq
 from quantize.crops import quantize_from_crops
 from quantize.f32_layers import find_f32_layers
 from quantize.inputs import (
+    check_full_size_calibration,
     export_at,
     fp32_runner_for_timing,
     full_size_calibration,
@@ -245,7 +246,7 @@ def search(ctx: Context, budget: dict) -> tuple[PrecisionPlan, object | None]:
     plan = PrecisionPlan(ctx.spec.name, ctx.target.name, "fp32", "", budget, quantize_ops=list(ctx.spec.preset.quantize_ops))
     small = search_resolution(ctx)
     if small is not None:  # search on a smaller export of the same model, then quantize the full frame with that plan
-        full_size_calibration(ctx, size=1)  # images too small for the full frame: fail now, not after the search
+        check_full_size_calibration(ctx)  # images too small for the full frame: fail now, not after the search
     sctx = ctx if small is None else export_at(ctx, small, dynamic=False, folder=".search")
     probe, probed_floats = None, None
     if speed_first(ctx):

@@ -17,6 +17,7 @@ from lowlight_edge import raw as R
 from lowlight_edge.datasets import (
     CalibrationSet,
     check_not_eval,
+    check_usable,
     eval_frames,
     frame_seed,
     frames_digest,
@@ -163,6 +164,26 @@ def test_small_and_unreadable_images_are_skipped(
     assert [p.name for p in calib.files] == ["c_good.jpg"]
     assert any("skipped 2 unusable" in n for n in calib.notes)
     assert sum("skipping" in r.message for r in caplog.records) == 2
+
+
+def test_check_usable_raises_what_loading_would_and_makes_no_frame(calib_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    """A 12 MP search checks its full-size calibration images up front with check_usable: the errors
+    of load_calibration, and no synthetic RAW frame made (one took a second at 12 MP)."""
+    import lowlight_edge.datasets as D
+
+    folder = tmp_path / "small"
+    folder.mkdir()
+    Image.open(list_images(calib_dir)[0]).convert("RGB").resize((40, 30)).save(folder / "a_small.png")
+    for check in (check_usable, load_calibration):
+        with pytest.raises(DataError, match="no image of usable size"):
+            check(folder, RGB, RES)
+        with pytest.raises(DataError, match="darker than mean level 0.0001"):
+            check(calib_dir, RAW, RES, max_mean=0.0001)
+        with pytest.raises(UsageError, match="even"):
+            check(calib_dir, RAW, (63, 96))
+    monkeypatch.setattr(D, "synthesize_raw", lambda *a, **k: pytest.fail("check_usable made a frame"))
+    check_usable(folder, RAW, RES)  # a synthetic RAW frame is unprocessed from any photo, even a small one
+    check_usable(calib_dir, RGB, RES, max_mean=0.5)
 
 
 def test_bad_arguments_are_usage_errors(calib_dir: Path) -> None:
