@@ -141,6 +141,18 @@ def find_float_nodes(ctx: Context, budget: dict, plan: PrecisionPlan):
     return chosen, nodes, int8, psnrs
 
 
+def preset_f32_layers(ctx: Context, runner: Runner) -> list[str] | None:
+    """The OpenVINO compute nodes of ``runner``'s graph that the preset's ``bf16_f32_modules`` name
+    (by module-path prefix, as ``float_modules``): where the f32-layer search under BF16 starts;
+    None when the preset names none."""
+    modules = [m for m, _ in ctx.spec.preset.bf16_f32_modules]
+    if not modules:
+        return None
+    nodes, _ = preset_floats(ctx)
+    names = {n.name for n in nodes if any(n.module == m or n.module.startswith(m + ".") for m in modules)}
+    return [c for c in runner.compute_nodes() if c.split("/")[0] in names]
+
+
 PROBE_FRAMES = 2  # calibration frames of the speed probe's INT8 graph (its ranges' values do not change its speed)
 # The probe on a smaller search export is a screen, not the ship rule's timing (that one runs at full size
 # once a plan exists): its rounds stop at this cap. LLPackNet's INT8 against BF16 at 512x768 (1.05x
@@ -435,7 +447,8 @@ def choose_runtime_options(ctx: Context, plan: PrecisionPlan, precision: str, ba
         if not passed and reduces_precision(trial) and precision == "fp32":
             # the error may sit in a few layers: keep the fewest in f32 that bring it to the floor
             wide_frames, wide_refs = ctx.wide_eval()
-            layers, f32_search = find_f32_layers(base, {**pinned, **trial}, wide_frames, wide_refs, floor, reduced=wide_psnrs)
+            layers, f32_search = find_f32_layers(base, {**pinned, **trial}, wide_frames, wide_refs, floor, reduced=wide_psnrs,
+                                                 start=preset_f32_layers(ctx, base))
             record["f32_layers_search"] = f32_search
             if layers:
                 runner.close()

@@ -89,6 +89,16 @@ def test_spec_schema(name: str) -> None:
         assert spec.dynamic_hw_reason
 
 
+@pytest.mark.parametrize("name", zoo.list_models())
+def test_preset_module_paths_name_modules_of_the_model(name: str) -> None:
+    """The preset's float_modules and bf16_f32_modules are module-path prefixes: each must name a
+    module of the built model (a renamed module would leave its layer unkept, silently)."""
+    preset = zoo.get_spec(name).preset
+    modules = {path for path, _ in zoo.get_model(name, weights=None).named_modules()}
+    for prefix, reason in preset.float_modules + preset.bf16_f32_modules:
+        assert reason and any(m == prefix or m.startswith(prefix + ".") for m in modules), prefix
+
+
 def test_spec_details_that_later_stages_rely_on() -> None:
     for name in ("zero_dce_pp", "sgz"):
         spec = zoo.get_spec(name)

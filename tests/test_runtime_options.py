@@ -345,6 +345,13 @@ def test_the_f32_layer_search_reaches_its_floor_on_every_frame(onnx_file, frames
         assert record["rounds"][-1]["whole_set_min_db"] >= floor[1] and record["runs"] > 2
         with fp32.variant({"precision": "bf16", "f32_layers": layers}) as mixed:
             assert measure(run_frames(mixed, frames), refs)["psnr_db"]["min"] >= floor[1]
+        # from the model's measured layers (the zoo's bf16_f32_modules): within them, confirmed the same way
+        again, started = find_f32_layers(fp32, {"precision": "bf16"}, frames, refs, floor, start=layers)
+        assert again and set(again) <= set(layers) and started["whole_set"]["psnr_db"]["min"] >= floor[1]
+        assert started["start"]["outcome"].endswith(f"meet the floor's min on all {len(frames)} frames")
+        assert started["runs"] < record["runs"] and "uncompilable" not in started  # the other layers never compiled
+        unknown, fallback = find_f32_layers(fp32, {"precision": "bf16"}, frames, refs, floor, start=["no_such_node"])
+        assert unknown == layers and "searched from every compute layer" in fallback["start"]["outcome"]
         impossible = (0.0, 120.0)  # above the 99 dB cap: even every layer f32 misses it
         layers, record = find_f32_layers(fp32, {"precision": "bf16"}, frames, refs, impossible)
         assert layers is None and "misses the floor" in record["rounds"][0]["outcome"]

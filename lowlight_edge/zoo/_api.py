@@ -45,6 +45,9 @@ class QuantPreset:
     float_modules: tuple[tuple[str, str], ...] = ()  # (module-path prefix, reason)
     float_first_conv: str = ""  # reason, if the conv reading the image stays float
     model_type_transformer: bool = False
+    # (module-path prefix, reason): the convolutions that had to stay f32 under BF16 inference, where
+    # quantize/f32_layers.py's search starts (it confirms them on the eval frames, or searches them all)
+    bf16_f32_modules: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

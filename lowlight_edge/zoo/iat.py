@@ -306,6 +306,14 @@ SPEC = ModelSpec(
             # NNCF accuracy control reverted it at 400x600 on x86-cpu (2026-12-01): in the preset, a build skips that search
             ("local_net.add_end", "add head, tanh: its INT8 error is added to every pixel (measured)"),
         ),
+        # the f32-layer search's result on the Intel AMX host (2026-12-03, 2 threads): 4 of 50 layers,
+        # all-BF16 42.1/34.6 -> 51.7/41.6 dB on the 48 eval frames, in 29 runs from every layer
+        bf16_f32_modules=(
+            ("local_net.conv1", "the first conv reads the dark input image"),
+            ("local_net.add_blocks.0.pos_embed", "depthwise positional conv of the add branch"),
+            ("local_net.add_blocks.1.pos_embed", "depthwise positional conv of the add branch"),
+            ("global_net.conv_large.proj.1", "global branch: its error moves the whole image"),
+        ),
     ),
     # Measured 2026-12-01 (PyTorch FP32, lol_v2, 12 eval scenes, 2x2 tiles of 192x288): tiles agree
     # with the full frame to 18.7 dB (worst scene) at 96 px overlap and 27.5 dB at 160 px.

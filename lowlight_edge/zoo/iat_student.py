@@ -184,6 +184,13 @@ SPEC = ModelSpec(
             ("add_blocks.0.bn1", "first add block (measured)"),
             ("add_end", "add head, tanh: its INT8 error is added to every pixel (measured)"),
         ),
+        # the f32-layer search's result on the Intel AMX host (2026-12-03, 2 threads): 3 of 18 layers,
+        # all-BF16 41.2/32.0 -> 49.0/42.4 dB on the 48 eval frames, in 23 runs from every layer
+        bf16_f32_modules=(
+            ("shared_conv1", "the first conv reads the dark input image"),
+            ("mul_blocks.0.bn1", "first multiply block (its conv, batch norm folded)"),
+            ("add_blocks.0.bn1", "first add block (its conv, batch norm folded)"),
+        ),
     ),
     # Measured 2026-12-01 (PyTorch FP32, 12 eval scenes, 2x2 tiles of 192x288): tiles agree with
     # the full frame to 22.3 dB (worst scene) at 96 px overlap and 27.4 dB at 160 px.
