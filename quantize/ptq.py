@@ -185,14 +185,24 @@ def quantize_ov(model, calib_arrays: list[np.ndarray], scope, preset: QuantPrese
     )
 
 
-def accuracy_control_ov(model, calib_arrays, val_frames, val_refs, scope, preset: QuantPreset, budget: dict, max_iterations: int):
-    """NNCF accuracy control with our PSNR score; reverts ranked layers until the budget holds."""
+def accuracy_control_ov(model, calib_arrays, val_frames, val_refs, scope, preset: QuantPreset, budget: dict,
+                        max_iterations: int, validations: list[list[float]] | None = None):
+    """NNCF accuracy control with our PSNR score; reverts ranked layers until the budget holds.
+
+    NNCF quantizes ``model`` with the preset itself and returns that INT8 model at once when it
+    meets the budget, so no separate preset quantization is needed first. ``validations``: the
+    per-frame PSNRs of every validation on all of ``val_frames`` are appended: NNCF validates the
+    FP32 model, then the preset's INT8 one, and only when that misses ranks and reverts layers
+    (its one-frame call that finds out what ``validate`` returns is left out).
+    """
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
     def validate(compiled, items) -> tuple[float, list[float]]:
         output = compiled.output(0)
         psnrs = [frame_psnr(compiled(frame)[output], ref) for frame, ref in items]
+        if validations is not None and len(psnrs) == len(val_frames):
+            validations.append(psnrs)
         return score(psnrs, budget), psnrs
 
     validation = nncf.Dataset(list(zip(val_frames, val_refs, strict=True)), lambda item: item[0])

@@ -232,3 +232,25 @@ def test_on_a_search_export_int8_is_probed_against_the_fp32_options_chosen_at_fu
     if plan.search[0]["speedup"]["verdict"] != "faster":
         assert plan.decision == "fp32" and "not calibrated" in plan.reason
         assert (f"runtime options {options}" in plan.reason) == bool(options)
+
+
+@pytest.mark.parametrize(("model", "budget_db", "searched"), [("tinydce", 10.0, False), ("zero_dce_pp", 55.0, True)])
+def test_the_preset_is_validated_once_and_accuracy_control_runs_only_when_it_misses(
+    tmp_path: Path, model: str, budget_db: float, searched: bool
+) -> None:
+    """One NNCF call quantizes the preset, validates it and reverts layers only when it misses the
+    budget plus the search margin: the plan's preset step holds that validation, and an accuracy
+    control step appears exactly when layers were ranked and reverted (real NNCF, OpenVINO)."""
+    _, folder = quantize(tmp_path, model, (96, 144), ship="int8", budget_db=budget_db)
+    plan = load_plan(folder / "precision_plan.yaml")
+    steps = [s["step"] for s in plan.search]
+    preset = plan.search[0]["validation"]
+    assert steps[0] == "preset at 96x144" and preset["images"] >= 2 and preset["psnr_db"]["mean"] < 99.0  # INT8, not FP32
+    assert any(s.startswith("nncf accuracy control") for s in steps) == searched
+    aim = budget_db + 2.0  # the search margin
+    if searched:  # the preset missed the aim, and accuracy control returned layers to float
+        assert preset["psnr_db"]["mean"] < aim or preset["psnr_db"]["min"] < aim - 2.0
+        assert plan.fidelity["validation"]["psnr_db"]["mean"] > preset["psnr_db"]["mean"]
+        assert any(n.reason == "reverted to float by accuracy control" for n in plan.float_nodes)
+    else:
+        assert plan.fidelity["validation"] == preset  # the preset is the plan
