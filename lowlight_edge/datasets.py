@@ -282,11 +282,11 @@ def _pick(
         order = [
             int(i) for i in np.random.default_rng(seed).choice(len(files), size=len(files), replace=False)
         ]
-    chosen: dict[int, np.ndarray] = {}
+    chosen: dict[int, np.ndarray | _Synthetic] = {}
     skipped: list[str] = []
     too_bright = 0
 
-    def read(index: int) -> np.ndarray | DataError:
+    def read(index: int) -> np.ndarray | _Synthetic | DataError:
         path = files[index]
         try:
             return _to_input(path, spec, height, width)

@@ -128,7 +128,7 @@ def _box_blur(plane: np.ndarray, size: int = BLUR) -> np.ndarray:
     """
     h, w = plane.shape
     pad = size // 2
-    running = np.zeros((h + 2 * pad + 1, w + 2 * pad + 1), dtype=np.float64)  # a zero row and column in front
+    c = np.zeros((h + 2 * pad + 1, w + 2 * pad + 1), dtype=np.float64)  # a zero row and column in front
     carry = np.zeros(w + 2 * pad, dtype=np.float64)
     for top in range(0, h + 2 * pad, BLUR_ROWS):
         rows = np.clip(np.arange(top, min(top + BLUR_ROWS, h + 2 * pad)) - pad, 0, h - 1)
@@ -136,8 +136,7 @@ def _box_blur(plane: np.ndarray, size: int = BLUR) -> np.ndarray:
         block[0] += carry
         np.cumsum(block, axis=0, out=block)
         carry = block[-1].copy()
-        np.cumsum(block, axis=1, out=running[1 + top:1 + top + len(rows), 1:])
-    c = running
+        np.cumsum(block, axis=1, out=c[1 + top:1 + top + len(rows), 1:])
     blurred = np.empty((h, w), dtype=np.float32)
     for top in range(0, h, BLUR_ROWS):
         end = min(top + BLUR_ROWS, h)

@@ -127,37 +127,57 @@ def _eliminate(search: _Search, kept: list[str], probe: list[int], floor_min: fl
     return kept
 
 
+def _compilable(search: _Search, names: list[str]) -> list[str]:
+    """Those of ``names`` whose single f32 mark OpenVINO compiles, checked COMPILE_THREADS at a time."""
+    with ThreadPoolExecutor(max_workers=COMPILE_THREADS) as pool:  # OpenVINO compiles release the GIL
+        return [n for n, ok in zip(names, pool.map(search.compiles, names), strict=True) if ok]
+
+
+def _rounds(search: _Search, candidates: list[str], probe: list[int], everywhere: list[int], floor_min: float,
+            labels: list[str], rounds: list[dict], stop_below: float | None = None) -> tuple[list[str] | None, list[int], dict | None]:
+    """Up to ROUNDS eliminations from ``candidates`` (steps 2-4 of the module docstring), each round's
+    step appended to ``rounds``: (the kept layers, or None; the probe frames by then; their whole-set
+    fidelity). None with ``rounds[-1]["kept"]`` absent: ``candidates`` themselves miss on the probe
+    frames. ``stop_below``: their check stops at the first frame under it (``_Search.psnrs``)."""
+    for _ in range(ROUNDS):
+        every = search.psnrs(candidates, probe, stop_below=stop_below)
+        step: dict = {"probe_frames": [labels[i] for i in probe], "all_f32_probe_min_db": every and min(every), "steps": []}
+        rounds.append(step)
+        if every is None or min(every) < floor_min:
+            return None, probe, None
+        kept = _eliminate(search, candidates, probe, floor_min, step["steps"])
+        whole, fidelity = search.whole(kept)
+        step.update(kept=sorted(kept), whole_set_min_db=min(whole))
+        if min(whole) >= floor_min and not fidelity["nonfinite"]:
+            return sorted(kept), probe, fidelity
+        step["outcome"] = "another frame misses: its worst frames join the probe frames"
+        probe = probe + [i for i in _worst(whole, everywhere) if i not in probe]
+    return None, probe, None
+
+
 def _from_start(search: _Search, start: list[str], probe: list[int], everywhere: list[int], floor_min: float,
                 labels: list[str], record: dict) -> tuple[list[str] | None, list[int]]:
-    """The search from the model's measured layers (``start``): their marks that compile, kept when they
-    meet the floor's min on the probe frames, less every group they do not need, then confirmed on the
-    whole set; a frame that misses joins the probe frames (ROUNDS in all, as from every layer).
-    Returns (the layers, or None to search from every layer; the probe frames for that)."""
+    """The search from the model's measured layers (``start``): ``_rounds`` over their marks that
+    compile. Returns (the layers, or None to search from every layer; the probe frames for that)."""
     found: dict = {"layers": list(start), "rounds": []}
     record["start"] = found
     if not start:
         found["outcome"] = "none of them is a compute node of this graph: searched from every compute layer"
         return None, probe
-    with ThreadPoolExecutor(max_workers=COMPILE_THREADS) as pool:
-        compiled = [n for n, ok in zip(start, pool.map(search.compiles, start), strict=True) if ok]
+    compiled = _compilable(search, start)
     found["compiled"] = len(compiled)
-    for _ in range(ROUNDS):
-        step: dict = {"probe_frames": [labels[i] for i in probe], "steps": []}
-        found["rounds"].append(step)
-        held = search.psnrs(compiled, probe, stop_below=floor_min) if compiled else None
-        if not held or min(held) < floor_min:
-            found["outcome"] = "they miss the floor's min on the probe frames: searched from every compute layer"
-            return None, probe
-        kept = _eliminate(search, compiled, probe, floor_min, step["steps"])
-        whole, fidelity = search.whole(kept)
-        step.update(kept=sorted(kept), whole_set_min_db=min(whole))
-        if min(whole) >= floor_min and not fidelity["nonfinite"]:
-            record["whole_set"] = fidelity
-            found["outcome"] = f"{len(kept)} of them meet the floor's min on all {len(everywhere)} frames"
-            return sorted(kept), probe
-        probe = probe + [i for i in _worst(whole, everywhere) if i not in probe]
-    found["outcome"] = "another frame misses in every round: searched from every compute layer, with those frames"
-    return None, probe
+    if not compiled:
+        found["outcome"] = "none of their marks compiles: searched from every compute layer"
+        return None, probe
+    layers, probe, fidelity = _rounds(search, compiled, probe, everywhere, floor_min, labels, found["rounds"], floor_min)
+    if layers:
+        record["whole_set"] = fidelity
+        found["outcome"] = f"{len(layers)} of them meet the floor's min on all {len(everywhere)} frames"
+    elif "kept" not in found["rounds"][-1]:
+        found["outcome"] = "they miss the floor's min on the probe frames: searched from every compute layer"
+    else:
+        found["outcome"] = "another frame misses in every round: searched from every compute layer, with those frames"
+    return layers, probe
 
 
 def find_f32_layers(base: Runner, options: dict, frames: list[np.ndarray], refs: list[np.ndarray],
@@ -190,27 +210,15 @@ def find_f32_layers(base: Runner, options: dict, frames: list[np.ndarray], refs:
             log.info("f32 layers for %s: %s from the model's measured layers (%d runs, %.0f s)", options, layers,
                      search.runs, record["seconds"])
             return layers, record
-    with ThreadPoolExecutor(max_workers=COMPILE_THREADS) as pool:  # OpenVINO compiles release the GIL
-        candidates = [n for n, ok in zip(nodes, pool.map(search.compiles, nodes), strict=True) if ok]
+    candidates = _compilable(search, nodes)
     record["uncompilable"] = [n for n in nodes if n not in candidates]
-    layers = None
-    for _ in range(ROUNDS):
-        every = search.psnrs(candidates, probe)
-        step: dict = {"probe_frames": [labels[i] for i in probe], "all_f32_probe_min_db": every and min(every), "steps": []}
-        record["rounds"].append(step)
-        if every is None or min(every) < floor[1]:
-            step["outcome"] = "every compute layer f32 misses the floor on the probe frames: BF16's error is elsewhere"
-            break
-        kept = _eliminate(search, candidates, probe, floor[1], step["steps"])
-        whole, fidelity = search.whole(kept)
-        step.update(kept=sorted(kept), whole_set_min_db=min(whole))
-        if min(whole) >= floor[1] and not fidelity["nonfinite"]:
-            layers = sorted(kept)
-            record["whole_set"] = fidelity
-            step["outcome"] = f"{len(kept)} of {len(nodes)} compute layers f32 meet the floor's min on all {len(frames)} frames"
-            break
-        step["outcome"] = "another frame misses: its worst frames join the probe frames"
-        probe = probe + [i for i in _worst(whole, everywhere) if i not in probe]
+    layers, _, fidelity = _rounds(search, candidates, probe, everywhere, floor[1], labels, record["rounds"])
+    last = record["rounds"][-1]
+    if layers:
+        record["whole_set"] = fidelity
+        last["outcome"] = f"{len(layers)} of {len(nodes)} compute layers f32 meet the floor's min on all {len(frames)} frames"
+    elif "kept" not in last:
+        last["outcome"] = "every compute layer f32 misses the floor on the probe frames: BF16's error is elsewhere"
     record.update(layers=layers, runs=search.runs, seconds=round(time.perf_counter() - started, 1))
     log.info("f32 layers for %s: %s (%d runs, %.0f s)", options, layers, search.runs, record["seconds"])
     return layers, record
