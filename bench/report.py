@@ -93,6 +93,8 @@ def runtime_options_text(row: Mapping[str, Any]) -> str:
         parts[0] += f" but {len(used['f32_layers'])} kept f32"
     if used.get("denormals"):
         parts.append("denormals flushed")
+    if used.get("cpu_pinning") is False:
+        parts.append("threads unpinned")
     return ", ".join(parts)
 
 

@@ -9,7 +9,7 @@ identical output. When the ONNX path fails and the caller passed ``BuildConfig.t
 the torch module is converted instead; the reason is logged and recorded in the artifact's
 sidecar ({"fallback": ...}). INT8 IRs made by NNCF elsewhere load like any other IR.
 
-Runtime options (``RUNTIME_OPTIONS``: inference precision, denormal flushing) change speed and
+Runtime options (``RUNTIME_OPTIONS``: inference precision, denormal flushing, f32 layers, CPU pinning) change speed and
 not the graph. The quantize stage decides them per model and host and records them in the
 precision plan and in each IR's sidecar (``"runtime_options"``); ``load`` applies the sidecar's
 options, and an option the caller passes explicitly wins and is recorded as overriding it
@@ -57,12 +57,14 @@ from runtimes.base import (
 
 log = logging.getLogger(__name__)
 
-OPTIONS = ("threads", "hint", "precision", "denormals", "f32_layers")
+OPTIONS = ("threads", "hint", "precision", "denormals", "f32_layers", "cpu_pinning")
 # Options that change speed but not the graph: what the quantize stage searches and a sidecar carries.
 # precision: INFERENCE_PRECISION_HINT of the float layers; denormals: CPU_DENORMALS_OPTIMIZATION
 # (flush denormals to zero), True/False, absent = OpenVINO's default (off); f32_layers: names of
-# the graph's nodes that stay f32 under a reduced precision (``keep_f32``), a sorted list.
-RUNTIME_OPTIONS = ("precision", "denormals", "f32_layers")
+# the graph's nodes that stay f32 under a reduced precision (``keep_f32``), a sorted list;
+# cpu_pinning: ENABLE_CPU_PINNING (the stream threads pinned to cores), absent = OpenVINO's default (on).
+RUNTIME_OPTIONS = ("precision", "denormals", "f32_layers", "cpu_pinning")
+SCHEDULING_OPTIONS = ("cpu_pinning",)  # where the threads run, not what they compute: outputs stay bit for bit
 KEEP_F32_ATTRIBUTE = "DisablePrecisionConversion_0"  # what OpenVINO's IR reader makes of a "precise_0" mark
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # native bfloat16 arithmetic: a BF16 candidate needs one
@@ -178,6 +180,9 @@ def check_runtime_options(options: Any, where: str) -> dict[str, Any]:
     if "f32_layers" in options and not _is_name_list(options["f32_layers"]):
         msg = f"{where}: runtime_options f32_layers must be a list of node names, got {options['f32_layers']!r}; rebuild the artifact"
         raise ConfigError(msg)
+    if "cpu_pinning" in options and not isinstance(options["cpu_pinning"], bool):
+        msg = f"{where}: runtime_options cpu_pinning must be true or false, got {options['cpu_pinning']!r}; rebuild the artifact"
+        raise ConfigError(msg)
     return dict(options)
 
 
@@ -192,7 +197,7 @@ def reduces_precision(options: dict[str, Any]) -> bool:
 
 
 def check_load_options(options: dict[str, Any]) -> None:
-    """UsageError for a hint, precision or denormals value OpenVINO would not take."""
+    """UsageError for a hint, precision, denormals, f32_layers or cpu_pinning value OpenVINO would not take."""
     if "hint" in options and options["hint"] not in HINTS:
         msg = f"hint must be one of {', '.join(HINTS)}, got {options['hint']!r}"
         raise UsageError(msg)
@@ -204,6 +209,9 @@ def check_load_options(options: dict[str, Any]) -> None:
         raise UsageError(msg)
     if options.get("f32_layers") is not None and not _is_name_list(options["f32_layers"]):
         msg = f"f32_layers must be a list of the graph's node names, got {options['f32_layers']!r}"
+        raise UsageError(msg)
+    if options.get("cpu_pinning") is not None and not isinstance(options["cpu_pinning"], bool):
+        msg = f"cpu_pinning must be true or false (ENABLE_CPU_PINNING), got {options['cpu_pinning']!r}"
         raise UsageError(msg)
 
 
@@ -283,6 +291,8 @@ def compile_config(options: dict[str, Any]) -> dict[str, Any]:
         config["INFERENCE_NUM_THREADS"] = int(options["threads"])
     config["INFERENCE_PRECISION_HINT"] = options.get("precision") or "f32"
     config["CPU_DENORMALS_OPTIMIZATION"] = bool(options.get("denormals") or False)
+    if options.get("cpu_pinning") is not None:
+        config["ENABLE_CPU_PINNING"] = bool(options["cpu_pinning"])
     return config
 
 
@@ -294,8 +304,8 @@ def artifact_runtime_options(path: str | Path) -> dict[str, Any]:
 
 def runtime_properties(xml: str | Path, explicit: dict[str, Any] | None = None) -> dict[str, str]:
     """The runtime-option properties a runner loading ``xml`` with ``explicit`` options compiles
-    with, as strings (for benchmark_app's -load_config): INFERENCE_PRECISION_HINT and
-    CPU_DENORMALS_OPTIMIZATION."""
+    with, as strings (for benchmark_app's -load_config): INFERENCE_PRECISION_HINT,
+    CPU_DENORMALS_OPTIMIZATION and, when set, ENABLE_CPU_PINNING."""
     merged, _ = merge_options(artifact_runtime_options(xml), {k: v for k, v in (explicit or {}).items() if k in RUNTIME_OPTIONS})
     config = compile_config({k: merged[k] for k in RUNTIME_OPTIONS if k in merged})
     return {k: ("YES" if v else "NO") if isinstance(v, bool) else str(v) for k, v in config.items()}
@@ -472,6 +482,7 @@ class OpenVinoRunner(Runner):
                 ("hint", "PERFORMANCE_HINT"),
                 ("inference_precision", "INFERENCE_PRECISION_HINT"),
                 ("denormals_optimization", "CPU_DENORMALS_OPTIMIZATION"),
+                ("cpu_pinning", "ENABLE_CPU_PINNING"),
             ):
                 try:
                     info[key] = self._compiled.get_property(name)
@@ -612,7 +623,7 @@ class OpenVinoBackend(Backend):
 
         Options: threads (INFERENCE_NUM_THREADS), hint LATENCY | THROUGHPUT |
         CUMULATIVE_THROUGHPUT, precision f32 | f16 | bf16 (INFERENCE_PRECISION_HINT), denormals
-        true | false (CPU_DENORMALS_OPTIMIZATION). The sidecar's ``runtime_options`` (decided by
+        true | false (CPU_DENORMALS_OPTIMIZATION), cpu_pinning true | false (ENABLE_CPU_PINNING). The sidecar's ``runtime_options`` (decided by
         the quantize stage) apply unless an option passed here names the same key: then the
         caller's value is used and describe() records both.
         """

@@ -89,6 +89,31 @@ def test_loaded_ir_runs_with_its_sidecar_options_unless_the_caller_says_otherwis
 
 
 @pytest.mark.openvino
+def test_cpu_pinning_travels_in_the_sidecar_to_the_compiled_model_and_benchmark_app(onnx_file, frames, tmp_path) -> None:
+    from bench.report import runtime_options_text
+
+    ov = get_backend("openvino")
+    xml = ov.build(onnx_file, BuildConfig(), tmp_path).path
+    with ov.load(xml, options={"threads": 1}) as pinned:
+        assert pinned.describe()["cpu_pinning"] is True  # OpenVINO's default on Linux
+        reference = [np.array(pinned(f)) for f in frames]
+    assert "ENABLE_CPU_PINNING" not in runtime_properties(xml)  # unset: benchmark_app keeps its default too
+    _with_runtime_options(xml, {"cpu_pinning": False})
+    with ov.load(xml, options={"threads": 1}) as unpinned:
+        info = unpinned.describe()
+        assert info["cpu_pinning"] is False and info["runtime_options"]["from"]["cpu_pinning"] == "artifact"
+        for f, ref in zip(frames, reference, strict=True):
+            assert np.array_equal(unpinned(f), ref)  # scheduling only: the same arithmetic
+        assert runtime_options_text({"runtime_info": info}) == "threads unpinned"
+    assert runtime_properties(xml)["ENABLE_CPU_PINNING"] == "NO"
+    with pytest.raises(UsageError, match="cpu_pinning must be true or false"):
+        ov.load(xml, options={"cpu_pinning": "off"})
+    _with_runtime_options(xml, {"cpu_pinning": 0})
+    with pytest.raises(ConfigError, match="runtime_options cpu_pinning"):
+        ov.load(xml)
+
+
+@pytest.mark.openvino
 def test_a_flushing_runner_leaves_no_flush_behind(tmp_path) -> None:
     """Denormal flushing is per runner: a runner without it, loaded after one with it ran in the same
     process, does not flush. OpenVINO leaves the threads' FTZ/DAZ as a flushing model set them
@@ -160,10 +185,14 @@ def test_bf16_is_a_candidate_only_on_a_cpu_with_native_bfloat16() -> None:
     assert amx["bf16"] and amx["bf16_why"] is None and "amx_int8" in amx["flags"]
     targets = load_targets()
     tried, skipped, pinned = option_candidates(targets["x86-cpu"], "fp32", avx2)
-    assert tried == [{"denormals": True}] and pinned == {}
+    assert tried == [{"denormals": True}, {"cpu_pinning": False}] and pinned == {}
     assert skipped[0]["options"] == {"precision": "bf16"} and "no native bfloat16" in skipped[0]["not_a_candidate"]
     tried, skipped, _ = option_candidates(targets["x86-cpu"], "fp32", amx)
-    assert tried == [{"denormals": True}, {"precision": "bf16"}] and skipped == []
+    assert tried == [{"denormals": True}, {"precision": "bf16"}, {"cpu_pinning": False}]
+    # the scheduling settings that cannot shorten one request are recorded with their measured reason, once
+    assert [r["options"] for r in skipped] == [{"hint": "THROUGHPUT"}, {"streams": 2}, {"threads": "fewer than the target's"}]
+    assert all("(measured)" in r["not_a_candidate"] for r in skipped)
+    assert option_candidates(targets["x86-cpu"], "int8", amx)[1] == []
 
 
 def test_a_target_that_pins_the_precision_is_never_searched(tmp_path: Path) -> None:
@@ -172,7 +201,7 @@ def test_a_target_that_pins_the_precision_is_never_searched(tmp_path: Path) -> N
     pinned_file.write_text(text.replace("      hint: LATENCY\n", "      hint: LATENCY\n      precision: f32\n", 1))
     target = load_targets(pinned_file)["x86-cpu"]
     tried, skipped, pinned = option_candidates(target, "fp32", cpu_capabilities(AMX_CPUINFO))
-    assert pinned == {"precision": "f32"} and tried == [{"denormals": True}]
+    assert pinned == {"precision": "f32"} and tried == [{"denormals": True}, {"cpu_pinning": False}]
     assert "sets precision: f32" in skipped[0]["not_a_candidate"]
 
 
@@ -275,9 +304,13 @@ def test_a_bf16_fp32_ir_ships_within_the_budget_and_is_verified_both_ways(tmp_pa
     bf16 = next(c for c in plan.runtime["candidates"] if c["precision"] == "fp32" and c["options"].get("precision") == "bf16")
     assert bf16["fidelity"]["floor_db"] == [42.0, 40.0] and "reduced precision" in bf16["fidelity"]["floor"]
     assert bf16["fidelity"]["wide"]["frames"] > 2  # confirmed on the wider eval set, not only the 2 verify frames
-    assert bf16["verdict"] == "adopted" and plan.runtime["options"]["fp32"] == {"denormals": True, "precision": "bf16"}
+    # every candidate is "faster" here, so CPU pinning off is adopted on top, and travels in the sidecar too
+    chosen = {"denormals": True, "precision": "bf16", "cpu_pinning": False}
+    assert bf16["verdict"] == "adopted" and plan.runtime["options"]["fp32"] == chosen
+    unpinned = next(c for c in plan.runtime["candidates"] if c["precision"] == "fp32" and c["options"] == chosen)
+    assert unpinned["fidelity"].startswith("unchanged: a scheduling option")  # no eval run for where threads run
     side = json.loads((folder / "openvino" / "fp32" / "model.xml.json").read_text())
-    assert side["runtime_options"] == {"denormals": True, "precision": "bf16"}
+    assert side["runtime_options"] == chosen
     manifest = json.loads((folder / "manifest.json").read_text())
     ir = next(f for f in manifest["files"] if f["role"] == "ir_fp32")
     assert ir["fidelity"]["psnr_db"]["min"] >= 60.0 and ir["fidelity"]["runtime_options"]["precision"] == "f32"  # the graph
@@ -404,7 +437,7 @@ def test_on_a_search_export_a_candidate_is_timed_first_and_only_a_faster_one_is_
         "speedup": search.speed_record([1.0] * 10, [1.0] * 10)["speedup"]})
 
     def recorded(a, b, frames, threshold=1.05, labels=("fp32", "int8"), **_):
-        faster = b.runtime_options.get("precision") == "bf16"
+        faster = getattr(b, "runtime_options", {}).get("precision") == "bf16" != getattr(a, "runtime_options", {}).get("precision")
         return search.speed_record([2.0 if faster else 1.0] * 10, [1.0] * 10, threshold=threshold, labels=labels)
 
     monkeypatch.setattr(search, "compare_speed", recorded)
@@ -416,7 +449,8 @@ def test_on_a_search_export_a_candidate_is_timed_first_and_only_a_faster_one_is_
     plan = load_plan(folder / PLAN_FILE)
     assert plan.decision == "fp32"
     fp32 = [c for c in plan.runtime["candidates"] if c["precision"] == "fp32" and "options" in c and "speed" in c]
-    denormals, bf16 = fp32
+    denormals, bf16, unpinned = fp32
+    assert unpinned["options"] == {"precision": "bf16", "cpu_pinning": False} and "fidelity" not in unpinned  # a tie
     assert denormals["options"] == {"denormals": True} and "fidelity" not in denormals
     assert denormals["verdict"].startswith("kept the current options (not_faster") and "not measured" in denormals["verdict"]
     assert denormals["speed"]["timed_at"].startswith("32x48")
