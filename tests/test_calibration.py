@@ -25,7 +25,7 @@ from lowlight_edge.datasets import (
 )
 from lowlight_edge.errors import DataError, UsageError
 from lowlight_edge.images import fit, list_images, read_rgb
-from lowlight_edge.scenes import night_lights
+from lowlight_edge.scenes import crushed_shadows, night_lights
 
 RES = (64, 96)
 
@@ -87,11 +87,16 @@ def test_any_parameter_changes_the_hash(
 def test_rgb_arrays_are_nchw_in_unit_range(calib_dir: Path, rgb_set: CalibrationSet) -> None:
     for i, (path, array, info) in enumerate(zip(rgb_set.files, rgb_set.arrays, rgb_set.frames, strict=True)):
         assert array.shape == (1, 3, *RES) and array.dtype == np.float32
-        assert 0.0 <= array.min() and array.max() <= 1.0 and array.std() > 0.01
+        assert 0.0 <= array.min() and array.max() <= 1.0 and array.std() > 0.002  # not blank (a crushed frame is dark)
         assert info["file"] == path.name and info["sha256"] == frames_digest([array])
-        if i % 2 == 0:  # plain frames: the photo itself
+        if i % 4 == 0:  # plain frames: the photo itself
             assert info["scene"] is None
             np.testing.assert_array_equal(array[0].transpose(1, 2, 0), fit(read_rgb(path), *RES))
+        elif i % 4 == 2:  # every fourth: the same photo with its shadows crushed to 0 by a black point
+            expected, params = crushed_shadows(fit(read_rgb(path), *RES), frame_seed(0, "calib:crushed_shadows", path.name))
+            np.testing.assert_array_equal(array[0].transpose(1, 2, 0), expected)
+            assert info["scene"] == params and params["recipe"] == "crushed_shadows"
+            assert (array == 0).mean() >= 0.15 and params["zeros_made"] == pytest.approx((array == 0).mean(), abs=1e-4)
         else:  # every second frame: the light-source night scene of the same photo, with its lights clipped
             expected, params = night_lights(fit(read_rgb(path), *RES), frame_seed(0, "calib:night_lights", path.name))
             np.testing.assert_array_equal(array[0].transpose(1, 2, 0), expected)
@@ -100,6 +105,7 @@ def test_rgb_arrays_are_nchw_in_unit_range(calib_dir: Path, rgb_set: Calibration
     meta = rgb_set.meta()
     assert meta["hash"] == rgb_set.hash and meta["files"] == [p.name for p in rgb_set.files]
     assert meta["scenes"]["recipe"] == "night_lights" and meta["frames"] == rgb_set.frames
+    assert meta["scenes"]["crushed"]["recipe"] == "crushed_shadows" and meta["scenes"]["crushed"]["every"] == 4
     plain = load_calibration(calib_dir, RGB, RES, size=4, seed=0, scenes=None)
     assert plain.files == rgb_set.files and plain.hash != rgb_set.hash  # the recipe is part of the hash
     assert all(f["scene"] is None for f in plain.frames)

@@ -122,6 +122,34 @@ def test_eval_and_calibration_sets_mix_in_light_scenes(eval_dir: Path, calib_dir
     assert not {f["file"] for f in calib.frames} & {p.name for p in list_images(eval_dir)}  # never calibrated on eval
 
 
+def test_crushed_shadows_is_a_night_frame_whose_shadows_are_exactly_zero(photos: list[np.ndarray]) -> None:
+    for i, photo in enumerate(photos):
+        frame, params = S.crushed_shadows(photo, i)
+        again, same = S.crushed_shadows(photo, i)
+        assert np.array_equal(frame, again) and params == same  # seeded: bit for bit
+        assert frame.shape == photo.shape and frame.dtype == np.float32
+        np.testing.assert_array_equal(np.round(frame * 255), frame * 255)  # 8-bit levels like a capture
+        lo, hi = S.CRUSHED_ZERO_RANGE
+        zeros = float((frame == 0.0).mean())
+        # the black point takes its share of the values to exactly 0 (sRGB rounding adds the values just above it)
+        assert lo - 0.05 <= params["zero_share"] - 0.05 <= zeros <= 0.95, params
+        assert params["recipe"] == "crushed_shadows" and S.CRUSHED_MEAN_RANGE[0] <= params["mean_level"] <= S.CRUSHED_MEAN_RANGE[1]
+        assert float(frame.mean()) <= params["mean_level"] + 0.01  # at a night level, or below it once crushed
+    assert not np.array_equal(S.crushed_shadows(photos[0], 1)[0], S.crushed_shadows(photos[0], 2)[0])
+    with pytest.raises(UsageError, match="HxWx3"):
+        S.crushed_shadows(photos[0][..., 0], 1)
+
+
+def test_only_rgb_calibration_sets_hold_crushed_frames(eval_dir: Path, calib_dir: Path) -> None:
+    calib = load_calibration(calib_dir, RGB, (H, W), size=8)
+    recipes = [(f["scene"] or {}).get("recipe") for f in calib.frames]
+    assert recipes == [None, "night_lights", "crushed_shadows", "night_lights"] * 2
+    assert all(f["scene"] is None for f in load_calibration(calib_dir, RGB, (H, W), size=8, scenes=None).frames)
+    # eval sets hold real crushed frames; RAW frames are clipped at the black level by synthesis already
+    assert all((i["scene"] or {}).get("recipe") != "crushed_shadows" for i in eval_frames(eval_dir, RGB, (H, W), size=8).info)
+    assert all((f["scene"] or {}).get("recipe") != "crushed_shadows" for f in load_calibration(calib_dir, RAW, (H, W), size=4).frames)
+
+
 def test_measure_names_the_worst_frame(photos: list[np.ndarray]) -> None:
     refs = Frames([p[None].transpose(0, 3, 1, 2).copy() for p in photos[:3]], labels=["a.png", "b.png+night_lights", "c.png"])
     outs = [r.copy() for r in refs]
