@@ -243,11 +243,15 @@ def _to_input(path: Path, spec: Any, height: int, width: int) -> np.ndarray | _S
         raise DataError(msg)
     if is_raw:
         return to_nchw(fit_bayer(plane, height, width))
-    image = fit(image, height, width)
+    return to_nchw(_in_value_range(fit(image, height, width), spec))
+
+
+def _in_value_range(image: np.ndarray, spec: Any) -> np.ndarray:
+    """An RGB image in [0, 1] mapped onto the model's declared ``value_range`` (unchanged for [0, 1])."""
     lo, hi = (float(v) for v in getattr(spec, "value_range", (0.0, 1.0)))
     if (lo, hi) != (0.0, 1.0):
         image = lo + image * np.float32(hi - lo)
-    return to_nchw(image)
+    return image
 
 
 def _scene_input(path: Path, spec: Any, height: int, width: int, seed: int, index: int) -> tuple[np.ndarray, dict]:
@@ -257,10 +261,7 @@ def _scene_input(path: Path, spec: Any, height: int, width: int, seed: int, inde
         frame, params = night_lights(image, seed, raw=True, amp=amp_spread(index))
         return to_nchw(frame), params
     frame, params = night_lights(image, seed)
-    lo, hi = (float(v) for v in getattr(spec, "value_range", (0.0, 1.0)))
-    if (lo, hi) != (0.0, 1.0):
-        frame = lo + frame * np.float32(hi - lo)
-    return to_nchw(frame), params
+    return to_nchw(_in_value_range(frame, spec)), params
 
 
 def crushes(spec: Any, purpose: str, scenes: str | None) -> bool:
@@ -272,10 +273,7 @@ def crushes(spec: Any, purpose: str, scenes: str | None) -> bool:
 def _crushed_input(path: Path, spec: Any, height: int, width: int, seed: int) -> tuple[np.ndarray, dict]:
     """A crushed-shadow night frame (``scenes.crushed_shadows``) made from one photo: (1x3xHxW float32, parameters)."""
     frame, params = crushed_shadows(fit(read_rgb(path), height, width), seed)
-    lo, hi = (float(v) for v in getattr(spec, "value_range", (0.0, 1.0)))
-    if (lo, hi) != (0.0, 1.0):
-        frame = lo + frame * np.float32(hi - lo)
-    return to_nchw(frame), params
+    return to_nchw(_in_value_range(frame, spec)), params
 
 
 def _brightness(path: Path, spec: Any, array: np.ndarray | _Synthetic) -> float:

@@ -232,6 +232,21 @@ def _lights(linear: np.ndarray, rng: np.random.Generator, clip_level: float) -> 
     return layer, mask, params
 
 
+def _rgb_photo(rgb: np.ndarray, recipe: str) -> np.ndarray:
+    """``rgb`` as float32 HxWx3, or a UsageError naming the recipe that needed it."""
+    rgb = np.asarray(rgb, dtype=np.float32)
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        msg = f"{recipe} needs an HxWx3 RGB image, got shape {rgb.shape}; read it with lowlight_edge.images.read_rgb"
+        raise UsageError(msg)
+    return rgb
+
+
+def _with_capture_noise(signal: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """An RGB capture's shot and read noise added to a linear signal (shot noise saturates with the sensor at 1)."""
+    sigma = np.sqrt(np.minimum(signal, 1.0) * SHOT_NOISE + READ_NOISE**2)
+    return signal + rng.standard_normal(signal.shape, dtype=np.float32) * sigma
+
+
 def night_lights(
     rgb: np.ndarray, seed: int, *, raw: bool = False, amp: float | None = None
 ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -247,10 +262,7 @@ def night_lights(
         RGB: HxWx3 float32 sRGB in [0, 1], 8-bit levels. RAW: HxW float32, up to ``amp`` where the
         sensor clipped. Parameters: recipe, version, seed and what was drawn.
     """
-    rgb = np.asarray(rgb, dtype=np.float32)
-    if rgb.ndim != 3 or rgb.shape[2] != 3:
-        msg = f"night_lights needs an HxWx3 RGB image, got shape {rgb.shape}; read it with lowlight_edge.images.read_rgb"
-        raise UsageError(msg)
+    rgb = _rgb_photo(rgb, RECIPE)
     rng = np.random.default_rng(seed)
     linear = srgb_to_linear(rgb)
     params: dict[str, Any] = {"recipe": RECIPE, "version": RECIPE_VERSION, "seed": int(seed)}
@@ -263,8 +275,7 @@ def night_lights(
         layer, mask, light = _lights(linear, rng, 1.0)
         background = np.where(mask[..., None], 0.0, linear * np.float32(gain)).astype(np.float32)
         signal = background + layer
-        sigma = np.sqrt(np.minimum(signal, 1.0) * SHOT_NOISE + READ_NOISE**2)
-        noisy = signal + rng.standard_normal(signal.shape, dtype=np.float32) * sigma
+        noisy = _with_capture_noise(signal, rng)
         frame = (np.round(linear_to_srgb(noisy) * 255.0) / 255.0).astype(np.float32)
         params.update({"night_mean": round(night, 4), "gain": round(gain, 5), **light,
                        "clipped_fraction": round(float((noisy >= 1.0).any(axis=-1).mean()), 5)})
@@ -304,17 +315,13 @@ def crushed_shadows(rgb: np.ndarray, seed: int) -> tuple[np.ndarray, dict[str, A
     Returns HxWx3 float32 sRGB in [0, 1] on 8-bit levels, and the recipe, version, seed and what
     was drawn (the mean level, the share of zeros asked for and the share that came out).
     """
-    rgb = np.asarray(rgb, dtype=np.float32)
-    if rgb.ndim != 3 or rgb.shape[2] != 3:
-        msg = f"crushed_shadows needs an HxWx3 RGB image, got shape {rgb.shape}; read it with lowlight_edge.images.read_rgb"
-        raise UsageError(msg)
+    rgb = _rgb_photo(rgb, CRUSHED_RECIPE)
     rng = np.random.default_rng(seed)
     linear = srgb_to_linear(rgb)
     level = float(np.exp(rng.uniform(np.log(CRUSHED_MEAN_RANGE[0]), np.log(CRUSHED_MEAN_RANGE[1]))))
     gain = exposure_for(linear, level) if float(rgb.mean()) > level else 1.0
     signal = linear * np.float32(gain)
-    sigma = np.sqrt(np.minimum(signal, 1.0) * SHOT_NOISE + READ_NOISE**2)
-    noisy = signal + rng.standard_normal(signal.shape, dtype=np.float32) * sigma
+    noisy = _with_capture_noise(signal, rng)
     zeros = float(rng.uniform(*CRUSHED_ZERO_RANGE))
     sample = noisy.reshape(-1)[::EXPOSURE_SAMPLE_STRIDE]  # a quantile of every 7th value, as exposure_for
     black = max(0.0, float(np.quantile(sample, zeros)))  # noise may put the quantile below 0: nothing to crush then
