@@ -99,14 +99,14 @@ def frames_digest(arrays: list[np.ndarray]) -> str:
     return digest.hexdigest()
 
 
-def scene_summary(scenes: str | None, crushed: bool = False) -> dict[str, Any] | None:
-    """What a hash and a plan record about the scene recipes (None when none is mixed in);
-    ``crushed``: the set also holds crushed-shadow frames (``crushes``)."""
+def scene_summary(scenes: str | None, input_kind: str) -> dict[str, Any] | None:
+    """What a hash and a plan record about the scene recipes of a calibration set for models of
+    ``input_kind`` (None when none is mixed in)."""
     if scenes is None:
         return None
     summary: dict[str, Any] = {"recipe": scenes, "version": RECIPE_VERSION, "every": SCENE_EVERY,
                                "positions": f"1, 1+{SCENE_EVERY}, ... in name order"}
-    if crushed:
+    if crushes(input_kind, "calib", scenes):
         summary["crushed"] = {"recipe": CRUSHED_RECIPE, "version": CRUSHED_VERSION, "every": CRUSHED_EVERY,
                               "positions": f"2, 2+{CRUSHED_EVERY}, ... in name order"}
     return summary
@@ -153,7 +153,7 @@ class CalibrationSet:
             "size": self.size,
             "preprocess_version": PREPROCESS_VERSION,
             "notes": list(self.notes),
-            "scenes": scene_summary(self.scenes, crushed=self.input_kind == "rgb"),
+            "scenes": scene_summary(self.scenes, self.input_kind),
             "frames": list(self.frames),
         }
 
@@ -264,10 +264,10 @@ def _scene_input(path: Path, spec: Any, height: int, width: int, seed: int, inde
     return to_nchw(_in_value_range(frame, spec)), params
 
 
-def crushes(spec: Any, purpose: str, scenes: str | None) -> bool:
+def crushes(input_kind: str, purpose: str, scenes: str | None) -> bool:
     """Whether a set mixes in crushed-shadow frames: RGB calibration sets with scenes (a RAW frame's black
     level is already clipped at 0 by ``synthesize_raw``; eval sets hold the real ones)."""
-    return scenes is not None and purpose == "calib" and spec.input_kind == "rgb"
+    return scenes is not None and purpose == "calib" and input_kind == "rgb"
 
 
 def _crushed_input(path: Path, spec: Any, height: int, width: int, seed: int) -> tuple[np.ndarray, dict]:
@@ -392,7 +392,7 @@ def _prepare(
     at = [i for i, path in enumerate(paths)
           if scenes is not None and i % SCENE_EVERY == 1 and path.suffix.lower() not in RAW_SUFFIXES]
     scene_index = {i: n for n, i in enumerate(at)}
-    crushed = {i for i in range(len(paths)) if crushes(spec, purpose, scenes) and i % CRUSHED_EVERY == 2}
+    crushed = set(range(2, len(paths), CRUSHED_EVERY)) if crushes(spec.input_kind, purpose, scenes) else set()
     made: dict[int, dict] = {}
 
     def finish(i: int) -> tuple[np.ndarray, dict | None]:
@@ -437,7 +437,7 @@ def calibration_hash(
     if max_mean is not None:
         params["max_mean"] = max_mean
     if scenes is not None:
-        params["scenes"] = scene_summary(scenes, crushed=input_kind == "rgb")
+        params["scenes"] = scene_summary(scenes, input_kind)
     if input_kind == "raw_bayer":
         params["synthetic_raw"] = {"black": SYNTH_BLACK, "white": SYNTH_WHITE, "ratio": list(RATIO_RANGE)}
     return hash_dict(params, length=64)

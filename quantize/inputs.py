@@ -92,7 +92,7 @@ def load_split(ctx: Context, resolution: tuple[int, int] | None = None):
         "max_mean": ctx.request.calib_max_mean,
         "notes": calib.notes,
         # the recipe mixed into calibration and validation, and every frame's parameters and sha256
-        "scenes": scene_summary(calib.scenes, crushed=calib.input_kind == "rgb"),
+        "scenes": scene_summary(calib.scenes, calib.input_kind),
         "frames": [{**f, "role": "calibration" if i < len(train) else "validation"} for i, f in enumerate(calib.frames)],
         "validation_references": record,
     }

@@ -137,7 +137,8 @@ def find_float_nodes(ctx: Context, budget: dict, plan: PrecisionPlan):
     # (a separate preset quantization first cost LLPackNet 2.2 s and IAT 3.3 s of every search)
     validations: list[list[float]] = []
     int8 = ptq.accuracy_control_ov(model, train, val, val_refs, scope, preset, aim, max_iterations=12, validations=validations)
-    psnrs = ptq.evaluate(openvino.runner(int8, ctx.target.threads), val, val_refs)
+    with openvino.runner(int8, ctx.target.threads) as runner:
+        psnrs = ptq.evaluate(runner, val, val_refs)
     preset_psnrs = validations[1] if len(validations) > 1 else psnrs  # the FP32 model's validation comes first
     plan.search.append({"step": "preset" + at, "float_nodes": len(floats), "validation": ptq.summary(preset_psnrs)})
     log.info("%s preset plan: %.1f dB mean on validation%s", ctx.spec.name, np.mean(preset_psnrs), at)
@@ -456,7 +457,8 @@ def choose_runtime_options(ctx: Context, plan: PrecisionPlan, precision: str, ba
                 continue
         runner = base.variant({**pinned, **trial})
         wide_psnrs = None
-        if set(candidate) <= set(SCHEDULING_OPTIONS):
+        scheduling = set(candidate) <= set(SCHEDULING_OPTIONS)
+        if scheduling:
             # where the threads run changes no result (tests/test_runtime_options.py: bit-identical outputs),
             # so the options adopted so far keep the fidelity they were measured at: a BF16 plan's 48-frame
             # check again was most of this candidate's cost (IAT: 13 s of a 54 s build)
@@ -468,11 +470,11 @@ def choose_runtime_options(ctx: Context, plan: PrecisionPlan, precision: str, ba
             record["fidelity"] = {"psnr_db": fid["psnr_db"], "nonfinite": fid["nonfinite"], "floor_db": list(floor),
                                   "floor": why, "worst": fid.get("worst")}
             passed = within_budget(fid, *floor)
-        if passed and isinstance(record["fidelity"], dict) and reduces_precision(trial) and ctx.wide_size() > len(frames):
+        if passed and not scheduling and reduces_precision(trial) and ctx.wide_size() > len(frames):
             # a reduced precision's error varies from frame to frame: confirmed on the wider eval set
             record["fidelity"]["wide"], wide_psnrs = _wide_fidelity(ctx, runner)
             passed = within_budget(record["fidelity"]["wide"], *floor)
-        if not passed and reduces_precision(trial) and precision == "fp32":  # (a scheduling option always passes)
+        if not passed and reduces_precision(trial) and precision == "fp32":
             # the error may sit in a few layers: keep the fewest in f32 that bring it to the floor
             wide_frames, wide_refs = ctx.wide_eval()
             layers, f32_search = find_f32_layers(base, {**pinned, **trial}, wide_frames, wide_refs, floor, reduced=wide_psnrs,
@@ -606,8 +608,9 @@ def _lost_on_fp32(records: list[dict], candidate: dict) -> str | None:
     """Why ``candidate`` is not worth timing on INT8: it was timed on FP32 and not shown faster.
 
     Denormal flushing and BF16 act on the float operations, and an INT8 graph has fewer of them
-    than the FP32 one, so a tie there is a tie here; CPU pinning acts on the same threads either way. A candidate that missed the FP32 floor (the
-    stricter float-stage floor) is still tried: INT8 is held to the target budget only.
+    than the FP32 one, so a tie there is a tie here; CPU pinning acts on the same threads either way.
+    A candidate that missed the FP32 floor (the stricter float-stage floor) is still tried: INT8 is
+    held to the target budget only.
     """
     for record in records:
         if record.get("precision") != "fp32" or "speed" not in record:

@@ -64,6 +64,7 @@ OPTIONS = ("threads", "hint", "precision", "denormals", "f32_layers", "cpu_pinni
 # the graph's nodes that stay f32 under a reduced precision (``keep_f32``), a sorted list;
 # cpu_pinning: ENABLE_CPU_PINNING (the stream threads pinned to cores), absent = OpenVINO's default (on).
 RUNTIME_OPTIONS = ("precision", "denormals", "f32_layers", "cpu_pinning")
+BOOL_OPTIONS = {"denormals": "CPU_DENORMALS_OPTIMIZATION", "cpu_pinning": "ENABLE_CPU_PINNING"}  # option -> OpenVINO property
 SCHEDULING_OPTIONS = ("cpu_pinning",)  # where the threads run, not what they compute: outputs stay bit for bit
 KEEP_F32_ATTRIBUTE = "DisablePrecisionConversion_0"  # what OpenVINO's IR reader makes of a "precise_0" mark
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
@@ -174,15 +175,13 @@ def check_runtime_options(options: Any, where: str) -> dict[str, Any]:
     if "precision" in options and options["precision"] not in INFERENCE_PRECISIONS:
         msg = f"{where}: runtime_options precision must be one of {', '.join(INFERENCE_PRECISIONS)}, got {options['precision']!r}; rebuild the artifact"
         raise ConfigError(msg)
-    if "denormals" in options and not isinstance(options["denormals"], bool):
-        msg = f"{where}: runtime_options denormals must be true or false, got {options['denormals']!r}; rebuild the artifact"
-        raise ConfigError(msg)
     if "f32_layers" in options and not _is_name_list(options["f32_layers"]):
         msg = f"{where}: runtime_options f32_layers must be a list of node names, got {options['f32_layers']!r}; rebuild the artifact"
         raise ConfigError(msg)
-    if "cpu_pinning" in options and not isinstance(options["cpu_pinning"], bool):
-        msg = f"{where}: runtime_options cpu_pinning must be true or false, got {options['cpu_pinning']!r}; rebuild the artifact"
-        raise ConfigError(msg)
+    for key in BOOL_OPTIONS:
+        if key in options and not isinstance(options[key], bool):
+            msg = f"{where}: runtime_options {key} must be true or false, got {options[key]!r}; rebuild the artifact"
+            raise ConfigError(msg)
     return dict(options)
 
 
@@ -204,15 +203,13 @@ def check_load_options(options: dict[str, Any]) -> None:
     if "precision" in options and options["precision"] not in INFERENCE_PRECISIONS:
         msg = f"precision must be one of {', '.join(INFERENCE_PRECISIONS)} (OpenVINO inference precision), got {options['precision']!r}"
         raise UsageError(msg)
-    if options.get("denormals") is not None and not isinstance(options["denormals"], bool):
-        msg = f"denormals must be true or false (CPU_DENORMALS_OPTIMIZATION), got {options['denormals']!r}"
-        raise UsageError(msg)
     if options.get("f32_layers") is not None and not _is_name_list(options["f32_layers"]):
         msg = f"f32_layers must be a list of the graph's node names, got {options['f32_layers']!r}"
         raise UsageError(msg)
-    if options.get("cpu_pinning") is not None and not isinstance(options["cpu_pinning"], bool):
-        msg = f"cpu_pinning must be true or false (ENABLE_CPU_PINNING), got {options['cpu_pinning']!r}"
-        raise UsageError(msg)
+    for key, prop in BOOL_OPTIONS.items():
+        if options.get(key) is not None and not isinstance(options[key], bool):
+            msg = f"{key} must be true or false ({prop}), got {options[key]!r}"
+            raise UsageError(msg)
 
 
 def keep_f32(model: Any, names: list[str], source: str) -> Any:
