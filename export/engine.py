@@ -14,7 +14,7 @@ from pathlib import Path
 
 from export.core import Context, FileRecord, Stage
 from export.fp16 import convert_to_fp16
-from export.verify import measure, require, run_frames, verify_onnx, within_budget
+from export.verify import checker_name, measure, require, run_frames, verify_onnx, within_budget
 from lowlight_edge.atomic import atomic_path
 from lowlight_edge.errors import CheckFailed
 from lowlight_edge.plan import load_plan
@@ -150,7 +150,7 @@ class BuildEngine(Stage):
                 fid["numerics"] = "the engine on this GPU"
             else:
                 fid = dict(source.fidelity or {})
-                fid["numerics"] = f"{source.path} in ONNX Runtime on this CPU; the engine itself was not run (no GPU here)"
+                fid["numerics"] = f"{source.path} in {checker_name(fid.get('runtime'))} on this CPU; the engine itself was not run (no GPU here)"
             notes = [f"built by {artifact.meta.get('builder')} from {source.path}", f"targets compute capability {artifact.meta.get('compute_capabilities')}"]
             record = FileRecord(_rel(ctx, artifact.path), self.name, precision, f"engine_{precision}", fidelity=fid, notes=notes)
             sidecar = FileRecord(_rel(ctx, artifact.path) + ".json", self.name, precision, f"engine_{precision}_json")

@@ -39,6 +39,7 @@ import yaml
 
 from export.core import Context, FileRecord, Stage
 from export.engine import BuildEngine
+from export.verify import checker_name
 from lowlight_edge.atomic import write_json
 from lowlight_edge.errors import CheckFailed, MissingRequirement, UsageError
 from lowlight_edge.hashing import sha256_file
@@ -542,7 +543,7 @@ def build_on_device(ctx: Context, device: SshDevice, session: Session | None = N
             os.replace(engine, final / engine.name)
             os.replace(sidecar, final / sidecar.name)
             fid = dict(source.fidelity or {})
-            fid["numerics"] = f"{source.path} in ONNX Runtime on the workstation; the engine was built on {device.url} and not run by the export"
+            fid["numerics"] = f"{source.path} in {checker_name(fid.get('runtime'))} on the workstation; the engine was built on {device.url} and not run by the export"
             notes = [f"built on {device.url} by {side.get('builder')} from {source.path}",
                      f"for {side.get('fields', {}).get('gpu_name')} (compute capability {side.get('compute_capabilities')})"]
             rel = f"tensorrt/{engine.name}"

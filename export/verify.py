@@ -65,6 +65,12 @@ def run_frames(runner: Callable[[np.ndarray], np.ndarray], frames: list[np.ndarr
 # ORT runs IAT's unfolded raw graph at 3.3 s a 400x600 frame (2 threads) against 0.12 s in OpenVINO.
 # The simplified file, which ONNX Runtime and TensorRT consume, is always checked in ONNX Runtime.
 ONNX_CHECKERS = {"onnxruntime": {"denormals": True}, "openvino": {"precision": "f32"}}  # load options, on the CPU
+CHECKER_NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
+
+
+def checker_name(runtime: str | None) -> str:
+    """How a fidelity record's ``runtime`` reads in a sentence ("ONNX Runtime"); unknown ones as they are."""
+    return CHECKER_NAMES.get(runtime or "", runtime or "an unnamed runtime")
 
 
 def verify_onnx(path, frames: list[np.ndarray], references: list[np.ndarray], threads: int | None = None,
