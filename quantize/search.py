@@ -67,6 +67,7 @@ from quantize.inputs import (
 from runtimes import get_backend
 from runtimes.backend_openvino import BACKEND as openvino  # NNCF quantizes openvino.Models; this runs them
 from runtimes.backend_openvino import (
+    FP16_FLAGS,
     RUNTIME_OPTIONS,
     SCHEDULING_OPTIONS,
     cpu_capabilities,
@@ -110,6 +111,11 @@ NOT_CANDIDATES = (
     ({"streams": 2}, "a second stream takes half the threads from the one request: 1.80-1.93x the time (measured)"),
     ({"threads": "fewer than the target's"}, "the target fixes its thread count (targets.yaml); 1 of 2 threads: 1.75-1.82x the time (measured)"),
 )
+# OpenVINO's f16 inference precision on an Intel AMX host with AVX512-FP16 and no AMX-FP16 (2026-12-03,
+# 2 threads, the FP32 IRs at 400x600, 8 interleaved rounds, twice): no faster than BF16 anywhere, and
+# slower than FP32 on the student (``f16_not_a_candidate``)
+F16_MEASURED = ("f16 took 1.7-2.8x BF16's time (IAT 131-133 vs 74-79 ms, iat_student 108 vs 39 ms) and 0.91x / 1.51x "
+                "FP32's (measured)")
 
 
 def preset_floats(ctx: Context) -> tuple[list[ptq.NodeInfo], list[FloatNode]]:
@@ -388,6 +394,17 @@ def runtime_host(ctx: Context) -> dict:
             "openvino": versions().get("openvino")}
 
 
+def f16_not_a_candidate(caps: dict) -> str:
+    """Why OpenVINO's f16 inference precision is not searched on this host (``cpu_capabilities``)."""
+    if not caps.get("fp16"):
+        return f"the CPU has no native FP16 arithmetic ({' / '.join(FP16_FLAGS)} not in /proc/cpuinfo flags)"
+    if "amx_fp16" not in caps["fp16"] and caps["bf16"]:
+        return (f"AVX512-FP16 without AMX-FP16, next to native BF16: {F16_MEASURED}; BF16 is this host's reduced "
+                "precision (it has the same 8-bit exponent as FP32, and its f32-layer search keeps the image)")
+    return ("AMX-FP16 host: not searched, since this project has not measured f16 on one (BF16 is); pin "
+            "`precision: f16` in the target's options to use it")
+
+
 def option_candidates(target, precision: str, caps: dict | None = None) -> tuple[list[dict], list[dict], dict]:
     """(candidate option sets to try in order, records of those that are not candidates and why,
     the options the target fixes). A target option (targets.yaml ``options``) is the user's:
@@ -406,6 +423,8 @@ def option_candidates(target, precision: str, caps: dict | None = None) -> tuple
             tried.append(dict(candidate))
     if precision == "fp32":  # recorded once per plan, with the FP32 search
         skipped += [{"precision": precision, "options": dict(options), "not_a_candidate": why} for options, why in NOT_CANDIDATES]
+        if "precision" not in pinned:
+            skipped.append({"precision": precision, "options": {"precision": "f16"}, "not_a_candidate": f16_not_a_candidate(caps)})
     return tried, skipped, pinned
 
 

@@ -67,8 +67,10 @@ RUNTIME_OPTIONS = ("precision", "denormals", "f32_layers", "cpu_pinning")
 BOOL_OPTIONS = {"denormals": "CPU_DENORMALS_OPTIMIZATION", "cpu_pinning": "ENABLE_CPU_PINNING"}  # option -> OpenVINO property
 SCHEDULING_OPTIONS = ("cpu_pinning",)  # where the threads run, not what they compute: outputs stay bit for bit
 KEEP_F32_ATTRIBUTE = "DisablePrecisionConversion_0"  # what OpenVINO's IR reader makes of a "precise_0" mark
-ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16",
+             "avx512_fp16", "amx_fp16")
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # native bfloat16 arithmetic: a BF16 candidate needs one
+FP16_FLAGS = ("avx512_fp16", "amx_fp16")  # native half-precision arithmetic (OpenVINO's f16 on x86 needs one)
 HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
 INFERENCE_PRECISIONS = ("f32", "f16", "bf16")
 QUANTIZED_OPS = {"FakeQuantize", "FakeConvert"}
@@ -313,6 +315,7 @@ def cpu_capabilities(cpuinfo: str | None = None) -> dict[str, Any]:
 
     BF16 counts as native only with avx512_bf16 or amx_bf16 in /proc/cpuinfo (elsewhere OpenVINO
     would emulate it or fall back to f32: no speed to gain). ``bf16_why`` says why not, else None.
+    ``fp16``: the FP16_FLAGS present (the f16 inference precision's record reads them).
     """
     import platform
 
@@ -332,6 +335,7 @@ def cpu_capabilities(cpuinfo: str | None = None) -> dict[str, Any]:
         "flags": flags,
         "bf16": bool(bf16),
         "bf16_why": None if bf16 else f"the CPU has no native bfloat16 ({' / '.join(BF16_FLAGS)} not in /proc/cpuinfo flags)",
+        "fp16": [f for f in FP16_FLAGS if f in present],
     }
 
 

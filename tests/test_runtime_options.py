@@ -190,9 +190,27 @@ def test_bf16_is_a_candidate_only_on_a_cpu_with_native_bfloat16() -> None:
     tried, skipped, _ = option_candidates(targets["x86-cpu"], "fp32", amx)
     assert tried == [{"denormals": True}, {"precision": "bf16"}, {"cpu_pinning": False}]
     # the scheduling settings that cannot shorten one request are recorded with their measured reason, once
-    assert [r["options"] for r in skipped] == [{"hint": "THROUGHPUT"}, {"streams": 2}, {"threads": "fewer than the target's"}]
-    assert all("(measured)" in r["not_a_candidate"] for r in skipped)
+    assert [r["options"] for r in skipped[:3]] == [{"hint": "THROUGHPUT"}, {"streams": 2}, {"threads": "fewer than the target's"}]
+    assert all("(measured)" in r["not_a_candidate"] for r in skipped[:3])
     assert option_candidates(targets["x86-cpu"], "int8", amx)[1] == []
+
+
+def test_f16_is_recorded_with_why_it_is_not_searched_on_this_kind_of_host() -> None:
+    """f16 on an AMX host with AVX512-FP16 was measured slower than BF16; a CPU without FP16 has none;
+    on an AMX-FP16 host, which nobody here has measured, the record says so instead of guessing."""
+    x86 = load_targets()["x86-cpu"]
+
+    def f16_record(cpuinfo: str) -> str:
+        skipped = option_candidates(x86, "fp32", cpu_capabilities(cpuinfo))[1]
+        (record,) = [r for r in skipped if r["options"] == {"precision": "f16"}]
+        return record["not_a_candidate"]
+
+    assert "no native FP16" in f16_record(AVX2_CPUINFO) and "no native FP16" in f16_record(AMX_CPUINFO)
+    spr = AMX_CPUINFO.replace("amx_int8", "amx_int8 avx512_fp16")
+    assert cpu_capabilities(spr)["fp16"] == ["avx512_fp16"] and "avx512_fp16" in cpu_capabilities(spr)["flags"]
+    assert "(measured)" in f16_record(spr) and "BF16's time" in f16_record(spr)
+    assert "has not measured" in f16_record(spr.replace("avx512_fp16", "avx512_fp16 amx_fp16"))
+    assert all(r["options"] != {"precision": "f16"} for r in option_candidates(x86, "int8", cpu_capabilities(spr))[1])
 
 
 def test_a_target_that_pins_the_precision_is_never_searched(tmp_path: Path) -> None:
@@ -203,6 +221,7 @@ def test_a_target_that_pins_the_precision_is_never_searched(tmp_path: Path) -> N
     tried, skipped, pinned = option_candidates(target, "fp32", cpu_capabilities(AMX_CPUINFO))
     assert pinned == {"precision": "f32"} and tried == [{"denormals": True}, {"cpu_pinning": False}]
     assert "sets precision: f32" in skipped[0]["not_a_candidate"]
+    assert all(r["options"] != {"precision": "f16"} for r in skipped)  # the user's precision is not second-guessed
 
 
 def test_bf16_is_held_to_the_budget_and_denormal_flushing_to_the_float_floor() -> None:
