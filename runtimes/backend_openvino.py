@@ -316,6 +316,7 @@ def cpu_capabilities(cpuinfo: str | None = None) -> dict[str, Any]:
     BF16 counts as native only with avx512_bf16 or amx_bf16 in /proc/cpuinfo (elsewhere OpenVINO
     would emulate it or fall back to f32: no speed to gain). ``bf16_why`` says why not, else None.
     ``fp16``: the FP16_FLAGS present (the f16 inference precision's record reads them).
+    ``threads_per_core``: /proc/cpuinfo's siblings over cpu cores (2 with SMT), None where it says neither.
     """
     import platform
 
@@ -329,6 +330,12 @@ def cpu_capabilities(cpuinfo: str | None = None) -> dict[str, Any]:
     present = set(flags_line.split())
     flags = [f for f in ISA_FLAGS if f in present]
     bf16 = [f for f in BF16_FLAGS if f in present]
+
+    def first(field: str) -> int | None:
+        value = next((ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines() if ln.split(":", 1)[0].strip() == field), "")
+        return int(value) if value.isdigit() and int(value) > 0 else None
+
+    siblings, cores = first("siblings"), first("cpu cores")
     return {
         "cpu": name or platform.processor() or platform.machine() or "unknown",
         "machine": platform.machine(),
@@ -336,6 +343,7 @@ def cpu_capabilities(cpuinfo: str | None = None) -> dict[str, Any]:
         "bf16": bool(bf16),
         "bf16_why": None if bf16 else f"the CPU has no native bfloat16 ({' / '.join(BF16_FLAGS)} not in /proc/cpuinfo flags)",
         "fp16": [f for f in FP16_FLAGS if f in present],
+        "threads_per_core": siblings // cores if siblings and cores else None,
     }
 
 

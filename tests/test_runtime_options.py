@@ -193,6 +193,17 @@ def test_bf16_is_a_candidate_only_on_a_cpu_with_native_bfloat16() -> None:
     assert [r["options"] for r in skipped[:3]] == [{"hint": "THROUGHPUT"}, {"streams": 2}, {"threads": "fewer than the target's"}]
     assert all("(measured)" in r["not_a_candidate"] for r in skipped[:3])
     assert option_candidates(targets["x86-cpu"], "int8", amx)[1] == []
+    assert "threads per core" not in skipped[2]["not_a_candidate"]  # AMX_CPUINFO says nothing of SMT
+
+
+def test_fewer_threads_record_says_when_this_host_has_smt_which_was_never_measured() -> None:
+    x86 = load_targets()["x86-cpu"]
+    smt = AVX2_CPUINFO + "siblings\t: 2\ncpu cores\t: 1\n"
+    assert cpu_capabilities(smt)["threads_per_core"] == 2
+    assert cpu_capabilities(AVX2_CPUINFO + "siblings\t: 2\ncpu cores\t: 2\n")["threads_per_core"] == 1
+    assert cpu_capabilities(AVX2_CPUINFO)["threads_per_core"] is None
+    (record,) = [r for r in option_candidates(x86, "fp32", cpu_capabilities(smt))[1] if "threads" in r["options"]]
+    assert "2 threads per core" in record["not_a_candidate"] and "not measured" in record["not_a_candidate"]
 
 
 def test_f16_is_recorded_with_why_it_is_not_searched_on_this_kind_of_host() -> None:
