@@ -412,7 +412,8 @@ def f16_not_a_candidate(caps: dict) -> str:
     if "amx_fp16" not in caps["fp16"] and caps["bf16"]:
         return (f"AVX512-FP16 without AMX-FP16, next to native BF16: {F16_MEASURED}; BF16 is this host's reduced "
                 "precision (it has the same 8-bit exponent as FP32, and its f32-layer search keeps the image)")
-    return ("AMX-FP16 host: not searched, since this project has not measured f16 on one (BF16 is); pin "
+    host = "an AMX-FP16 host" if "amx_fp16" in caps["fp16"] else "a host with AVX512-FP16 and no native BF16"
+    return (f"{host}: not searched, since this project has not measured f16 on one; pin "
             "`precision: f16` in the target's options to use it")
 
 

@@ -331,11 +331,14 @@ def cpu_capabilities(cpuinfo: str | None = None) -> dict[str, Any]:
     flags = [f for f in ISA_FLAGS if f in present]
     bf16 = [f for f in BF16_FLAGS if f in present]
 
-    def first(field: str) -> int | None:
-        value = next((ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines() if ln.split(":", 1)[0].strip() == field), "")
-        return int(value) if value.isdigit() and int(value) > 0 else None
+    def first_count(field: str) -> int | None:  # the first processor's value of a count field, if any
+        for line in cpuinfo.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == field:
+                return int(value) if value.strip().isdigit() and int(value) > 0 else None
+        return None
 
-    siblings, cores = first("siblings"), first("cpu cores")
+    siblings, cores = first_count("siblings"), first_count("cpu cores")
     return {
         "cpu": name or platform.processor() or platform.machine() or "unknown",
         "machine": platform.machine(),

@@ -202,6 +202,7 @@ def test_fewer_threads_record_says_when_this_host_has_smt_which_was_never_measur
     assert cpu_capabilities(smt)["threads_per_core"] == 2
     assert cpu_capabilities(AVX2_CPUINFO + "siblings\t: 2\ncpu cores\t: 2\n")["threads_per_core"] == 1
     assert cpu_capabilities(AVX2_CPUINFO)["threads_per_core"] is None
+    assert cpu_capabilities(AVX2_CPUINFO + "siblings\t: many\ncpu cores\n")["threads_per_core"] is None
     (record,) = [r for r in option_candidates(x86, "fp32", cpu_capabilities(smt))[1] if "threads" in r["options"]]
     assert "2 threads per core" in record["not_a_candidate"] and "not measured" in record["not_a_candidate"]
 
@@ -220,7 +221,9 @@ def test_f16_is_recorded_with_why_it_is_not_searched_on_this_kind_of_host() -> N
     spr = AMX_CPUINFO.replace("amx_int8", "amx_int8 avx512_fp16")
     assert cpu_capabilities(spr)["fp16"] == ["avx512_fp16"] and "avx512_fp16" in cpu_capabilities(spr)["flags"]
     assert "(measured)" in f16_record(spr) and "BF16's time" in f16_record(spr)
-    assert "has not measured" in f16_record(spr.replace("avx512_fp16", "avx512_fp16 amx_fp16"))
+    assert "AMX-FP16 host" in f16_record(spr.replace("avx512_fp16", "avx512_fp16 amx_fp16"))
+    assert "AVX512-FP16 and no native BF16" in f16_record(AVX2_CPUINFO.replace("avx2", "avx2 avx512_fp16"))
+    assert "has not measured" in f16_record(AVX2_CPUINFO.replace("avx2", "avx2 avx512_fp16"))
     assert all(r["options"] != {"precision": "f16"} for r in option_candidates(x86, "int8", cpu_capabilities(spr))[1])
 
 
