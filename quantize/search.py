@@ -417,6 +417,15 @@ def f16_not_a_candidate(caps: dict) -> str:
             "`precision: f16` in the target's options to use it")
 
 
+def not_candidates(caps: dict, pinned: dict) -> list[tuple[dict, str]]:
+    """(options, why) of every setting the FP32 search records as not a candidate on this host:
+    NOT_CANDIDATES, fewer threads and, unless the target pins the precision, f16."""
+    records = [*NOT_CANDIDATES, ({"threads": "fewer than the target's"}, fewer_threads_not_a_candidate(caps))]
+    if "precision" not in pinned:
+        records.append(({"precision": "f16"}, f16_not_a_candidate(caps)))
+    return records
+
+
 def option_candidates(target, precision: str, caps: dict | None = None) -> tuple[list[dict], list[dict], dict]:
     """(candidate option sets to try in order, records of those that are not candidates and why,
     the options the target fixes). A target option (targets.yaml ``options``) is the user's:
@@ -434,11 +443,8 @@ def option_candidates(target, precision: str, caps: dict | None = None) -> tuple
         else:
             tried.append(dict(candidate))
     if precision == "fp32":  # recorded once per plan, with the FP32 search
-        skipped += [{"precision": precision, "options": dict(options), "not_a_candidate": why} for options, why in NOT_CANDIDATES]
-        skipped.append({"precision": precision, "options": {"threads": "fewer than the target's"},
-                        "not_a_candidate": fewer_threads_not_a_candidate(caps)})
-        if "precision" not in pinned:
-            skipped.append({"precision": precision, "options": {"precision": "f16"}, "not_a_candidate": f16_not_a_candidate(caps)})
+        skipped += [{"precision": precision, "options": dict(options), "not_a_candidate": why}
+                    for options, why in not_candidates(caps, pinned)]
     return tried, skipped, pinned
 
 
